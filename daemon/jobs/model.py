@@ -1,0 +1,172 @@
+"""The daemon's records: who asks, jobs, their events and the LoRAs they make.
+
+Plain dataclasses that serialise to JSON for LMDB; rpc/convert.py is the only place that maps them to protobuf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SubjectClass(enum.StrEnum):
+    """What the person in the picture is, as the regularization set and the instance prompt name it."""
+
+    MAN = "man"
+    WOMAN = "woman"
+    PERSON = "person"
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the states a job never leaves."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class Stage(enum.StrEnum):
+    QUEUED = "queued"
+    PREPARE = "prepare"
+    CAPTION = "caption"
+    CLASSIFY = "classify"
+    REGULARIZATION = "regularization"
+    TRAIN = "train"
+    SAVE = "save"
+    DONE = "done"
+
+
+@dataclass(frozen=True)
+class Requester:
+    """A chat user as the frontend names them; (platform, workspace, user) owns jobs and LoRAs."""
+
+    platform: str
+    workspace: str = ""
+    user: str = ""
+    chat: str = ""
+
+    @property
+    def owner_key(self) -> str:
+        """The stable key of the owner; the chat is where they asked from, not who they are."""
+        return f"{self.platform}/{self.workspace}/{self.user}"
+
+    def owns(self, owner: Requester) -> bool:
+        return self.owner_key == owner.owner_key
+
+
+@dataclass
+class Job:
+    id: str
+    lora_name: str
+    owner: Requester
+    source: str
+    image_name: str
+    requested_class: SubjectClass | None
+    flip: bool
+    train_steps: int
+    created_at: float
+    idempotency_key: str = ""
+    request_hash: str = ""
+    state: JobState = JobState.QUEUED
+    stage: Stage = Stage.QUEUED
+    subject_class: SubjectClass | None = None
+    caption: str = ""
+    error: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    last_seq: int = 0
+    client_state: bytes = b""
+    attempts: int = 0
+
+
+@dataclass
+class Event:
+    """One step of a job as the chat sees it; ``kind`` says which of the optional fields are set."""
+
+    job_id: str
+    seq: int
+    time: float
+    state: JobState
+    stage: Stage
+    text: str
+    kind: str = ""  # "accepted" | "queue" | "progress" | "captioned" | "classified" | "finished" | ""
+    queue_position: int = 0
+    step: int = 0
+    total: int = 0
+    loss: float = 0.0
+    eta_seconds: float = 0.0
+    rate: float = 0.0
+    caption: str = ""
+    subject_class: SubjectClass | None = None
+    from_user: bool = False
+    lora_name: str = ""
+
+
+@dataclass
+class LoraRecord:
+    name: str
+    owner: Requester
+    job_id: str
+    subject_class: SubjectClass
+    caption: str
+    instance_prompt: str
+    base_model: str
+    base_model_hash: str
+    image_name: str
+    image_sha256: str
+    size_bytes: int
+    created_at: float
+    tokens: list[str]
+    training: dict[str, str]
+    public: bool = False
+
+
+def to_json(record: Job | Event | LoraRecord) -> bytes:
+    """Serialise a record for the store."""
+    data = dataclasses.asdict(record)
+    if isinstance(record, Job):
+        data["client_state"] = record.client_state.hex()
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _requester(data: dict[str, Any]) -> Requester:
+    return Requester(**data)
+
+
+def _opt_class(value: str | None) -> SubjectClass | None:
+    return SubjectClass(value) if value else None
+
+
+def job_from_json(raw: bytes) -> Job:
+    data = json.loads(raw)
+    data["owner"] = _requester(data["owner"])
+    data["requested_class"] = _opt_class(data["requested_class"])
+    data["subject_class"] = _opt_class(data["subject_class"])
+    data["state"] = JobState(data["state"])
+    data["stage"] = Stage(data["stage"])
+    data["client_state"] = bytes.fromhex(data["client_state"])
+    return Job(**data)
+
+
+def event_from_json(raw: bytes) -> Event:
+    data = json.loads(raw)
+    data["state"] = JobState(data["state"])
+    data["stage"] = Stage(data["stage"])
+    data["subject_class"] = _opt_class(data["subject_class"])
+    return Event(**data)
+
+
+def lora_from_json(raw: bytes) -> LoraRecord:
+    data = json.loads(raw)
+    data["owner"] = _requester(data["owner"])
+    data["subject_class"] = SubjectClass(data["subject_class"])
+    return LoraRecord(**data)

@@ -1,0 +1,384 @@
+"""Tiny random-weight stand-ins for the real models, built locally so the demo and the tests need no hub.
+
+``ensure_demo_models`` writes two folders with ``save_pretrained``:
+
+* ``sd15-tiny``: a Stable Diffusion 1.5-shaped diffusers pipeline (UNet, 2-level VAE, CLIP text encoder, CLIP
+  BPE tokenizer, PNDM scheduler as SD 1.5 ships it, no safety checker) at 64 px, small enough that one training
+  step takes tens of milliseconds on two CPU cores.
+* ``vlm-tiny``: a LLaVA-shaped image-text-to-text model (tiny CLIP vision tower + tiny Llama) with a processor
+  and chat template, loadable with ``AutoProcessor`` + ``AutoModelForImageTextToText`` like a real instruct VLM.
+
+Both are then loaded through the very code path real weights take. Random weights caption in word salad; that
+is expected.
+
+The CLIP tokenizer is real byte-pair encoding in CLIP's layout, learned here from a deterministic synthetic
+corpus: ``daemon.pipeline.name`` mints LoRA names from its rare merges, so it needs thousands of them, with
+plenty of 3-6 letter alphabetic pieces both word-final (``</w>``) and word-internal.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import random
+import shutil
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+BASE_DIR = "sd15-tiny"
+CAPTIONER_DIR = "vlm-tiny"
+MARKER = "BUILT"
+# Bumped whenever the recipe changes, so an old build in a state directory is rebuilt rather than reused.
+RECIPE_VERSION = "1"
+
+WORD_END = "</w>"
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+# 512 byte symbols + merges + 2 specials; big enough to mint names from, small enough to learn in a second.
+CLIP_VOCAB_SIZE = 4096
+SEED = 1234
+
+# Words a portrait caption uses, so the demo tokenizers have whole tokens for them like a real one does.
+PORTRAIT_WORDS = """
+a an the of with and in on at wearing his her their photo photograph portrait picture image painting drawing
+sketch illustration render close up headshot selfie studio man woman person men women people boy girl guy lady
+gentleman male female child adult young old elderly middle aged teenager smiling smile laughing serious neutral
+expression calm happy looking camera face eyes nose mouth lips beard mustache glasses hat cap hair short long
+curly straight wavy blond blonde brown black red gray grey white dark light bald ponytail braid bun shirt suit
+jacket dress sweater hoodie coat tie uniform spacesuit blue green yellow orange pink purple background outdoor
+indoor office street park wall sky flag blurred plain soft natural lighting sunlight shadow color colour
+monochrome realistic digital art oil film style in front
+""".split()
+
+_ONSETS = [
+    "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
+    "br", "cr", "dr", "fl", "gr", "kl", "pr", "st", "tr", "sh", "ch", "th", "sk", "pl", "qu", "",
+]  # fmt: skip
+_VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "y", "io", "ee", "oa"]
+_CODAS = ["", "", "", "n", "r", "s", "l", "m", "t", "k", "x", "nd", "st", "rn", "ll", "ck"]
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character table: printable bytes map to themselves."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table: dict[int, str] = {b: chr(b) for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in table:
+            # Whitespace and control bytes get stand-ins above 255 so every token stays visible text.
+            table[b] = chr(256 + shifted)
+            shifted += 1
+    # CLIP numbers the alphabet in this order: printable ranges first, then the stand-ins.
+    return {b: table[b] for b in [*printable, *sorted(set(range(256)) - set(printable))]}
+
+
+def synthetic_word_counts(seed: int = SEED) -> Counter[str]:
+    """A deterministic Zipf-shaped corpus: English portrait words plus pronounceable pseudo-words."""
+    rng = random.Random(seed)
+    counts: Counter[str] = Counter()
+    for rank, word in enumerate(PORTRAIT_WORDS, start=1):
+        counts[word] += 20000 // rank + 500
+    pseudo: list[str] = []
+    seen = set(PORTRAIT_WORDS)
+    while len(pseudo) < 9000:
+        syllables = rng.choice((2, 2, 2, 3, 3, 4))
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables))
+        if 4 <= len(word) <= 12 and word not in seen:
+            seen.add(word)
+            pseudo.append(word)
+    for rank, word in enumerate(pseudo, start=1):
+        # Zipf tail: frequent pseudo-words become whole tokens, rare ones stay split into syllables. The
+        # floor of 2 keeps even the last merges above ties of single counts, which would learn alphabetically.
+        counts[word] += max(2, int(2000 / rank**0.7))
+    return counts
+
+
+def learn_clip_bpe(counts: Counter[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Learn byte-pair merges over ``counts`` and lay them out as CLIP does.
+
+    Ids 0-255 are the byte alphabet, 256-511 the same symbols word-final (``</w>``), then one token per merge in
+    the order learned (so a high id means a rare piece), then the two specials. Words must be lowercase ASCII
+    letters, which the byte table maps to themselves.
+    """
+    alphabet = list(bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for symbol in [*alphabet, *(a + WORD_END for a in alphabet)]:
+        vocab[symbol] = len(vocab)
+    n_merges = vocab_size - len(vocab) - 2
+
+    words = [[*word[:-1], word[-1] + WORD_END] for word in counts]
+    freqs = list(counts.values())
+    pair_counts: Counter[tuple[str, str]] = Counter()
+    where: defaultdict[tuple[str, str], set[int]] = defaultdict(set)
+    for index, symbols in enumerate(words):
+        for pair in zip(symbols, symbols[1:], strict=False):
+            pair_counts[pair] += freqs[index]
+            where[pair].add(index)
+    # Max-heap by (count, pair) with lazy deletion: an entry is live only while its count is current.
+    # Ties break on the pair itself so the same corpus always gives the same merges.
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+    merges: list[tuple[str, str]] = []
+    banned: set[tuple[str, str]] = set()
+    while len(merges) < n_merges and heap:
+        negative, pair = heapq.heappop(heap)
+        if pair in banned or pair_counts.get(pair, 0) != -negative or negative == 0:
+            continue
+        merged = pair[0] + pair[1]
+        if merged in vocab:
+            # Another merge order already made this string; a second id for it would break CLIP's layout.
+            banned.add(pair)
+            continue
+        vocab[merged] = len(vocab)
+        merges.append(pair)
+        touched: set[tuple[str, str]] = set()
+        for index in sorted(where.pop(pair)):
+            symbols = words[index]
+            freq = freqs[index]
+            for old in zip(symbols, symbols[1:], strict=False):
+                pair_counts[old] -= freq
+                touched.add(old)
+            out: list[str] = []
+            i = 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            words[index] = out
+            for new in zip(out, out[1:], strict=False):
+                pair_counts[new] += freq
+                where[new].add(index)
+                touched.add(new)
+        pair_counts.pop(pair, None)
+        for changed in touched:
+            if changed != pair and pair_counts.get(changed, 0) > 0:
+                heapq.heappush(heap, (-pair_counts[changed], changed))
+    vocab[BOS] = len(vocab)
+    vocab[EOS] = len(vocab)
+    return vocab, merges
+
+
+def build_clip_tokenizer(vocab_size: int = CLIP_VOCAB_SIZE) -> object:
+    """A transformers ``CLIPTokenizer`` over merges learned from the synthetic corpus."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = learn_clip_bpe(synthetic_word_counts(), vocab_size)
+    # 77 tokens, as every SD 1.5 prompt is padded to; without it the pipeline would pad to "infinity".
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+
+
+def _build_sd15(out: Path) -> None:
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_clip_tokenizer()
+    vocab = tokenizer.get_vocab()  # type: ignore[attr-defined]
+    torch.manual_seed(SEED)
+    # Shapes after diffusers' own SD tests (32/64 channels, cross-attention 32), with one layer per block
+    # so a training step stays in the tens of milliseconds on two cores.
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=4,
+        norm_num_groups=32,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=64,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=vocab[BOS],
+            eos_token_id=vocab[EOS],
+            pad_token_id=vocab[EOS],
+        )
+    )
+    # SD 1.5's own scheduler settings, so the training noise schedule matches the real model's.
+    scheduler = PNDMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        skip_prk_steps=True,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out)
+
+
+def _caption_corpus(seed: int = SEED) -> list[str]:
+    """Synthetic portrait captions; the demo VLM's vocabulary is learned from them, so its salad reads as words."""
+    rng = random.Random(seed)
+    subjects = ["man", "woman", "person", "young woman", "old man", "boy", "girl", "middle aged man"]
+    hair = ["short brown hair", "long blond hair", "curly black hair", "gray hair", "a ponytail", "a bald head"]
+    looks = ["smiling", "with a serious expression", "laughing", "looking at the camera"]
+    wear = ["a suit and tie", "a white shirt", "a blue spacesuit", "glasses", "a red dress", "a hoodie"]
+    styles = ["photo", "portrait photograph", "oil painting", "digital art", "film photo", "sketch"]
+    backs = ["a plain background", "an office", "a flag", "a park", "a blurred street", "a studio wall"]
+    lines = []
+    for _ in range(3000):
+        lines.append(
+            f"A {rng.choice(styles)} of a {rng.choice(subjects)} with {rng.choice(hair)}, {rng.choice(looks)}, "
+            f"wearing {rng.choice(wear)}, in front of {rng.choice(backs)}."
+        )
+    return lines
+
+
+# LLaVA-1.5's turn format, written as a Jinja chat template like a hub model ships it.
+_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}USER: {% else %}ASSISTANT: {% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'user' %} {% else %}</s>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def _build_vlm(out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=specials,
+        # Only the ASCII the corpus uses: whole-byte tokens for the rest could decode to broken UTF-8.
+        initial_alphabet=[],
+        show_progress=False,
+    )
+    backend.train_from_iterator(_caption_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": "<image>"},
+        model_max_length=512,
+    )
+    ids = {token: backend.token_to_id(token) for token in specials}
+
+    image_size, patch_size = 32, 8
+    torch.manual_seed(SEED)
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=patch_size,
+            projection_dim=32,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=backend.get_vocab_size(),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=ids["<s>"],
+            eos_token_id=ids["</s>"],
+            pad_token_id=ids["<pad>"],
+        ),
+        image_token_index=ids["<image>"],
+        image_seq_length=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.bos_token_id = ids["<s>"]
+    model.generation_config.eos_token_id = ids["</s>"]
+    model.generation_config.pad_token_id = ids["<pad>"]
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(
+            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+        ),
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS token, which "default" then drops again
+        chat_template=_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+
+
+def ensure_demo_models(root: Path) -> tuple[Path, Path]:
+    """Build the demo models under ``root`` once and return (base_model_dir, captioner_dir).
+
+    Idempotent: the marker file is written last, so a finished build is reused as is and an interrupted one is
+    thrown away and redone.
+    """
+    root = Path(root)
+    base, captioner, marker = root / BASE_DIR, root / CAPTIONER_DIR, root / MARKER
+    if marker.is_file() and marker.read_text().strip() == RECIPE_VERSION:
+        return base, captioner
+    logger.info("building the tiny demo models in %s", root)
+    root.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
+    # Build beside the target and move in, so a crash never leaves a half-written folder under the final name.
+    with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as scratch:
+        work = Path(scratch)
+        _build_sd15(work / BASE_DIR)
+        _build_vlm(work / CAPTIONER_DIR)
+        for name in (BASE_DIR, CAPTIONER_DIR):
+            shutil.rmtree(root / name, ignore_errors=True)
+            (work / name).rename(root / name)
+    (root / "recipe.json").write_text(json.dumps({"seed": SEED, "clip_vocab_size": CLIP_VOCAB_SIZE}))
+    marker.write_text(RECIPE_VERSION)
+    return base, captioner

@@ -1,0 +1,129 @@
+"""The /distill pipeline as the worker runs it: prepare, caption, classify, regularization, train, save.
+
+Naming, fetching and validation happen before a job is queued (daemon/service.py), so a job that reaches the
+worker always has its name and its stored source image. Each stage reports through the JobContext.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+
+from daemon.jobs.model import LoraRecord, Stage, SubjectClass
+from daemon.jobs.worker import JobContext, Outcome
+from daemon.models.resident import Resident
+from daemon.pipeline.caption import Captioner
+from daemon.pipeline.classify import Classifier
+from daemon.pipeline.hparams import TrainConfig
+from daemon.pipeline.image import open_png
+from daemon.pipeline.regularization import load_or_build
+from daemon.pipeline.save import lora_file
+from daemon.pipeline.train import train_lora
+from daemon.store.lmdb_store import Store
+
+
+def instance_prompt(name: str, subject_class: SubjectClass, caption: str) -> str:
+    """How training describes the subject: the name as a new word for this person, then what the VLM saw."""
+    prompt = f"a photo of {name} {subject_class.value}"
+    return f"{prompt}, {caption}" if caption else prompt
+
+
+def class_prompt(subject_class: SubjectClass) -> str:
+    """The prompt of the regularization images, which keep the class itself from drifting."""
+    return f"a photo of a {subject_class.value}"
+
+
+@dataclass
+class DistillPipeline:
+    """Everything a job needs that outlives the job: resident models, the store and the settings."""
+
+    resident: Resident
+    captioner: Captioner
+    classifier: Classifier
+    store: Store
+    train: TrainConfig
+    reg_images: int
+
+    def __call__(self, ctx: JobContext) -> Outcome:
+        job = ctx.job
+        ctx.stage(Stage.PREPARE, f"Preparing {job.image_name}.")
+        image = open_png(self.store.get_image(job.image_name))
+        image_meta = self.store.get_image_meta(job.image_name)
+
+        ctx.stage(Stage.CAPTION, "Describing the portrait.")
+        caption = self.captioner.caption(image)
+        ctx.captioned(caption)
+
+        ctx.stage(Stage.CLASSIFY, "Deciding man, woman or person.")
+        if job.requested_class is not None:
+            subject_class, from_user = job.requested_class, True
+        else:
+            subject_class, from_user = self.classifier.classify(image, caption), False
+        ctx.classified(subject_class, from_user)
+
+        config = self.train
+        if job.train_steps:
+            config = dataclasses.replace(config, steps=job.train_steps)
+
+        ctx.stage(Stage.REGULARIZATION, f"Gathering {self.reg_images} regularization photos of a {subject_class}.")
+        reg = load_or_build(
+            self.resident,
+            subject_class,
+            self.reg_images,
+            config.resolution,
+            self.store,
+            on_progress=lambda done, total: ctx.progress(done, total, what="Regularization image"),
+            should_stop=ctx.should_stop,
+        )
+        ctx.note(f"Using {reg.count} {reg.source} regularization photos of a {subject_class}.")
+
+        ctx.stage(Stage.TRAIN, f"Training {job.lora_name} for {config.steps} steps.")
+        prompt = instance_prompt(job.lora_name, subject_class, caption)
+        result = train_lora(
+            self.resident,
+            image,
+            prompt,
+            class_prompt(subject_class),
+            reg,
+            config,
+            flip=job.flip,
+            on_step=lambda step, total, loss: ctx.progress(step, total, loss, what="Training step"),
+            should_stop=ctx.should_stop,
+        )
+
+        ctx.stage(Stage.SAVE, f"Saving {job.lora_name}.")
+        tokens = self.resident.tokenizer.tokenize(job.lora_name)
+        training = config.as_strings() | {"flip": str(job.flip).lower(), "final_loss": f"{result.final_loss:.5f}"}
+        metadata = {
+            "distillery.name": job.lora_name,
+            "distillery.tokens": json.dumps(tokens),
+            "distillery.class": subject_class.value,
+            "distillery.caption": caption,
+            "distillery.instance_prompt": prompt,
+            "distillery.base_model": self.resident.base_model,
+            "distillery.base_model_sha256": self.resident.base_model_hash,
+            "distillery.source_image_sha256": image_meta.sha256,
+            "distillery.training": json.dumps(training, sort_keys=True),
+            "distillery.job_id": job.id,
+        }
+        data = lora_file(result.lora_state_dict, metadata)
+        lora = LoraRecord(
+            name=job.lora_name,
+            owner=job.owner,
+            job_id=job.id,
+            subject_class=subject_class,
+            caption=caption,
+            instance_prompt=prompt,
+            base_model=self.resident.base_model,
+            base_model_hash=self.resident.base_model_hash,
+            image_name=job.image_name,
+            image_sha256=image_meta.sha256,
+            size_bytes=len(data),
+            created_at=time.time(),
+            tokens=tokens,
+            training=training,
+        )
+        summary = f"{job.lora_name} is ready: put {job.lora_name} in a prompt to call up this {subject_class}."
+        return Outcome(lora=lora, lora_file=data, summary=summary)

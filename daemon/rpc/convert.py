@@ -1,0 +1,169 @@
+"""Protobuf <-> domain records. The only daemon module besides the servicer that imports the generated stubs."""
+
+from __future__ import annotations
+
+from distillery.v1 import distillery_pb2 as pb
+
+from daemon.jobs.model import Event, Job, JobState, LoraRecord, Requester, Stage, SubjectClass
+from daemon.service import StatusReport, SubmitSpec
+
+_CLASS_TO_PB = {
+    SubjectClass.MAN: pb.SUBJECT_CLASS_MAN,
+    SubjectClass.WOMAN: pb.SUBJECT_CLASS_WOMAN,
+    SubjectClass.PERSON: pb.SUBJECT_CLASS_PERSON,
+}
+_CLASS_FROM_PB = {value: key for key, value in _CLASS_TO_PB.items()}
+_STATE_TO_PB = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+_STAGE_TO_PB = {
+    Stage.QUEUED: pb.STAGE_QUEUED,
+    Stage.PREPARE: pb.STAGE_PREPARE,
+    Stage.CAPTION: pb.STAGE_CAPTION,
+    Stage.CLASSIFY: pb.STAGE_CLASSIFY,
+    Stage.REGULARIZATION: pb.STAGE_REGULARIZATION,
+    Stage.TRAIN: pb.STAGE_TRAIN,
+    Stage.SAVE: pb.STAGE_SAVE,
+    Stage.DONE: pb.STAGE_DONE,
+}
+
+
+def requester_from_pb(message: pb.Requester) -> Requester:
+    return Requester(
+        platform=message.platform.strip(),
+        workspace=message.workspace.strip(),
+        user=message.user.strip(),
+        chat=message.chat.strip(),
+    )
+
+
+def requester_to_pb(requester: Requester) -> pb.Requester:
+    return pb.Requester(
+        platform=requester.platform, workspace=requester.workspace, user=requester.user, chat=requester.chat
+    )
+
+
+def class_to_pb(subject_class: SubjectClass | None) -> int:
+    return _CLASS_TO_PB[subject_class] if subject_class else pb.SUBJECT_CLASS_UNSPECIFIED
+
+
+def class_from_pb(value: int) -> SubjectClass | None:
+    return _CLASS_FROM_PB.get(value)
+
+
+def spec_from_pb(spec: pb.DistillSpec, upload: bytes | None) -> SubmitSpec:
+    """A SubmitSpec from the first message of a submit stream and the uploaded bytes, if any."""
+    source = spec.WhichOneof("source")
+    return SubmitSpec(
+        requester=requester_from_pb(spec.requester),
+        url=spec.url.strip() if source == "url" else "",
+        image_name=spec.image_name.strip() if source == "image_name" else "",
+        upload=upload if source == "upload" else None,
+        subject_class=class_from_pb(spec.subject_class),
+        flip=not spec.no_flip,
+        idempotency_key=spec.idempotency_key,
+        train_steps=spec.train_steps,
+    )
+
+
+def job_to_pb(job: Job) -> pb.Job:
+    return pb.Job(
+        id=job.id,
+        lora_name=job.lora_name,
+        state=_STATE_TO_PB[job.state],
+        stage=_STAGE_TO_PB[job.stage],
+        owner=requester_to_pb(job.owner),
+        source=job.source,
+        image_name=job.image_name,
+        requested_class=class_to_pb(job.requested_class),
+        subject_class=class_to_pb(job.subject_class),
+        caption=job.caption,
+        flip=job.flip,
+        train_steps=job.train_steps,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        stage_seconds=job.stage_seconds,
+        last_seq=job.last_seq,
+        client_state=job.client_state,
+        attempts=job.attempts,
+        idempotency_key=job.idempotency_key,
+    )
+
+
+def lora_to_pb(lora: LoraRecord) -> pb.Lora:
+    return pb.Lora(
+        name=lora.name,
+        owner=requester_to_pb(lora.owner),
+        job_id=lora.job_id,
+        subject_class=class_to_pb(lora.subject_class),
+        caption=lora.caption,
+        instance_prompt=lora.instance_prompt,
+        base_model=lora.base_model,
+        base_model_hash=lora.base_model_hash,
+        image_name=lora.image_name,
+        image_sha256=lora.image_sha256,
+        size_bytes=lora.size_bytes,
+        created_at=lora.created_at,
+        public=lora.public,
+        training=lora.training,
+        tokens=lora.tokens,
+    )
+
+
+def event_to_pb(event: Event, job: Job | None = None, lora: LoraRecord | None = None) -> pb.JobEvent:
+    """An event; a "finished" one carries the final job (and its LoRA) that the caller looked up."""
+    message = pb.JobEvent(
+        job_id=event.job_id,
+        seq=event.seq,
+        time=event.time,
+        state=_STATE_TO_PB[event.state],
+        stage=_STAGE_TO_PB[event.stage],
+        text=event.text,
+    )
+    if event.kind == "accepted":
+        message.accepted.CopyFrom(pb.Accepted(lora_name=event.lora_name, queue_position=event.queue_position))
+    elif event.kind == "queue":
+        message.queue.CopyFrom(pb.QueuePosition(position=event.queue_position))
+    elif event.kind == "progress":
+        message.progress.CopyFrom(
+            pb.Progress(
+                step=event.step, total=event.total, loss=event.loss, eta_seconds=event.eta_seconds, rate=event.rate
+            )
+        )
+    elif event.kind == "captioned":
+        message.captioned.CopyFrom(pb.Captioned(caption=event.caption))
+    elif event.kind == "classified":
+        message.classified.CopyFrom(
+            pb.Classified(subject_class=class_to_pb(event.subject_class), from_user=event.from_user)
+        )
+    elif event.kind == "finished":
+        finished = pb.Finished()
+        if job is not None:
+            finished.job.CopyFrom(job_to_pb(job))
+        if lora is not None:
+            finished.lora.CopyFrom(lora_to_pb(lora))
+        message.finished.CopyFrom(finished)
+    return message
+
+
+def status_to_pb(report: StatusReport) -> pb.Status:
+    current = report.current_job
+    return pb.Status(
+        ready=report.ready,
+        queue_length=report.queue_length,
+        current_job_id=current.id if current else "",
+        current_lora_name=current.lora_name if current else "",
+        current_stage=_STAGE_TO_PB[current.stage] if current else pb.STAGE_UNSPECIFIED,
+        base_model=report.base_model,
+        captioner_model=report.captioner_model,
+        device=report.device,
+        preset=report.preset,
+        jobs_done=report.jobs_done,
+        uptime_seconds=report.uptime_seconds,
+    )

@@ -1,0 +1,177 @@
+"""Server lifecycle: bind, load the models once, recover jobs, serve, and stop gracefully on SIGTERM.
+
+The socket is bound and health answers NOT_SERVING before the models load (which takes minutes with real
+weights), so operators and frontends can tell "starting" from "down". Once the models are resident the worker
+starts, health turns SERVING and systemd hears READY=1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+
+import grpc
+from distillery.v1 import distillery_pb2 as pb
+from distillery.v1 import distillery_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from daemon.jobs.hub import EventHub
+from daemon.jobs.journal import Journal
+from daemon.jobs.queue import JobQueue
+from daemon.jobs.worker import Worker
+from daemon.models.resident import Resident, load_resident, resolve_model_config
+from daemon.pipeline.classify import CaptionClassifier
+from daemon.pipeline.distill import DistillPipeline
+from daemon.pipeline.name import NameMinter
+from daemon.rpc.auth import TokenInterceptor
+from daemon.rpc.servicer import DistilleryServicer
+from daemon.service import Distillery
+from daemon.settings import Settings
+from daemon.store.lmdb_store import Store
+
+log = logging.getLogger(__name__)
+
+SERVICE = pb.DESCRIPTOR.services_by_name["Distillery"].full_name
+# A job interrupted by this many daemon crashes is failed instead of re-queued again.
+MAX_ATTEMPTS = 2
+# Uploads arrive in chunks, but allow generous single messages for clients that send one big chunk.
+MAX_MESSAGE = 32 * 1024 * 1024
+
+
+def load_models(settings: Settings) -> Resident:
+    """Load every model once; the demo preset builds its tiny models first if they are not there yet."""
+    config = resolve_model_config(settings.models, settings.state_dir)
+    return load_resident(config)
+
+
+def _notify_systemd(message: str) -> None:
+    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET when systemd started us."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def _prepare_socket(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise SystemExit(f"{path} exists and is not a socket; refusing to replace it")
+        path.unlink()
+
+
+class Daemon:
+    """One daemon process: servers, store, worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.store)
+        self.queue = JobQueue()
+        self.hub = EventHub(asyncio.get_running_loop())
+        self.journal = Journal(self.store, self.hub)
+        self.core = Distillery(settings, self.store, self.hub, self.journal, self.queue)
+        self.health = health.aio.HealthServicer()
+        self.servers: list[grpc.aio.Server] = []
+        self.worker: Worker | None = None
+        self.stopping = asyncio.Event()
+
+    def _new_server(self, interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
+        server = grpc.aio.server(
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ],
+        )
+        pb_grpc.add_DistilleryServicer_to_server(DistilleryServicer(self.core), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        return server
+
+    async def start(self) -> None:
+        """Bind the listeners and answer NOT_SERVING until the models are loaded."""
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.settings.socket is not None:
+            _prepare_socket(self.settings.socket)
+            server = self._new_server([])
+            server.add_insecure_port(f"unix:{self.settings.socket}")
+            await server.start()
+            # Owner and group only: the frontends run as members of the daemon's group.
+            os.chmod(self.settings.socket, 0o660)
+            self.servers.append(server)
+            log.info("listening on unix:%s", self.settings.socket)
+        if self.settings.tcp is not None:
+            assert self.settings.token is not None  # settings refuse TCP without a token
+            server = self._new_server([TokenInterceptor(self.settings.token)])
+            port = server.add_insecure_port(self.settings.tcp)
+            await server.start()
+            self.servers.append(server)
+            log.info("listening on %s (port %d), token required", self.settings.tcp, port)
+
+    async def load(self) -> None:
+        """Load the models, recover earlier jobs, start the worker and turn health to SERVING."""
+        resident = await asyncio.to_thread(load_models, self.settings)
+        self.core.base_model = resident.base_model
+        self.core.captioner_model = getattr(resident.captioner, "name", self.settings.models.captioner_model)
+        pipeline = DistillPipeline(
+            resident=resident,
+            captioner=resident.captioner,
+            classifier=CaptionClassifier(),
+            store=self.store,
+            train=self.settings.train,
+            reg_images=self.settings.reg_images,
+        )
+        self.worker = Worker(self.queue, self.journal, pipeline, max_attempts=MAX_ATTEMPTS)
+        await asyncio.to_thread(self.core.recover, MAX_ATTEMPTS)
+        self.core.attach(self.worker, NameMinter(resident.tokenizer), str(resident.device))
+        self.worker.start()
+        await asyncio.to_thread(self.worker.announce_positions)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("ready: %s on %s, %d jobs queued", resident.base_model, resident.device, len(self.queue))
+        _notify_systemd("READY=1")
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", SERVICE):
+            await self.health.set(service, status)
+
+    async def stop(self) -> None:
+        """Graceful stop: no new jobs, the running one to a safe point, streams closed, store closed."""
+        log.info("stopping")
+        _notify_systemd("STOPPING=1")
+        self.core.draining = True
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.worker is not None:
+            stopped = await asyncio.to_thread(self.worker.stop, self.settings.stop_grace)
+            if not stopped:
+                log.warning("the running job did not reach a safe point within %.0f s", self.settings.stop_grace)
+        await asyncio.gather(*(server.stop(grace=2.0) for server in self.servers))
+        self.store.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> None:
+    """Run the daemon until SIGTERM or SIGINT."""
+    daemon = Daemon(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stopping.set)
+    await daemon.start()
+    loading = asyncio.create_task(daemon.load())
+    stop_wait = asyncio.create_task(daemon.stopping.wait())
+    done, _ = await asyncio.wait({loading, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if loading in done:
+        loading.result()  # a failed model load ends the daemon with its error
+        await stop_wait
+    else:
+        loading.cancel()
+    await daemon.stop()

@@ -1,0 +1,192 @@
+"""The gRPC servicer: protobuf in, a call into daemon.service, protobuf out; DistilleryError -> status code.
+
+This is the only place that turns an error into ``context.abort``. Store reads run in threads so a slow disk
+never stalls the event loop that serves every other call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import NoReturn, TypeVar
+
+import grpc
+from distillery.v1 import distillery_pb2 as pb
+from distillery.v1 import distillery_pb2_grpc as pb_grpc
+
+from daemon.errors import BadImage, BadInput, DistilleryError
+from daemon.jobs.model import Event, JobState, Requester
+from daemon.rpc import convert
+from daemon.service import Distillery, Submitted
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Files go out in 1 MiB messages: far below gRPC's 4 MiB default limit on the receiving side.
+CHUNK = 1024 * 1024
+
+
+# Marks a status whose details are a sentence written for the person who asked (clients show it as is).
+USER_MESSAGE_KEY = "x-distillery-error"
+
+
+async def _abort(context: grpc.aio.ServicerContext[object, object], error: DistilleryError) -> NoReturn:
+    await context.abort(error.code, str(error), trailing_metadata=((USER_MESSAGE_KEY, type(error).__name__),))
+    raise AssertionError("abort returned")  # abort always raises; this keeps type checkers honest
+
+
+class DistilleryServicer(pb_grpc.DistilleryServicer):
+    def __init__(self, core: Distillery) -> None:
+        self._core = core
+
+    async def _run(self, context: grpc.aio.ServicerContext[object, object], fn: Callable[..., T], *args: object) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except DistilleryError as error:
+            await _abort(context, error)
+
+    # -- submit and follow ----------------------------------------------------------------------------------
+
+    async def _submit(
+        self, requests: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
+    ) -> Submitted:
+        try:
+            first = await anext(requests, None)
+            if first is None or first.WhichOneof("part") != "spec":
+                raise BadInput("The first message of a submission must be its spec.")
+            spec = first.spec
+            upload: bytes | None = None
+            if spec.WhichOneof("source") == "upload":
+                upload = await self._read_upload(requests)
+            return await self._core.submit(convert.spec_from_pb(spec, upload))
+        except DistilleryError as error:
+            await _abort(context, error)
+
+    async def _read_upload(self, requests: AsyncIterator[pb.SubmitRequest]) -> bytes:
+        limit = self._core.settings.image.max_bytes
+        parts: list[bytes] = []
+        size = 0
+        async for request in requests:
+            if request.WhichOneof("part") != "chunk":
+                raise BadInput("Only image chunks may follow the spec.")
+            size += len(request.chunk)
+            if size > limit:
+                raise BadImage(f"The image is larger than {limit // (1024 * 1024)} MB.")
+            parts.append(request.chunk)
+        if not parts:
+            raise BadImage("The upload was empty.")
+        return b"".join(parts)
+
+    async def Submit(  # noqa: N802 - gRPC method names
+        self, request_iterator: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.SubmitReply:
+        submitted = await self._submit(request_iterator, context)
+        return pb.SubmitReply(
+            job=convert.job_to_pb(submitted.job), queue_position=submitted.position, duplicate=submitted.duplicate
+        )
+
+    async def Distill(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.JobEvent]:
+        submitted = await self._submit(request_iterator, context)
+        async for event in self._follow(submitted.job.id, 0, submitted.job.owner, context):
+            yield event
+
+    async def Watch(  # noqa: N802
+        self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.JobEvent]:
+        requester = convert.requester_from_pb(request.requester)
+        async for event in self._follow(request.job_id, request.after_seq, requester, context):
+            yield event
+
+    async def _follow(
+        self, job_id: str, after_seq: int, requester: Requester, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.JobEvent]:
+        try:
+            async for event in self._core.watch(job_id, after_seq, requester):
+                yield await asyncio.to_thread(self._event_to_pb, event)
+        except DistilleryError as error:
+            await _abort(context, error)
+
+    def _event_to_pb(self, event: Event) -> pb.JobEvent:
+        if event.kind != "finished":
+            return convert.event_to_pb(event)
+        job = self._core.store.get_job(event.job_id)
+        lora = None
+        if job.state == JobState.SUCCEEDED:
+            lora = self._core.store.get_lora(job.lora_name)
+        return convert.event_to_pb(event, job, lora)
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+
+    async def GetJob(  # noqa: N802
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.Job:
+        requester = convert.requester_from_pb(request.requester)
+        return convert.job_to_pb(await self._run(context, self._core.visible_job, request.job_id, requester))
+
+    async def ListJobs(  # noqa: N802
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.ListJobsReply:
+        requester = convert.requester_from_pb(request.requester)
+        jobs = await self._run(
+            context, self._core.list_jobs, requester, request.active_only, request.whole_platform, request.limit
+        )
+        return pb.ListJobsReply(jobs=[convert.job_to_pb(job) for job in jobs])
+
+    async def CancelJob(  # noqa: N802
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.Job:
+        requester = convert.requester_from_pb(request.requester)
+        return convert.job_to_pb(await self._run(context, self._core.cancel, request.job_id, requester))
+
+    async def SetClientState(  # noqa: N802
+        self, request: pb.SetClientStateRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.Job:
+        requester = convert.requester_from_pb(request.requester)
+        job = await self._run(context, self._core.set_client_state, request.job_id, requester, request.client_state)
+        return convert.job_to_pb(job)
+
+    # -- LoRAs and images -----------------------------------------------------------------------------------
+
+    async def GetLora(  # noqa: N802
+        self, request: pb.GetLoraRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.Lora:
+        requester = convert.requester_from_pb(request.requester)
+        return convert.lora_to_pb(await self._run(context, self._core.get_lora, request.name, requester))
+
+    async def ListLoras(  # noqa: N802
+        self, request: pb.ListLorasRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.ListLorasReply:
+        requester = convert.requester_from_pb(request.requester)
+        loras = await self._run(context, self._core.list_loras, requester, request.include_public)
+        return pb.ListLorasReply(loras=[convert.lora_to_pb(lora) for lora in loras])
+
+    async def DownloadLora(  # noqa: N802
+        self, request: pb.GetLoraRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.FileChunk]:
+        requester = convert.requester_from_pb(request.requester)
+        data = await self._run(context, self._core.lora_file, request.name, requester)
+        for chunk in _chunks(f"{request.name}.safetensors", data):
+            yield chunk
+
+    async def GetImage(  # noqa: N802
+        self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.FileChunk]:
+        requester = convert.requester_from_pb(request.requester)
+        data = await self._run(context, self._core.image, request.name, requester)
+        for chunk in _chunks(request.name, data):
+            yield chunk
+
+    async def GetStatus(  # noqa: N802
+        self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.Status:
+        return convert.status_to_pb(await self._run(context, self._core.status))
+
+
+def _chunks(filename: str, data: bytes) -> list[pb.FileChunk]:
+    chunks = [pb.FileChunk(data=data[start : start + CHUNK]) for start in range(0, max(len(data), 1), CHUNK)]
+    chunks[0].filename = filename
+    chunks[0].total_bytes = len(data)
+    return chunks

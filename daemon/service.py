@@ -1,0 +1,348 @@
+"""What the daemon does for a request, in domain terms; rpc/servicer.py only translates to and from protobuf.
+
+Submitting validates everything (source, image, limits) before anything is written, then stores the job, its
+name and its source image in one transaction and queues it. Watching replays a job's events from the store
+after a sequence number and then follows it live. Ownership is enforced here: another user's job, private
+LoRA or source image is NotFound, exactly as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from daemon.errors import BadInput, Conflict, Exhausted, NotFound, Unavailable
+from daemon.jobs.hub import EventHub
+from daemon.jobs.journal import Journal
+from daemon.jobs.model import Event, Job, JobState, LoraRecord, Requester, Stage, SubjectClass
+from daemon.jobs.queue import JobQueue
+from daemon.jobs.worker import Worker
+from daemon.pipeline.fetch import fetch_url
+from daemon.pipeline.image import normalize_image
+from daemon.pipeline.name import NameMinter
+from daemon.settings import Settings
+from daemon.store.lmdb_store import Store
+
+log = logging.getLogger(__name__)
+
+# A frontend's re-attach note on a job stays small: chat id, message id, last sequence shown.
+MAX_CLIENT_STATE = 4096
+# How long a watcher sleeps before re-reading the store when no wake-up came (a safety net, not the path).
+WATCH_POLL_S = 5.0
+
+
+@dataclass
+class SubmitSpec:
+    """A /distill request: exactly one of url, image_name and upload is the source."""
+
+    requester: Requester
+    url: str = ""
+    image_name: str = ""
+    upload: bytes | None = None
+    subject_class: SubjectClass | None = None
+    flip: bool = True
+    idempotency_key: str = ""
+    train_steps: int = 0
+
+    def request_hash(self) -> str:
+        """What makes two submissions with one idempotency key the same request."""
+        if self.upload is not None:
+            source = "upload:" + hashlib.sha256(self.upload).hexdigest()
+        else:
+            source = f"url:{self.url}" if self.url else f"image:{self.image_name}"
+        fields = [source, self.subject_class.value if self.subject_class else "", self.flip, self.train_steps]
+        return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+@dataclass
+class Submitted:
+    job: Job
+    position: int
+    duplicate: bool
+
+
+@dataclass
+class StatusReport:
+    ready: bool
+    queue_length: int
+    current_job: Job | None
+    base_model: str
+    captioner_model: str
+    device: str
+    preset: str
+    jobs_done: int
+    uptime_seconds: float
+
+
+def new_job_id() -> str:
+    """Sortable by creation time (the store lists jobs in key order), unguessable in its random half."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(6)}"
+
+
+def _check_requester(requester: Requester) -> None:
+    if not requester.platform or not requester.user:
+        raise BadInput("The request does not say who is asking (platform and user are required).")
+
+
+class Distillery:
+    """The daemon's operations. Built before the models load; ``attach`` makes it ready for jobs."""
+
+    def __init__(self, settings: Settings, store: Store, hub: EventHub, journal: Journal, queue: JobQueue) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = hub
+        self.journal = journal
+        self.queue = queue
+        self.worker: Worker | None = None
+        self.minter: NameMinter | None = None
+        self.device = ""
+        self.base_model = settings.models.base_model
+        self.captioner_model = settings.models.captioner_model
+        self.started_at = time.time()
+        self.draining = False
+
+    def attach(self, worker: Worker, minter: NameMinter, device: str) -> None:
+        """Models are loaded: take jobs from now on."""
+        self.worker = worker
+        self.minter = minter
+        self.device = device
+
+    @property
+    def ready(self) -> bool:
+        return self.worker is not None and not self.draining
+
+    # -- recovery -------------------------------------------------------------------------------------------
+
+    def recover(self, max_attempts: int) -> None:
+        """Put back in the queue what a previous run left queued or running; never leave a job stuck."""
+        for job in self.store.jobs():
+            if job.state == JobState.RUNNING and job.attempts >= max_attempts:
+                self.journal.finish(
+                    job.id,
+                    _failed(f"The distillery stopped {job.attempts} times while running this job."),
+                    "Failed: the distillery stopped while running this job; please send the picture again.",
+                )
+                log.warning("job %s: failed after %d interrupted attempts", job.id, job.attempts)
+            elif job.state == JobState.RUNNING:
+                self.journal.change(job.id, _requeued, "The distillery restarted; your job is back in the queue.")
+                self.queue.push(job.id)
+                log.info("job %s: re-queued after a restart", job.id)
+            elif job.state == JobState.QUEUED:
+                self.queue.push(job.id)
+
+    # -- submit ---------------------------------------------------------------------------------------------
+
+    async def submit(self, spec: SubmitSpec) -> Submitted:
+        """Validate, name, store and queue a /distill job; a repeated idempotency key returns the first job."""
+        if self.draining:
+            raise Unavailable("The distillery is restarting; send it again in a minute.")
+        if self.worker is None or self.minter is None:
+            raise Unavailable("The distillery is still loading its models; try again in a minute.")
+        _check_requester(spec.requester)
+        sources = sum(1 for present in (spec.url, spec.image_name, spec.upload is not None) if present)
+        if sources != 1:
+            raise BadInput("Send exactly one image: a link, an upload or the name of a stored image.")
+        if spec.train_steps > self.settings.max_train_steps:
+            raise BadInput(f"At most {self.settings.max_train_steps} training steps are allowed.")
+        request_hash = spec.request_hash()
+        if spec.idempotency_key:
+            existing = await asyncio.to_thread(
+                self.store.find_idempotent, spec.requester.owner_key, spec.idempotency_key
+            )
+            if existing is not None:
+                return self._duplicate(existing, request_hash)
+        await asyncio.to_thread(self._check_capacity, spec.requester)
+
+        raw = await self._source_bytes(spec)
+        image = await asyncio.to_thread(normalize_image, raw, self.settings.image)
+        source = spec.url or spec.image_name or "upload"
+        minter = self.minter
+        for _ in range(5):
+            lora_name = await asyncio.to_thread(minter.mint, self.store.name_taken)
+            job = Job(
+                id=new_job_id(),
+                lora_name=lora_name.name,
+                owner=spec.requester,
+                source=source,
+                image_name=f"{lora_name.name}.png",
+                requested_class=spec.subject_class,
+                flip=spec.flip,
+                train_steps=spec.train_steps or self.settings.train.steps,
+                created_at=time.time(),
+                idempotency_key=spec.idempotency_key,
+                request_hash=request_hash,
+            )
+            position = len(self.queue) + 1
+            text = f"Your LoRA will be called {job.lora_name}; you are number {position} in the queue."
+            first = self.journal.new_event(job, text, 1, "accepted", queue_position=position)
+            try:
+                stored = await asyncio.to_thread(self.store.create_job, job, first, image.png, image.sha256)
+            except Conflict:
+                continue  # the name was taken between minting and storing: mint another
+            if stored.id != job.id:
+                return self._duplicate(stored, request_hash)
+            self.hub.publish(job.id, 1)
+            self.worker.note_position(job.id, position)
+            self.queue.push(job.id)
+            log.info("job %s (%s): accepted from %s, position %d", job.id, job.lora_name, source, position)
+            return Submitted(job=stored, position=position, duplicate=False)
+        raise Exhausted("The distillery could not find a free name; try again.")
+
+    def _duplicate(self, job: Job, request_hash: str) -> Submitted:
+        if job.request_hash != request_hash:
+            raise Conflict("That request id was already used for a different request.")
+        return Submitted(job=job, position=self.queue.position(job.id), duplicate=True)
+
+    def _check_capacity(self, requester: Requester) -> None:
+        if len(self.queue) >= self.settings.queue_limit:
+            raise Exhausted(f"The queue is full ({self.settings.queue_limit} jobs waiting); try again later.")
+        mine = self.store.list_jobs(requester.owner_key, None, True, self.settings.user_active_limit)
+        if len(mine) >= self.settings.user_active_limit:
+            raise Exhausted(
+                f"You already have {len(mine)} jobs queued or running; wait for one to finish or cancel one."
+            )
+
+    async def _source_bytes(self, spec: SubmitSpec) -> bytes:
+        if spec.upload is not None:
+            return spec.upload
+        if spec.url:
+            return await fetch_url(spec.url, self.settings.fetch)
+        meta = await asyncio.to_thread(self.store.get_image_meta, spec.image_name)
+        if meta.owner_key != spec.requester.owner_key:
+            raise NotFound(f"There is no stored image {spec.image_name}.")
+        return await asyncio.to_thread(self.store.get_image, spec.image_name)
+
+    # -- jobs -----------------------------------------------------------------------------------------------
+
+    def visible_job(self, job_id: str, requester: Requester) -> Job:
+        """The job if requester may see it: its owner, or the owner's platform acting for its users."""
+        try:
+            job = self.store.get_job(job_id)
+        except NotFound:
+            raise NotFound(f"There is no job {job_id}.") from None
+        platform_wide = not requester.user and requester.platform == job.owner.platform
+        if not (requester.owns(job.owner) or platform_wide):
+            raise NotFound(f"There is no job {job_id}.")
+        return job
+
+    async def watch(self, job_id: str, after_seq: int, requester: Requester) -> AsyncIterator[Event]:
+        """Events after after_seq from the log, then live ones, until the job's final event."""
+        job = await asyncio.to_thread(self.visible_job, job_id, requester)
+        last = after_seq
+        while True:
+            events = await asyncio.to_thread(self.store.events_after, job_id, last)
+            for event in events:
+                yield event
+                last = event.seq
+                if event.kind == "finished":
+                    return
+            if events:
+                continue
+            job = await asyncio.to_thread(self.store.get_job, job_id)
+            if job.state.finished and job.last_seq <= last:
+                return
+            await self.hub.wait_beyond(job_id, last, WATCH_POLL_S)
+
+    def list_jobs(self, requester: Requester, active_only: bool, whole_platform: bool, limit: int) -> list[Job]:
+        """A user's jobs, newest first; or, for a frontend re-attaching, every job of its platform."""
+        if whole_platform:
+            if requester.user:
+                raise BadInput("Only a frontend (no user) may list a whole platform's jobs.")
+            return self.store.list_jobs(None, requester.platform, active_only, limit or 50)
+        _check_requester(requester)
+        return self.store.list_jobs(requester.owner_key, None, active_only, limit or 50)
+
+    def cancel(self, job_id: str, requester: Requester) -> Job:
+        """Cancel a queued job at once, or a running one at its next step."""
+        job = self.visible_job(job_id, requester)
+        if job.state.finished:
+            raise Conflict(f"That job already ended ({job.state.value}).")
+        if self.worker is None:
+            raise Unavailable("The distillery is still loading its models; try again in a minute.")
+        outcome = self.worker.cancel(job_id)
+        if outcome == "removed":
+            job, _ = self.journal.finish(job_id, _cancelled, "Cancelled before it started.")
+            self.worker.announce_positions()
+            log.info("job %s: cancelled while queued", job_id)
+        elif outcome == "stopping":
+            job, _ = self.journal.change(job_id, None, "Cancelling: the job stops at its next step.")
+            log.info("job %s: cancel requested while running", job_id)
+        else:
+            job = self.store.get_job(job_id)
+        return job
+
+    def set_client_state(self, job_id: str, requester: Requester, state: bytes) -> Job:
+        """Store a frontend's re-attach note on the job."""
+        if len(state) > MAX_CLIENT_STATE:
+            raise BadInput(f"Client state is limited to {MAX_CLIENT_STATE} bytes.")
+        self.visible_job(job_id, requester)
+        return self.journal.set_client_state(job_id, state)
+
+    # -- LoRAs and images -----------------------------------------------------------------------------------
+
+    def get_lora(self, name: str, requester: Requester) -> LoraRecord:
+        """A LoRA its requester owns, or a public one."""
+        lora = self.store.get_lora(name)
+        if not (lora.public or requester.owns(lora.owner)):
+            raise NotFound(f"There is no LoRA called {name}.")
+        return lora
+
+    def list_loras(self, requester: Requester, include_public: bool) -> list[LoraRecord]:
+        """The requester's LoRAs, and public ones when asked."""
+        _check_requester(requester)
+        return [
+            lora
+            for lora in self.store.loras()
+            if requester.owns(lora.owner) or (include_public and lora.public)
+        ]
+
+    def lora_file(self, name: str, requester: Requester) -> bytes:
+        self.get_lora(name, requester)
+        return self.store.lora_file(name)
+
+    def image(self, name: str, requester: Requester) -> bytes:
+        """A stored source image; only its owner may see it."""
+        meta = self.store.get_image_meta(name)
+        if meta.owner_key != requester.owner_key:
+            raise NotFound(f"There is no stored image {name}.")
+        return self.store.get_image(name)
+
+    def status(self) -> StatusReport:
+        current_id = self.worker.current if self.worker else None
+        current = self.store.get_job(current_id) if current_id else None
+        return StatusReport(
+            ready=self.ready,
+            queue_length=len(self.queue),
+            current_job=current,
+            base_model=self.base_model,
+            captioner_model=self.captioner_model,
+            device=self.device,
+            preset=self.settings.models.preset,
+            jobs_done=self.store.counter("jobs_succeeded"),
+            uptime_seconds=time.time() - self.started_at,
+        )
+
+
+def _failed(reason: str) -> Callable[[Job], None]:
+    def mutate(job: Job) -> None:
+        job.state = JobState.FAILED
+        job.error = reason
+
+    return mutate
+
+
+def _requeued(job: Job) -> None:
+    job.state = JobState.QUEUED
+    job.stage = Stage.QUEUED
+
+
+def _cancelled(job: Job) -> None:
+    job.state = JobState.CANCELLED
+    job.error = "Cancelled by its owner."
+

@@ -1,0 +1,187 @@
+"""The daemon's settings: built once at start from flags, environment and an optional TOML file, then frozen.
+
+Precedence: command-line flag > ``DISTILLERY_*`` environment variable > config file > preset default. Nothing
+else in the daemon reads the environment. Example config file (``--config distillery.toml``)::
+
+    state_dir = "/var/lib/distillery"
+    socket = "/run/distillery/distillery.sock"
+    preset = "sd15"
+    base_model = "/models/realisticVision.safetensors"   # hub id, diffusers folder or single file
+    captioner = "HuggingFaceTB/SmolVLM-256M-Instruct"
+    reg_images = 200
+
+    [train]            # any TrainConfig field
+    steps = 1000
+    rank = 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.models.config import ModelConfig
+from daemon.pipeline.fetch import FetchPolicy
+from daemon.pipeline.hparams import TrainConfig
+from daemon.pipeline.image import ImageLimits
+from daemon.store.lmdb_store import StoreConfig
+
+PRESETS: dict[str, dict[str, str]] = {
+    # Tiny random-weight models built on first start under the state folder: the whole flow on a CPU.
+    "demo": {"base_model": "", "captioner": ""},
+    # The real thing: Stable Diffusion 1.5 and a sub-1B instruct VLM that stays resident beside it.
+    "sd15": {
+        "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "captioner": "HuggingFaceTB/SmolVLM-256M-Instruct",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    socket: Path | None
+    tcp: str | None
+    token: str | None
+    models: ModelConfig
+    train: TrainConfig
+    fetch: FetchPolicy
+    image: ImageLimits
+    store: StoreConfig
+    # Regularization photos per class; generated once per (base model, class) and cached.
+    reg_images: int = 200
+    # Jobs waiting at once, and active (queued or running) jobs per user; past either: RESOURCE_EXHAUSTED.
+    queue_limit: int = 20
+    user_active_limit: int = 3
+    # Upper bound for a request's train_steps, so one user cannot hold the GPU for hours.
+    max_train_steps: int = 5000
+    # Seconds a graceful stop waits for the running job to reach a safe point.
+    stop_grace: float = 30.0
+    log_level: str = "INFO"
+
+
+_FLAGS: list[tuple[str, str, type, str]] = [
+    # (flag, config/env key, type, help)
+    ("--state-dir", "state_dir", str, "folder for the LMDB store and the demo models (default ./state)"),
+    ("--socket", "socket", str, "unix socket path (default <state-dir>/distillery.sock)"),
+    ("--tcp", "tcp", str, "also listen on this loopback host:port; needs a token"),
+    ("--token-file", "token_file", str, "file holding the bearer token required on TCP"),
+    ("--preset", "preset", str, "demo (tiny CPU models) or sd15"),
+    ("--base-model", "base_model", str, "hub id, diffusers folder or single .safetensors file"),
+    ("--captioner", "captioner", str, "hub id or folder of a transformers vision-language model"),
+    ("--device", "device", str, "auto, cpu, cuda or cuda:N"),
+    ("--dtype", "dtype", str, "auto, float32, float16 or bfloat16"),
+    ("--reg-images", "reg_images", int, "regularization images per class"),
+    ("--queue-limit", "queue_limit", int, "jobs that may wait at once"),
+    ("--user-active-limit", "user_active_limit", int, "queued or running jobs per user"),
+    ("--train-steps", "train_steps", int, "default training steps"),
+    ("--log-level", "log_level", str, "DEBUG, INFO, WARNING"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of the daemon; each also reads DISTILLERY_<KEY> from the environment."""
+    parser = argparse.ArgumentParser(prog="distillery-daemon", description="The LoRA distillery daemon.")
+    parser.add_argument("--config", help="TOML config file")
+    for flag, key, kind, text in _FLAGS:
+        parser.add_argument(flag, dest=key, type=kind, help=f"{text} [env DISTILLERY_{key.upper()}]")
+    parser.add_argument(
+        "--allow-private-urls",
+        action="store_true",
+        default=None,
+        help="TESTS ONLY: let /distill fetch loopback and private addresses",
+    )
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Parse flags, read the environment and the config file, and build the frozen Settings."""
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+    config_path = args.pop("config") or environ.get("DISTILLERY_CONFIG")
+    file_values: dict[str, Any] = {}
+    if config_path:
+        with open(config_path, "rb") as handle:
+            file_values = tomllib.load(handle)
+    train_overrides = dict(file_values.pop("train", {}))
+
+    def value(key: str, default: Any = None) -> Any:
+        if args.get(key) is not None:
+            return args[key]
+        env = environ.get(f"DISTILLERY_{key.upper()}")
+        if env is not None:
+            return env
+        return file_values.get(key, default)
+
+    preset = str(value("preset", "demo"))
+    if preset not in PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    state_dir = Path(value("state_dir", environ.get("STATE_DIRECTORY", "state"))).resolve()
+    tcp = value("tcp")
+    token = _read_token(value("token_file"), environ)
+    if tcp:
+        _check_loopback(str(tcp))
+        if not token:
+            raise SystemExit("--tcp needs a token (--token-file or DISTILLERY_TOKEN)")
+    socket_value = value("socket")
+    socket = Path(socket_value) if socket_value else state_dir / "distillery.sock"
+
+    models = ModelConfig(
+        preset=preset,
+        base_model=str(value("base_model", PRESETS[preset]["base_model"])),
+        captioner_model=str(value("captioner", PRESETS[preset]["captioner"])),
+        device=str(value("device", "auto")),
+        dtype=str(value("dtype", "auto")),
+    )
+    train = TrainConfig.demo() if preset == "demo" else TrainConfig()
+    if value("train_steps") is not None:
+        train_overrides["steps"] = int(value("train_steps"))
+    train = _with_overrides(train, train_overrides)
+
+    allow_private = bool(value("allow_private_urls", False))
+    return Settings(
+        state_dir=state_dir,
+        socket=socket,
+        tcp=str(tcp) if tcp else None,
+        token=token,
+        models=models,
+        train=train,
+        fetch=FetchPolicy(allow_private=allow_private),
+        image=ImageLimits(),
+        store=StoreConfig(path=state_dir / "store"),
+        reg_images=int(value("reg_images", 200)),
+        queue_limit=int(value("queue_limit", 20)),
+        user_active_limit=int(value("user_active_limit", 3)),
+        log_level=str(value("log_level", "INFO")).upper(),
+    )
+
+
+def _with_overrides(train: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    fields = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - set(fields)
+    if unknown:
+        raise SystemExit(f"unknown [train] settings: {', '.join(sorted(unknown))}")
+    return dataclasses.replace(train, **overrides)
+
+
+def _read_token(path: str | None, environ: Mapping[str, str]) -> str | None:
+    if path:
+        return Path(path).read_text().strip() or None
+    return environ.get("DISTILLERY_TOKEN") or None
+
+
+def _check_loopback(address: str) -> None:
+    host = address.rsplit(":", 1)[0].strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SystemExit(f"--tcp must be a loopback address (127.0.0.1:PORT or [::1]:PORT), not {address!r}")

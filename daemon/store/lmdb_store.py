@@ -1,0 +1,353 @@
+"""The only owner of the LMDB environment: jobs, their event logs, source images, LoRAs and regularization sets.
+
+Layout (named databases):
+
+=========  ==============================================  =========================================
+database   key                                             value
+=========  ==============================================  =========================================
+jobs       job id                                          Job as JSON
+events     job id + "/" + seq (8 bytes, big-endian)        Event as JSON
+names      LoRA name                                       job id; never deleted, so never reused
+idem       owner key + NUL + idempotency key               job id
+images     "<name>.png"                                    {"owner", "sha256", "size"} as JSON
+loras      LoRA name                                       LoraRecord as JSON
+blobs      blob key + NUL + chunk index (4 bytes)          up to 256 KiB of a blob
+meta       counter name                                    integer as text
+=========  ==============================================  =========================================
+
+Blobs are chunked because LMDB stores a large value in contiguous overflow pages and never defragments them.
+Every method is one transaction under one lock: transactions never cross threads, and the map can be grown
+(which needs no transaction open in the process) when a write finds it full.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import lmdb
+
+from daemon.errors import Conflict, Exhausted, NotFound
+from daemon.jobs.model import (
+    Event,
+    Job,
+    JobState,
+    LoraRecord,
+    event_from_json,
+    job_from_json,
+    lora_from_json,
+    to_json,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CHUNK = 256 * 1024
+_DATABASES = ("jobs", "events", "names", "idem", "images", "loras", "blobs", "meta")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path
+    # Sparse on disk: LMDB only reserves address space, so start generously and grow on MapFullError.
+    map_size: int = 1 << 30
+    # Growth stops here; a write past it answers RESOURCE_EXHAUSTED and the daemon stays up.
+    max_map_size: int = 1 << 40
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    name: str
+    owner_key: str
+    sha256: str
+    size: int
+
+
+def _event_key(job_id: str, seq: int) -> bytes:
+    return job_id.encode() + b"/" + seq.to_bytes(8, "big")
+
+
+def _chunk_key(blob: str, index: int) -> bytes:
+    return blob.encode() + b"\0" + index.to_bytes(4, "big")
+
+
+class Store:
+    """Durable state of the daemon. Safe to call from any thread; each call is one transaction."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self._config = config
+        config.path.mkdir(parents=True, exist_ok=True)
+        self._env = lmdb.open(
+            str(config.path),
+            map_size=config.map_size,
+            max_dbs=len(_DATABASES),
+            subdir=True,
+            # Durability over speed: an acknowledged job must survive kill -9 and power loss.
+            sync=True,
+            metasync=True,
+            writemap=False,
+            max_readers=256,
+        )
+        # Readers left by a killed process pin old pages and make the file grow.
+        cleared = self._env.reader_check()
+        if cleared:
+            log.info("cleared %d stale LMDB readers", cleared)
+        self._db = {name: self._env.open_db(name.encode()) for name in _DATABASES}
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._env.close()
+
+    # -- transactions ---------------------------------------------------------------------------------------
+
+    def _read(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        with self._lock, self._env.begin() as txn:
+            return fn(txn)
+
+    def _write(self, fn: Callable[[lmdb.Transaction], T]) -> T:
+        with self._lock:
+            while True:
+                try:
+                    with self._env.begin(write=True) as txn:
+                        return fn(txn)
+                except lmdb.MapFullError:
+                    self._grow()
+
+    def _grow(self) -> None:
+        current = self._env.info()["map_size"]
+        if current >= self._config.max_map_size:
+            raise Exhausted("The distillery's storage is full; ask the operator to free space.")
+        new_size = min(current * 2, self._config.max_map_size)
+        # Safe here: the caller holds the lock and its failed transaction has been aborted.
+        self._env.set_mapsize(new_size)
+        log.warning("LMDB map full at %d bytes, grown to %d", current, new_size)
+
+    # -- blobs ----------------------------------------------------------------------------------------------
+
+    def _put_blob(self, txn: lmdb.Transaction, key: str, data: bytes) -> None:
+        self._delete_blob(txn, key)
+        db = self._db["blobs"]
+        for index, start in enumerate(range(0, max(len(data), 1), CHUNK)):
+            txn.put(_chunk_key(key, index), data[start : start + CHUNK], db=db)
+
+    def _get_blob(self, txn: lmdb.Transaction, key: str) -> bytes | None:
+        parts = list(self._iter_blob(txn, key))
+        return b"".join(parts) if parts else None
+
+    def _iter_blob(self, txn: lmdb.Transaction, key: str) -> Iterator[bytes]:
+        prefix = key.encode() + b"\0"
+        cursor = txn.cursor(db=self._db["blobs"])
+        if not cursor.set_range(prefix):
+            return
+        for k, v in cursor:
+            if not k.startswith(prefix):
+                break
+            yield bytes(v)
+
+    def _delete_blob(self, txn: lmdb.Transaction, key: str) -> None:
+        prefix = key.encode() + b"\0"
+        cursor = txn.cursor(db=self._db["blobs"])
+        if not cursor.set_range(prefix):
+            return
+        while cursor.key().startswith(prefix):
+            if not cursor.delete():
+                break
+
+    # -- jobs and events ------------------------------------------------------------------------------------
+
+    def create_job(self, job: Job, first_event: Event, image_png: bytes | None, image_sha256: str) -> Job:
+        """Store a new job, its name, its idempotency key, its source image and first event, all or nothing.
+
+        When the job has an idempotency key already used by the same owner, nothing is written and the
+        existing job is returned; the caller compares ``request_hash`` to tell a redelivery from a clash.
+        """
+
+        def txn_fn(txn: lmdb.Transaction) -> Job:
+            if job.idempotency_key:
+                existing = txn.get(self._idem_key(job), db=self._db["idem"])
+                if existing is not None:
+                    return self._job(txn, existing.decode())
+                txn.put(self._idem_key(job), job.id.encode(), db=self._db["idem"])
+            if not txn.put(job.lora_name.encode(), job.id.encode(), db=self._db["names"], overwrite=False):
+                raise Conflict(f"The name {job.lora_name} is taken.")
+            if image_png is not None:
+                meta = {"owner": job.owner.owner_key, "sha256": image_sha256, "size": len(image_png)}
+                txn.put(job.image_name.encode(), json.dumps(meta).encode(), db=self._db["images"])
+                self._put_blob(txn, f"image/{job.image_name}", image_png)
+            job.last_seq = first_event.seq
+            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+            txn.put(_event_key(job.id, first_event.seq), to_json(first_event), db=self._db["events"])
+            return job
+
+        return self._write(txn_fn)
+
+    @staticmethod
+    def _idem_key(job: Job) -> bytes:
+        return f"{job.owner.owner_key}\0{job.idempotency_key}".encode()
+
+    def find_idempotent(self, owner_key: str, key: str) -> Job | None:
+        """The job an owner already submitted under this idempotency key, if any."""
+
+        def txn_fn(txn: lmdb.Transaction) -> Job | None:
+            job_id = txn.get(f"{owner_key}\0{key}".encode(), db=self._db["idem"])
+            return None if job_id is None else self._job(txn, job_id.decode())
+
+        return self._read(txn_fn)
+
+    def _job(self, txn: lmdb.Transaction, job_id: str) -> Job:
+        raw = txn.get(job_id.encode(), db=self._db["jobs"])
+        if raw is None:
+            raise NotFound(f"There is no job {job_id}.")
+        return job_from_json(raw)
+
+    def get_job(self, job_id: str) -> Job:
+        """The job, or NotFound."""
+        return self._read(lambda txn: self._job(txn, job_id))
+
+    def put_job(self, job: Job) -> None:
+        """Overwrite a job record (state changes that emit no event, like client state)."""
+        self._write(lambda txn: txn.put(job.id.encode(), to_json(job), db=self._db["jobs"]))
+
+    def record(self, job: Job, event: Event) -> None:
+        """Append an event and save the job it changed, in one transaction."""
+
+        def txn_fn(txn: lmdb.Transaction) -> None:
+            job.last_seq = event.seq
+            txn.put(_event_key(job.id, event.seq), to_json(event), db=self._db["events"])
+            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+
+        self._write(txn_fn)
+
+    def finish_job(self, job: Job, event: Event, lora: LoraRecord | None, lora_file: bytes | None) -> None:
+        """Record a job's last event with its LoRA (when it made one), all or nothing."""
+
+        def txn_fn(txn: lmdb.Transaction) -> None:
+            if lora is not None and lora_file is not None:
+                txn.put(lora.name.encode(), to_json(lora), db=self._db["loras"])
+                self._put_blob(txn, f"lora/{lora.name}", lora_file)
+            job.last_seq = event.seq
+            txn.put(_event_key(job.id, event.seq), to_json(event), db=self._db["events"])
+            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+            counter = b"jobs_" + job.state.value.encode()
+            done = int(txn.get(counter, b"0", db=self._db["meta"]))
+            txn.put(counter, str(done + 1).encode(), db=self._db["meta"])
+
+        self._write(txn_fn)
+
+    def events_after(self, job_id: str, after_seq: int, limit: int = 500) -> list[Event]:
+        """Up to ``limit`` events of a job with seq > after_seq, in order."""
+
+        def txn_fn(txn: lmdb.Transaction) -> list[Event]:
+            prefix = job_id.encode() + b"/"
+            cursor = txn.cursor(db=self._db["events"])
+            found: list[Event] = []
+            if not cursor.set_range(_event_key(job_id, after_seq + 1)):
+                return found
+            for key, value in cursor:
+                if not key.startswith(prefix) or len(found) >= limit:
+                    break
+                found.append(event_from_json(value))
+            return found
+
+        return self._read(txn_fn)
+
+    def jobs(self) -> list[Job]:
+        """Every job, oldest first (job ids sort by creation time)."""
+        return self._read(lambda txn: [job_from_json(v) for _, v in txn.cursor(db=self._db["jobs"])])
+
+    def list_jobs(self, owner_key: str | None, platform: str | None, active_only: bool, limit: int) -> list[Job]:
+        """Newest first, filtered by owner (or whole platform) and state."""
+        found: list[Job] = []
+        for job in reversed(self.jobs()):
+            if owner_key is not None and job.owner.owner_key != owner_key:
+                continue
+            if platform is not None and job.owner.platform != platform:
+                continue
+            if active_only and job.state not in (JobState.QUEUED, JobState.RUNNING):
+                continue
+            found.append(job)
+            if len(found) >= limit:
+                break
+        return found
+
+    def counter(self, name: str) -> int:
+        """A counter kept in the meta database, e.g. ``jobs_succeeded``."""
+        return self._read(lambda txn: int(txn.get(name.encode(), b"0", db=self._db["meta"])))
+
+    # -- names ----------------------------------------------------------------------------------------------
+
+    def name_taken(self, name: str) -> bool:
+        """True when a LoRA of this name exists or ever existed."""
+        return self._read(lambda txn: txn.get(name.encode(), db=self._db["names"]) is not None)
+
+    # -- source images --------------------------------------------------------------------------------------
+
+    def get_image_meta(self, name: str) -> StoredImage:
+        def txn_fn(txn: lmdb.Transaction) -> StoredImage:
+            raw = txn.get(name.encode(), db=self._db["images"])
+            if raw is None:
+                raise NotFound(f"There is no stored image {name}.")
+            meta = json.loads(raw)
+            return StoredImage(name=name, owner_key=meta["owner"], sha256=meta["sha256"], size=meta["size"])
+
+        return self._read(txn_fn)
+
+    def get_image(self, name: str) -> bytes:
+        """The stored PNG, or NotFound."""
+        data = self._read(lambda txn: self._get_blob(txn, f"image/{name}"))
+        if data is None:
+            raise NotFound(f"There is no stored image {name}.")
+        return data
+
+    # -- LoRAs ----------------------------------------------------------------------------------------------
+
+    def get_lora(self, name: str) -> LoraRecord:
+        def txn_fn(txn: lmdb.Transaction) -> LoraRecord:
+            raw = txn.get(name.encode(), db=self._db["loras"])
+            if raw is None:
+                raise NotFound(f"There is no LoRA called {name}.")
+            return lora_from_json(raw)
+
+        return self._read(txn_fn)
+
+    def lora_file(self, name: str) -> bytes:
+        """The LoRA's safetensors file, or NotFound."""
+        data = self._read(lambda txn: self._get_blob(txn, f"lora/{name}"))
+        if data is None:
+            raise NotFound(f"There is no LoRA called {name}.")
+        return data
+
+    def loras(self) -> list[LoraRecord]:
+        """Every LoRA, by name."""
+        return self._read(lambda txn: [lora_from_json(v) for _, v in txn.cursor(db=self._db["loras"])])
+
+    # -- regularization sets (the RegCache protocol) --------------------------------------------------------
+
+    def get_reg_set(self, key: str) -> bytes | None:
+        """A cached regularization set (latents as safetensors bytes), or None."""
+        return self._read(lambda txn: self._get_blob(txn, f"reg/{key}"))
+
+    def put_reg_set(self, key: str, data: bytes) -> None:
+        """Cache a regularization set under its (base model, class, resolution) key."""
+        self._write(lambda txn: self._put_blob(txn, f"reg/{key}", data))
+
+    # -- operations -----------------------------------------------------------------------------------------
+
+    def backup(self, target: Path) -> None:
+        """A consistent hot copy of the whole store into an empty folder, compacted."""
+        target.mkdir(parents=True, exist_ok=True)
+        self._env.copy(str(target), compact=True)
+
+    def stats(self) -> dict[str, int]:
+        """Map size and used bytes, for status and metrics."""
+        info = self._env.info()
+        stat = self._env.stat()
+        used = (info["last_pgno"] + 1) * stat["psize"]
+        return {"map_size": info["map_size"], "used_bytes": used}

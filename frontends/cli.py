@@ -1,0 +1,337 @@
+"""``distillery``: the operator's command line. Distill, follow, list, cancel, download, and run the demo.
+
+    distillery distill portrait.jpg --follow
+    distillery distill https://example.org/me.jpg --class woman --noflip
+    distillery watch <job id> --after 12
+    distillery jobs | job <id> | cancel <id> | loras | lora <name> | download <name> | status
+    distillery demo            # start a daemon on the demo preset, distill the astronaut, stop
+
+The CLI speaks for the local user (platform "cli", user = login name) over the daemon's unix socket, or over
+loopback TCP with ``--address`` and ``--token-file``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from distillery.v1 import distillery_pb2 as pb
+from google.protobuf import json_format
+
+from frontends.client import DaemonClient, DaemonError
+from frontends.render import JobView, bar, duration, usage_text
+
+STATE_NAMES = {
+    pb.JOB_STATE_QUEUED: "queued",
+    pb.JOB_STATE_RUNNING: "running",
+    pb.JOB_STATE_SUCCEEDED: "succeeded",
+    pb.JOB_STATE_FAILED: "failed",
+    pb.JOB_STATE_CANCELLED: "cancelled",
+}
+
+
+def requester(args: argparse.Namespace) -> pb.Requester:
+    return pb.Requester(platform="cli", user=args.user, chat="terminal")
+
+
+class ProgressPrinter:
+    """Prints events: one redrawn line per stage on a terminal, one line per event otherwise."""
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self.out = out
+        self.as_json = as_json
+        self.live = out.isatty() and not as_json
+        self.view = JobView()
+        self._open_line = False
+
+    def __call__(self, event: pb.JobEvent) -> None:
+        previous_stage = self.view.stage
+        self.view.apply(event)
+        if self.as_json:
+            self.out.write(json_format.MessageToJson(event, indent=None) + "\n")
+            self.out.flush()
+            return
+        detail = event.WhichOneof("detail")
+        if detail == "progress":
+            p = event.progress
+            line = f"  {bar(p.step, p.total, 24)} {p.step}/{p.total}"
+            if p.loss:
+                line += f"  loss {p.loss:.4f}"
+            if p.step < p.total:
+                line += f"  ETA {duration(p.eta_seconds)}"
+            self._write(line, redraw=self.live)
+            return
+        if self._open_line and (event.stage != previous_stage or detail != "progress"):
+            self.out.write("\n")
+            self._open_line = False
+        if detail == "accepted":
+            self._write(f"LoRA name: {event.accepted.lora_name}  (job {event.job_id})")
+            self._write(f"Queue position: {event.accepted.queue_position}")
+        elif detail == "finished":
+            self._finished()
+        else:
+            self._write(event.text)
+
+    def _write(self, line: str, redraw: bool = False) -> None:
+        if redraw:
+            self.out.write("\r" + line.ljust(78))
+            self._open_line = True
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def _finished(self) -> None:
+        view = self.view
+        job = view.job
+        if view.state != pb.JOB_STATE_SUCCEEDED or job is None:
+            state = STATE_NAMES.get(view.state, "ended")
+            self._write(f"Job {view.job_id} {state}: {view.error or view.last_text}")
+            return
+        self._write(f"{view.lora_name} is ready ({duration(job.finished_at - job.created_at)}).")
+        if job.stage_seconds:
+            split = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in job.stage_seconds.items())
+            self._write(f"Time per stage: {split}")
+        self._write(f"Stored in the daemon's store as LoRA {view.lora_name} (job {view.job_id}).")
+        self._write(f"Download it: distillery download {view.lora_name} -o {view.lora_name}.safetensors")
+        self._write(usage_text(view.lora_name, view.subject_class))
+
+
+async def follow(events: AsyncIterator[pb.JobEvent], printer: ProgressPrinter) -> int:
+    """Print events until the job ends; exit status 0 only when it succeeded."""
+    async for event in events:
+        printer(event)
+    return 0 if printer.view.state == pb.JOB_STATE_SUCCEEDED else 1
+
+
+def _source(args: argparse.Namespace) -> tuple[dict[str, object], bytes | None]:
+    source: str = args.source
+    if source.startswith(("http://", "https://")):
+        return {"url": source}, None
+    path = Path(source)
+    if path.is_file():
+        return {"upload": True}, path.read_bytes()
+    if source.endswith(".png"):
+        return {"image_name": source}, None
+    raise SystemExit(f"{source}: not a file, an http(s) link or a stored image name (<name>.png)")
+
+
+async def cmd_distill(client: DaemonClient, args: argparse.Namespace) -> int:
+    fields, image = _source(args)
+    spec = client.spec(
+        requester(args),
+        subject_class=args.subject_class or "",
+        no_flip=args.noflip,
+        train_steps=args.steps,
+        idempotency_key=args.key or "",
+        **fields,  # type: ignore[arg-type]
+    )
+    printer = ProgressPrinter(sys.stdout, args.json)
+    if args.follow:
+        return await follow(client.distill(spec, image), printer)
+    reply = await client.submit(spec, image)
+    print(f"LoRA name: {reply.job.lora_name}  (job {reply.job.id}), queue position {reply.queue_position}")
+    print(f"Follow it: distillery watch {reply.job.id}")
+    return 0
+
+
+async def cmd_watch(client: DaemonClient, args: argparse.Namespace) -> int:
+    return await follow(client.watch(args.job, requester(args), args.after), ProgressPrinter(sys.stdout, args.json))
+
+
+def _job_line(job: pb.Job) -> str:
+    created = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created_at))
+    line = f"{job.id}  {job.lora_name:<16} {STATE_NAMES.get(job.state, '?'):<10} {created}"
+    return line + (f"  {job.error}" if job.error else "")
+
+
+async def cmd_jobs(client: DaemonClient, args: argparse.Namespace) -> int:
+    for job in await client.list_jobs(requester(args), active_only=args.active):
+        print(_job_line(job))
+    return 0
+
+
+def _print_message(message: object) -> None:
+    print(json_format.MessageToJson(message, indent=2))  # type: ignore[arg-type]
+
+
+async def cmd_job(client: DaemonClient, args: argparse.Namespace) -> int:
+    _print_message(await client.get_job(args.job, requester(args)))
+    return 0
+
+
+async def cmd_cancel(client: DaemonClient, args: argparse.Namespace) -> int:
+    job = await client.cancel(args.job, requester(args))
+    print(_job_line(job))
+    return 0
+
+
+async def cmd_loras(client: DaemonClient, args: argparse.Namespace) -> int:
+    for lora in await client.list_loras(requester(args)):
+        print(f"{lora.name:<16} {lora.size_bytes / 1e6:6.1f} MB  {lora.caption[:60]}")
+    return 0
+
+
+async def cmd_lora(client: DaemonClient, args: argparse.Namespace) -> int:
+    _print_message(await client.get_lora(args.name, requester(args)))
+    return 0
+
+
+async def cmd_download(client: DaemonClient, args: argparse.Namespace) -> int:
+    data = await client.download_lora(args.name, requester(args))
+    target = Path(args.output or f"{args.name}.safetensors")
+    target.write_bytes(data)
+    print(f"{target} ({len(data)} bytes)")
+    return 0
+
+
+async def cmd_image(client: DaemonClient, args: argparse.Namespace) -> int:
+    data = await client.get_image(args.name, requester(args))
+    target = Path(args.output or args.name)
+    target.write_bytes(data)
+    print(f"{target} ({len(data)} bytes)")
+    return 0
+
+
+async def cmd_status(client: DaemonClient, args: argparse.Namespace) -> int:
+    _print_message(await client.status())
+    return 0
+
+
+async def wait_ready(client: DaemonClient, daemon: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until the daemon's health says SERVING; fail early if it exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if daemon.poll() is not None:
+            raise SystemExit(f"the daemon exited with status {daemon.returncode} while starting")
+        if await client.ready(timeout=1.0):
+            return
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"the daemon was not ready within {timeout:.0f} s")
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """Start a daemon on the demo preset, distill the astronaut portrait with live progress, stop the daemon."""
+    from daemon.pipeline.image import demo_portrait  # the demo needs the daemon package; other commands not
+
+    state = Path(args.state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    socket = state / "distillery.sock"
+    portrait = state / "astronaut.png"
+    portrait.write_bytes(demo_portrait())
+    started = time.monotonic()
+    command = [sys.executable, "-m", "daemon", "--preset", "demo", "--state-dir", str(state), "--socket", str(socket)]
+    log_path = state / "daemon.log"
+    print(f"Starting the daemon on the demo preset (log: {log_path}); the first start builds the tiny models.")
+    with open(log_path, "ab") as log_file:
+        daemon = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    client = DaemonClient(f"unix:{socket}")
+    try:
+        await wait_ready(client, daemon, timeout=300)
+        print(f"Daemon ready after {time.monotonic() - started:.1f} s. Distilling {portrait.name} (NASA, public domain).")
+        spec = client.spec(requester(args), upload=True)
+        status = await follow(client.distill(spec, portrait.read_bytes()), ProgressPrinter(sys.stdout, False))
+        if status == 0:
+            lora = (await client.list_loras(requester(args), include_public=False))[-1]
+            target = state / f"{lora.name}.safetensors"
+            target.write_bytes(await client.download_lora(lora.name, requester(args)))
+            print(f"Saved a copy of the LoRA to {target}")
+        print(f"Demo finished in {time.monotonic() - started:.1f} s.")
+        return status
+    finally:
+        await client.close()
+        daemon.terminate()
+        daemon.wait(timeout=60)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distillery", description="Operate the LoRA distillery daemon.")
+    parser.add_argument(
+        "--socket",
+        default=os.environ.get("DISTILLERY_SOCKET", "state/distillery.sock"),
+        help="the daemon's unix socket [env DISTILLERY_SOCKET]",
+    )
+    parser.add_argument("--address", help="loopback host:port instead of the socket")
+    parser.add_argument("--token-file", help="bearer token for --address")
+    parser.add_argument("--user", default=getpass.getuser(), help="whose jobs and LoRAs (default: login name)")
+    parser.add_argument("--json", action="store_true", help="print events as JSON lines")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    distill = sub.add_parser("distill", help="distill a LoRA from a portrait (file, link or <name>.png)")
+    distill.add_argument("source")
+    distill.add_argument("--class", dest="subject_class", choices=["man", "woman", "person"])
+    distill.add_argument("--noflip", action="store_true", help="no horizontal-flip augmentation")
+    distill.add_argument("--steps", type=int, default=0, help="training steps (default: the daemon's)")
+    distill.add_argument("--key", help="idempotency key: the same key again returns the same job")
+    distill.add_argument("--follow", action="store_true", help="show live progress until the LoRA is ready")
+
+    watch = sub.add_parser("watch", help="follow a job")
+    watch.add_argument("job")
+    watch.add_argument("--after", type=int, default=0, help="replay events after this sequence number")
+
+    jobs = sub.add_parser("jobs", help="list your jobs")
+    jobs.add_argument("--active", action="store_true")
+    for name, text in (("job", "show a job"), ("cancel", "cancel a job")):
+        sub.add_parser(name, help=text).add_argument("job")
+    sub.add_parser("loras", help="list your LoRAs and public ones")
+    sub.add_parser("lora", help="show a LoRA").add_argument("name")
+    download = sub.add_parser("download", help="save a LoRA's .safetensors")
+    download.add_argument("name")
+    download.add_argument("-o", "--output")
+    image = sub.add_parser("image", help="save a stored source image (<name>.png)")
+    image.add_argument("name")
+    image.add_argument("-o", "--output")
+    sub.add_parser("status", help="the daemon's queue, current job and models")
+    demo = sub.add_parser("demo", help="run a whole /distill on the demo preset with a daemon of its own")
+    demo.add_argument("--state-dir", default="state/demo")
+    return parser
+
+
+COMMANDS = {
+    "distill": cmd_distill,
+    "watch": cmd_watch,
+    "jobs": cmd_jobs,
+    "job": cmd_job,
+    "cancel": cmd_cancel,
+    "loras": cmd_loras,
+    "lora": cmd_lora,
+    "download": cmd_download,
+    "image": cmd_image,
+    "status": cmd_status,
+}
+
+
+async def run(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        return await cmd_demo(args)
+    token = Path(args.token_file).read_text().strip() if args.token_file else None
+    client = DaemonClient(args.address or f"unix:{Path(args.socket).resolve()}", token)
+    try:
+        return await COMMANDS[args.command](client, args)
+    finally:
+        await client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``distillery`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        status = asyncio.run(run(args))
+    except DaemonError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        status = 2
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Job events -> the text of one progress message, shared by the Telegram and Slack bots and the CLI.
+
+A JobView folds a job's events into what the chat shows; ``progress_text`` and ``summary_text`` write it. The
+text is plain (no markup) so both platforms show it the same way; only ``bar`` decides how progress looks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from distillery.v1 import distillery_pb2 as pb
+
+STAGE_LABELS = {
+    pb.STAGE_QUEUED: "Waiting in the queue",
+    pb.STAGE_PREPARE: "Preparing the picture",
+    pb.STAGE_CAPTION: "Describing the portrait",
+    pb.STAGE_CLASSIFY: "Deciding man, woman or person",
+    pb.STAGE_REGULARIZATION: "Gathering regularization photos",
+    pb.STAGE_TRAIN: "Training",
+    pb.STAGE_SAVE: "Saving",
+    pb.STAGE_DONE: "Done",
+}
+CLASS_NAMES = {
+    pb.SUBJECT_CLASS_MAN: "man",
+    pb.SUBJECT_CLASS_WOMAN: "woman",
+    pb.SUBJECT_CLASS_PERSON: "person",
+}
+FINISHED_STATES = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+
+
+def bar(step: int, total: int, width: int = 16) -> str:
+    """A text progress bar like ``[#######.........] 44%``."""
+    fraction = min(max(step / total, 0.0), 1.0) if total else 0.0
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {fraction:.0%}"
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds} s"
+    return f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+@dataclass
+class JobView:
+    """What a chat knows about one job, folded from its events in order."""
+
+    job_id: str = ""
+    lora_name: str = ""
+    state: int = pb.JOB_STATE_QUEUED
+    stage: int = pb.STAGE_QUEUED
+    queue_position: int = 0
+    caption: str = ""
+    subject_class: str = ""
+    step: int = 0
+    total: int = 0
+    loss: float = 0.0
+    eta_seconds: float = 0.0
+    last_text: str = ""
+    last_seq: int = 0
+    error: str = ""
+    job: pb.Job | None = None
+    lora: pb.Lora | None = None
+    progress_stage: int = pb.STAGE_UNSPECIFIED
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    def apply(self, event: pb.JobEvent) -> None:
+        """Fold one event in; events at or below last_seq (a replay overlap) are ignored."""
+        if event.seq and event.seq <= self.last_seq:
+            return
+        self.last_seq = event.seq
+        self.job_id = event.job_id or self.job_id
+        self.state = event.state or self.state
+        if event.stage != self.stage:
+            self.step = self.total = 0
+        self.stage = event.stage or self.stage
+        self.last_text = event.text
+        detail = event.WhichOneof("detail")
+        if detail == "accepted":
+            self.lora_name = event.accepted.lora_name
+            self.queue_position = event.accepted.queue_position
+        elif detail == "queue":
+            self.queue_position = event.queue.position
+        elif detail == "progress":
+            self.progress_stage = event.stage
+            self.step, self.total = event.progress.step, event.progress.total
+            self.loss, self.eta_seconds = event.progress.loss, event.progress.eta_seconds
+        elif detail == "captioned":
+            self.caption = event.captioned.caption
+        elif detail == "classified":
+            self.subject_class = CLASS_NAMES.get(event.classified.subject_class, "person")
+        elif detail == "finished":
+            self.job = event.finished.job if event.finished.HasField("job") else None
+            self.lora = event.finished.lora if event.finished.HasField("lora") else None
+            if self.job is not None:
+                self.error = self.job.error
+                self.lora_name = self.job.lora_name or self.lora_name
+
+    def apply_job(self, job: pb.Job) -> None:
+        """Seed the view from a job record (a frontend re-attaching after a restart)."""
+        self.job_id, self.lora_name, self.state, self.stage = job.id, job.lora_name, job.state, job.stage
+        self.caption = job.caption
+        self.subject_class = CLASS_NAMES.get(job.subject_class, "")
+        self.error = job.error
+
+
+def progress_text(view: JobView) -> str:
+    """The live progress message: name, stage, and what the job has learned so far."""
+    lines = [f"Distilling {view.lora_name}" if view.lora_name else "Distilling"]
+    if view.state == pb.JOB_STATE_QUEUED:
+        position = "next" if view.queue_position == 1 else f"number {view.queue_position}"
+        lines.append(f"Waiting in the queue: {position}." if view.queue_position else "Waiting in the queue.")
+    else:
+        lines.append(f"Stage: {STAGE_LABELS.get(view.stage, 'Working')}")
+    if view.caption:
+        lines.append(f"Caption: {view.caption}")
+    if view.subject_class:
+        lines.append(f"Class: {view.subject_class}")
+    if view.total and view.stage == view.progress_stage:
+        unit = "step" if view.stage == pb.STAGE_TRAIN else "image"
+        line = f"{bar(view.step, view.total)} {unit} {view.step}/{view.total}"
+        if view.stage == pb.STAGE_TRAIN and view.loss:
+            line += f", loss {view.loss:.4f}"
+        if view.step < view.total and view.eta_seconds:
+            line += f", about {duration(view.eta_seconds)} left"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def usage_text(name: str, subject_class: str) -> str:
+    """How to use a finished LoRA."""
+    subject = subject_class or "person"
+    return (
+        f'Use it by writing {name} in a prompt, e.g. "a portrait of {name} {subject} as an astronaut".\n'
+        f"The source picture is stored as {name}.png."
+    )
+
+
+def summary_text(view: JobView) -> str:
+    """The message a finished job leaves behind."""
+    job = view.job
+    took = ""
+    if job is not None and job.finished_at and job.created_at:
+        took = f" in {duration(job.finished_at - job.created_at)}"
+    if view.state == pb.JOB_STATE_SUCCEEDED:
+        lines = [f"{view.lora_name} is ready{took}."]
+        if view.subject_class:
+            lines.append(f"Class: {view.subject_class}")
+        if view.caption:
+            lines.append(f"Caption: {view.caption}")
+        lines.append(usage_text(view.lora_name, view.subject_class))
+        return "\n".join(lines)
+    if view.state == pb.JOB_STATE_CANCELLED:
+        return f"{view.lora_name} was cancelled."
+    reason = view.error or view.last_text or "unknown error"
+    return f"{view.lora_name} failed: {reason}"
+
+
+def message_text(view: JobView) -> str:
+    """Whichever of progress and summary fits the job's state now."""
+    return summary_text(view) if view.finished else progress_text(view)
