@@ -165,3 +165,27 @@ def summary_text(view: JobView) -> str:
 def message_text(view: JobView) -> str:
     """Whichever of progress and summary fits the job's state now."""
     return summary_text(view) if view.finished else progress_text(view)
+
+
+STATE_WORDS = {
+    pb.JOB_STATE_QUEUED: "queued",
+    pb.JOB_STATE_RUNNING: "running",
+    pb.JOB_STATE_SUCCEEDED: "ready",
+    pb.JOB_STATE_FAILED: "failed",
+    pb.JOB_STATE_CANCELLED: "cancelled",
+}
+
+
+def jobs_text(jobs: list[pb.Job]) -> str:
+    """A user's jobs, newest first, one line each (for /jobs)."""
+    if not jobs:
+        return "You have no jobs yet. Send /distill with a portrait to start one."
+    lines = ["Your jobs:"]
+    for job in jobs:
+        line = f"{job.lora_name}: {STATE_WORDS.get(job.state, 'unknown')}"
+        if job.state == pb.JOB_STATE_RUNNING:
+            line += f" ({STAGE_LABELS.get(job.stage, 'working').lower()})"
+        if job.error and job.state == pb.JOB_STATE_FAILED:
+            line += f" - {job.error}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -288,15 +288,15 @@ def _build_vlm(out: Path) -> None:
         PreTrainedTokenizerFast,
     )
 
-    specials = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
-    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    specials = ["<s>", "</s>", "<pad>", "<image>"]
+    # Byte-level like Llama 3 / Qwen: every string encodes, no unknown token needed.
+    backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600,
+        vocab_size=800,
         special_tokens=specials,
-        # Only the ASCII the corpus uses: whole-byte tokens for the rest could decode to broken UTF-8.
-        initial_alphabet=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     backend.train_from_iterator(_caption_corpus(), trainer=trainer)
@@ -304,7 +304,6 @@ def _build_vlm(out: Path) -> None:
         tokenizer_object=backend,
         bos_token="<s>",
         eos_token="</s>",
-        unk_token="<unk>",
         pad_token="<pad>",
         extra_special_tokens={"image_token": "<image>"},
         model_max_length=512,
@@ -344,6 +343,8 @@ def _build_vlm(out: Path) -> None:
     model.generation_config.bos_token_id = ids["<s>"]
     model.generation_config.eos_token_id = ids["</s>"]
     model.generation_config.pad_token_id = ids["<pad>"]
+    # Random weights may emit end-of-sequence at once; a real model's one-sentence caption is longer anyway.
+    model.generation_config.min_new_tokens = 12
     processor = LlavaProcessor(
         image_processor=CLIPImageProcessorPil(
             size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}

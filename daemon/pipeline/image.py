@@ -159,7 +159,7 @@ def _decode(data: bytes, limits: ImageLimits) -> Image.Image:
             im.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
         im.load()  # raises OSError for a truncated file: ImageFile.LOAD_TRUNCATED_IMAGES stays False
         upright = ImageOps.exif_transpose(im) or im
-        rgb = _to_rgb(_to_srgb(upright))
+        rgb = _to_rgb(upright)
 
     long_side = max(rgb.size)
     if long_side > limits.store_max_side:
@@ -195,8 +195,8 @@ def _to_srgb(im: Image.Image) -> Image.Image:
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Any mode to 8-bit RGB, with transparency composited onto white."""
     if im.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
-        # Pillow clips wide greyscale to 0..255 when converting, turning most 16-bit photos white; only
-        # 16-bit PNGs reach here, so map 0..65535 onto 0..255.
+        # Pillow clips wide greyscale to 0..255 when converting, turning most 16-bit photos white. Only 16-bit
+        # greyscale PNGs reach here (as "I;16", or "I" in older Pillow), so map 0..65535 onto 0..255.
         wide = np.asarray(im, dtype=np.float64)
         im = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
     has_alpha = any(band in ("A", "a") for band in im.getbands()) or "transparency" in im.info

@@ -8,7 +8,7 @@ import gzip
 import ipaddress
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -66,7 +66,9 @@ async def server() -> AsyncIterator[Server]:
     hits: collections.Counter[str] = collections.Counter()
 
     @web.middleware
-    async def count(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    async def count(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         hits[request.path] += 1
         return await handler(request)
 
@@ -251,7 +253,7 @@ async def test_closed_port_did_not_answer() -> None:
     with socket.socket() as s:  # a port that was free a moment ago and has no listener now
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(BadUrl, match="^The image link did not answer"):
+    with pytest.raises(BadUrl, match=r"^The image link did not answer"):
         await fetch_url(f"http://127.0.0.1:{port}/img", LOOPBACK_OK)
 
 
@@ -325,7 +327,8 @@ def test_non_public_addresses(address: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "address", ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"]
+    "address",
+    ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::1"],
 )
 def test_public_addresses(address: str) -> None:
     assert is_public_address(ipaddress.ip_address(address))
@@ -364,7 +367,9 @@ async def test_localhost_name_refused(server: Server, connects: list[str]) -> No
     assert connects == []
 
 
-async def test_connects_to_the_checked_address(server: Server, connects: list[str], loopback_is_public: None) -> None:
+async def test_connects_to_the_checked_address(
+    server: Server, connects: list[str], loopback_is_public: None
+) -> None:
     # A public and a private answer: the private one is dropped, only the checked one is dialled.
     resolver = StubResolver({"public.test": ["10.1.2.3", "127.0.0.1"]})
     assert await fetch_url(f"http://public.test:{server.port}/img", FetchPolicy(), resolver) == IMAGE

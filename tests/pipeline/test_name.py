@@ -11,7 +11,18 @@ from daemon.pipeline.name import NameMinter
 from tests.clip_vocab import build_tokenizer
 
 COMMON = ["photo</w>", "the</w>", "man</w>", "woman</w>", "port", "rait</w>", "smil", "ing</w>"]
-MIDDLE = ["hair</w>", "blue</w>", "eyes</w>", "wear", "shirt</w>", "with</w>", "light</w>", "back", "gold", "en</w>"]
+MIDDLE = [
+    "hair</w>",
+    "blue</w>",
+    "eyes</w>",
+    "wear",
+    "shirt</w>",
+    "with</w>",
+    "light</w>",
+    "back",
+    "gold",
+    "en</w>",
+]
 RARE_PREFIXES = ["rift", "luna", "vek", "orbo", "quil"]
 RARE_SUFFIXES = ["tami</w>", "zor</w>", "nuvel</w>", "kesh</w>", "driv</w>"]
 

@@ -8,32 +8,9 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import Conflict, Exhausted, NotFound
-from daemon.jobs.model import Event, Job, JobState, LoraRecord, Requester, Stage, SubjectClass
+from daemon.jobs.model import Event, JobState, LoraRecord, Stage, SubjectClass
 from daemon.store.lmdb_store import CHUNK, Store, StoreConfig
-
-ALICE = Requester("telegram", "", "111", "chat-1")
-BOB = Requester("telegram", "", "222", "chat-2")
-
-
-def make_job(job_id: str, name: str, owner: Requester = ALICE, key: str = "") -> Job:
-    return Job(
-        id=job_id,
-        lora_name=name,
-        owner=owner,
-        source="upload",
-        image_name=f"{name}.png",
-        requested_class=None,
-        flip=True,
-        train_steps=30,
-        created_at=time.time(),
-        idempotency_key=key,
-        request_hash="h1",
-    )
-
-
-def first_event(job: Job) -> Event:
-    return Event(job.id, 1, time.time(), job.state, job.stage, "accepted", "accepted", queue_position=1)
-
+from tests.records import ALICE, BOB, first_event, make_job
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:

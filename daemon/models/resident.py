@@ -1,0 +1,188 @@
+"""The models the daemon keeps loaded: one Stable Diffusion 1.5 pipeline and one captioner, shared by every job.
+
+``load_resident`` runs once at start. Training borrows ``unet`` for a job (adding and then removing a LoRA
+adapter) and generation uses ``pipeline``; both see the same modules, so nothing is loaded twice. Everything is
+frozen (eval mode, ``requires_grad`` False); only LoRA parameters ever train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from daemon.models.config import ModelConfig
+from daemon.models.demo import ensure_demo_models
+from daemon.pipeline.caption import Captioner, VlmCaptioner
+
+logger = logging.getLogger(__name__)
+
+# The weights file diffusers loads by default: not a variant like ".fp16", maybe sharded.
+_UNET_WEIGHTS = re.compile(r"diffusion_pytorch_model(-\d{5}-of-\d{5})?\.(safetensors|bin)")
+# VAE encoder batches: big enough to keep the GPU busy, small enough for 512 px on any card we target.
+ENCODE_BATCH = 8
+# Denoising steps when the resident generates (regularization images); DPM-Solver++ is sharp at 25.
+SAMPLE_STEPS = 25
+DEMO_SAMPLE_STEPS = 4
+
+
+@dataclass
+class Resident:
+    """Everything loaded once and reused by every job."""
+
+    pipeline: Any  # diffusers.StableDiffusionPipeline
+    unet: Any  # diffusers.UNet2DConditionModel
+    vae: Any  # diffusers.AutoencoderKL
+    text_encoder: Any  # transformers.CLIPTextModel
+    tokenizer: Any  # transformers.CLIPTokenizer
+    noise_scheduler: Any  # diffusers.DDPMScheduler, the training-time noise schedule
+    captioner: Captioner
+    device: torch.device
+    dtype: torch.dtype
+    base_model: str
+    base_model_hash: str
+    resolution: int
+    sample_steps: int = SAMPLE_STEPS
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image], resolution: int) -> torch.Tensor:
+        """VAE latents (N x 4 x r/8 x r/8, scaled as the UNet sees them, float32 on the device) of square crops.
+
+        Uses the posterior mean rather than a sample: the SD VAE's posterior is so narrow that sampling adds
+        nothing but noise to a cache that is reused for a thousand steps.
+        """
+        config = self.vae.config
+        shift = getattr(config, "shift_factor", None) or 0.0
+        out = []
+        for start in range(0, len(images), ENCODE_BATCH):
+            batch = torch.stack([image_tensor(image, resolution) for image in images[start : start + ENCODE_BATCH]])
+            batch = batch.to(self.device, dtype=self.dtype)
+            mean = self.vae.encode(batch).latent_dist.mode()
+            out.append(((mean.float() - shift) * config.scaling_factor).float())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Text-encoder hidden states (N x 77 x dim, in the resident dtype) for the UNet's cross-attention."""
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return hidden.to(self.dtype)
+
+
+def center_crop_resize(image: Image.Image, size: int) -> Image.Image:
+    """The largest centered square of ``image``, resized to ``size`` x ``size`` RGB."""
+    image = image.convert("RGB")
+    side = min(image.size)
+    left = (image.width - side) // 2
+    top = (image.height - side) // 2
+    square = image.crop((left, top, left + side, top + side))
+    # Lanczos keeps a downscaled face sharp; the VAE sees every aliasing artifact.
+    return square.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def image_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """A 3 x size x size float tensor in [-1, 1], the range the VAE was trained on."""
+    array = np.asarray(center_crop_resize(image, size), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def sha256_files(paths: Sequence[Path]) -> str:
+    """One sha256 over the concatenated bytes of ``paths`` in the given order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def unet_weight_files(folder: Path) -> list[Path]:
+    """The UNet weights file(s) that ``from_pretrained`` reads from a diffusers folder, safetensors first."""
+    unet = folder / "unet"
+    names = sorted(p.name for p in unet.iterdir() if _UNET_WEIGHTS.fullmatch(p.name))
+    safetensors = [n for n in names if n.endswith(".safetensors")]
+    chosen = safetensors or names
+    if not chosen:
+        raise FileNotFoundError(f"no UNet weights in {unet}")
+    return [unet / name for name in chosen]
+
+
+def resolve_model_config(cfg: ModelConfig, state_dir: Path) -> ModelConfig:
+    """For the demo preset, build the tiny models under ``state_dir`` and point the config at them."""
+    if cfg.preset != "demo":
+        return cfg
+    base, captioner = ensure_demo_models(Path(state_dir) / "models" / "demo")
+    return dataclasses.replace(cfg, base_model=str(base), captioner_model=str(captioner))
+
+
+def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
+    from diffusers import StableDiffusionPipeline
+
+    # No safety checker: the daemon only generates class images for training, and it saves ~1 GB of VRAM.
+    no_checker: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
+    if cfg.is_single_file:
+        path = Path(cfg.base_model)
+        pipe = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=dtype, **no_checker)
+        return pipe, sha256_files([path])
+    folder = Path(cfg.base_model)
+    if not folder.is_dir():
+        # A hub id: fetch (or find in the cache) first, so the exact files loaded can be hashed.
+        folder = Path(StableDiffusionPipeline.download(cfg.base_model, safety_checker=None))
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, **no_checker)
+    return pipe, sha256_files(unet_weight_files(folder))
+
+
+def load_resident(cfg: ModelConfig) -> Resident:
+    """Load the base pipeline and the captioner onto the configured device, frozen, ready for every job."""
+    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    if not cfg.base_model or not cfg.captioner_model:
+        raise ValueError("the model config names no models; call resolve_model_config first")
+    device, dtype = cfg.torch_device(), cfg.torch_dtype()
+    logger.info("loading %s on %s as %s", cfg.base_model, device, dtype)
+    pipe, base_hash = _load_pipeline(cfg, dtype)
+    # Training needs the model's own noise schedule; DDPM is the schedule the UNet was trained with.
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    # Sampling: DPM-Solver++ reaches PNDM's 50-step quality in ~25 steps, halving regularization time.
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.requires_grad_(False)
+        module.eval()
+    # PyTorch SDPA (flash / memory-efficient kernels) for both training and generation.
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    captioner = VlmCaptioner(cfg.captioner_model, device=device, dtype=dtype)
+    resolution = int(pipe.vae_scale_factor * pipe.unet.config.sample_size)
+    return Resident(
+        pipeline=pipe,
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        noise_scheduler=noise_scheduler,
+        captioner=captioner,
+        device=device,
+        dtype=dtype,
+        base_model=cfg.base_model,
+        base_model_hash=base_hash,
+        resolution=resolution,
+        sample_steps=DEMO_SAMPLE_STEPS if cfg.preset == "demo" else SAMPLE_STEPS,
+    )

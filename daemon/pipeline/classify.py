@@ -1,0 +1,78 @@
+"""Decide man / woman / person for the regularization set and the instance prompt.
+
+The rule reads the caption, not the pixels: the captioner already looked at the face, and a word list is easy
+to audit and to override (the user may name the class in the request, which skips this stage).
+
+Rules, applied to the lowercased caption split into words (runs of letters, so "woman" never matches "man"
+and "his" never matches inside "this"):
+
+* any WOMAN word (woman, girl, lady, female, she, her, ...) and no MAN word  -> WOMAN
+* any MAN word (man, boy, guy, male, he, his, bearded, ...) and no WOMAN word -> MAN
+* words of both kinds (a couple, "a man and his daughter") or of neither      -> PERSON
+
+PERSON is the safe answer: its regularization set preserves the prior of people in general.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from PIL import Image
+
+from daemon.jobs.model import SubjectClass
+
+WOMAN_WORDS = frozenset(
+    """
+    woman women girl girls lady ladies female feminine she her hers herself gal actress businesswoman
+    mother mom daughter wife bride sister grandmother aunt queen princess policewoman spokeswoman
+    """.split()
+)
+MAN_WORDS = frozenset(
+    """
+    man men boy boys guy guys male masculine he him his himself gentleman gentlemen actor businessman
+    father dad son husband groom brother grandfather uncle king prince policeman spokesman bearded beard
+    mustache moustache mustached moustached
+    """.split()
+)
+
+_WORDS = re.compile(r"[a-z]+")
+
+
+class Classifier(Protocol):
+    """Picks the subject class of a portrait."""
+
+    def classify(self, image: Image.Image, caption: str) -> SubjectClass:
+        """The class of the person in ``image`` as described by ``caption``."""
+        ...
+
+
+def words_of(caption: str) -> set[str]:
+    """The caption's words, lowercased; apostrophes split, so "man's" yields "man" and "s"."""
+    return set(_WORDS.findall(caption.lower()))
+
+
+class CaptionClassifier:
+    """Keyword rules on the caption (see the module docstring); the image is not looked at."""
+
+    def classify(self, image: Image.Image, caption: str) -> SubjectClass:
+        """WOMAN or MAN when only one side's words occur in the caption, PERSON otherwise."""
+        words = words_of(caption)
+        woman = not words.isdisjoint(WOMAN_WORDS)
+        man = not words.isdisjoint(MAN_WORDS)
+        if woman and not man:
+            return SubjectClass.WOMAN
+        if man and not woman:
+            return SubjectClass.MAN
+        return SubjectClass.PERSON
+
+
+class FixedClassifier:
+    """A fake that always answers ``subject_class``."""
+
+    def __init__(self, subject_class: SubjectClass) -> None:
+        self.subject_class = subject_class
+
+    def classify(self, image: Image.Image, caption: str) -> SubjectClass:
+        """Return the fixed class."""
+        return self.subject_class
