@@ -297,9 +297,7 @@ class Distillery:
         """The requester's LoRAs, and public ones when asked."""
         _check_requester(requester)
         return [
-            lora
-            for lora in self.store.loras()
-            if requester.owns(lora.owner) or (include_public and lora.public)
+            lora for lora in self.store.loras() if requester.owns(lora.owner) or (include_public and lora.public)
         ]
 
     def lora_file(self, name: str, requester: Requester) -> bytes:
@@ -345,4 +343,3 @@ def _requeued(job: Job) -> None:
 def _cancelled(job: Job) -> None:
     job.state = JobState.CANCELLED
     job.error = "Cancelled by its owner."
-

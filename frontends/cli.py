@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import TextIO
 
 from distillery.v1 import distillery_pb2 as pb
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from frontends.client import DaemonClient, DaemonError
 from frontends.render import JobView, bar, duration, usage_text
@@ -144,7 +144,9 @@ async def cmd_distill(client: DaemonClient, args: argparse.Namespace) -> int:
 
 
 async def cmd_watch(client: DaemonClient, args: argparse.Namespace) -> int:
-    return await follow(client.watch(args.job, requester(args), args.after), ProgressPrinter(sys.stdout, args.json))
+    return await follow(
+        client.watch(args.job, requester(args), args.after), ProgressPrinter(sys.stdout, args.json)
+    )
 
 
 def _job_line(job: pb.Job) -> str:
@@ -159,8 +161,8 @@ async def cmd_jobs(client: DaemonClient, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_message(message: object) -> None:
-    print(json_format.MessageToJson(message, indent=2))  # type: ignore[arg-type]
+def _print_message(message: Message) -> None:
+    print(json_format.MessageToJson(message, indent=2))
 
 
 async def cmd_job(client: DaemonClient, args: argparse.Namespace) -> int:
@@ -228,7 +230,17 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     portrait = state / "astronaut.png"
     portrait.write_bytes(demo_portrait())
     started = time.monotonic()
-    command = [sys.executable, "-m", "daemon", "--preset", "demo", "--state-dir", str(state), "--socket", str(socket)]
+    command = [
+        sys.executable,
+        "-m",
+        "daemon",
+        "--preset",
+        "demo",
+        "--state-dir",
+        str(state),
+        "--socket",
+        str(socket),
+    ]
     log_path = state / "daemon.log"
     print(f"Starting the daemon on the demo preset (log: {log_path}); the first start builds the tiny models.")
     with open(log_path, "ab") as log_file:
@@ -236,7 +248,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     client = DaemonClient(f"unix:{socket}")
     try:
         await wait_ready(client, daemon, timeout=300)
-        print(f"Daemon ready after {time.monotonic() - started:.1f} s. Distilling {portrait.name} (NASA, public domain).")
+        ready = time.monotonic() - started
+        print(f"Daemon ready after {ready:.1f} s. Distilling {portrait.name} (NASA, public domain).")
         spec = client.spec(requester(args), upload=True)
         status = await follow(client.distill(spec, portrait.read_bytes()), ProgressPrinter(sys.stdout, False))
         if status == 0:

@@ -1,4 +1,7 @@
-"""The chat commands' grammar, shared by both bots: ``/distill <image url> [--class man|woman|person] [--noflip]``."""
+"""The chat commands' grammar, shared by both bots.
+
+``/distill <image url> [--class man|woman|person] [--noflip]``
+"""
 
 from __future__ import annotations
 

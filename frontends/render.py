@@ -37,7 +37,7 @@ def bar(step: int, total: int, width: int = 16) -> str:
 
 def duration(seconds: float) -> str:
     """``42 s``, ``3 min 05 s``."""
-    seconds = max(int(round(seconds)), 0)
+    seconds = max(round(seconds), 0)
     if seconds < 60:
         return f"{seconds} s"
     return f"{seconds // 60} min {seconds % 60:02d} s"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,7 +79,9 @@ class JobContext:
         def mutate(job: Job) -> None:
             job.caption = caption
 
-        self.job, _ = self._journal.change(self.job.id, mutate, f"Caption: {caption}", "captioned", caption=caption)
+        self.job, _ = self._journal.change(
+            self.job.id, mutate, f"Caption: {caption}", "captioned", caption=caption
+        )
 
     def classified(self, subject_class: SubjectClass, from_user: bool) -> None:
         def mutate(job: Job) -> None:
@@ -243,7 +244,9 @@ class Worker:
             job.stage = Stage.DONE
             job.stage_seconds = stage_seconds
 
-        self._journal.finish(job_id, succeed, f"{outcome.summary} ({elapsed:.0f} s)", outcome.lora, outcome.lora_file)
+        self._journal.finish(
+            job_id, succeed, f"{outcome.summary} ({elapsed:.0f} s)", outcome.lora, outcome.lora_file
+        )
         log.info("job %s (%s): succeeded in %.1f s %s", job_id, job.lora_name, elapsed, stage_seconds)
 
     def _fail(self, job: Job, reason: str) -> None:

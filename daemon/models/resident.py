@@ -64,7 +64,9 @@ class Resident:
         shift = getattr(config, "shift_factor", None) or 0.0
         out = []
         for start in range(0, len(images), ENCODE_BATCH):
-            batch = torch.stack([image_tensor(image, resolution) for image in images[start : start + ENCODE_BATCH]])
+            batch = torch.stack(
+                [image_tensor(image, resolution) for image in images[start : start + ENCODE_BATCH]]
+            )
             batch = batch.to(self.device, dtype=self.dtype)
             mean = self.vae.encode(batch).latent_dist.mode()
             out.append(((mean.float() - shift) * config.scaling_factor).float())
@@ -80,7 +82,7 @@ class Resident:
             truncation=True,
             return_tensors="pt",
         )
-        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        hidden: torch.Tensor = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return hidden.to(self.dtype)
 
 
@@ -137,13 +139,13 @@ def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
     no_checker: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if cfg.is_single_file:
         path = Path(cfg.base_model)
-        pipe = StableDiffusionPipeline.from_single_file(str(path), torch_dtype=dtype, **no_checker)
+        pipe = StableDiffusionPipeline.from_single_file(str(path), dtype=dtype, **no_checker)
         return pipe, sha256_files([path])
     folder = Path(cfg.base_model)
     if not folder.is_dir():
         # A hub id: fetch (or find in the cache) first, so the exact files loaded can be hashed.
         folder = Path(StableDiffusionPipeline.download(cfg.base_model, safety_checker=None))
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, **no_checker)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=dtype, **no_checker)  # type: ignore[no-untyped-call]
     return pipe, sha256_files(unet_weight_files(folder))
 
 
@@ -158,17 +160,17 @@ def load_resident(cfg: ModelConfig) -> Resident:
     logger.info("loading %s on %s as %s", cfg.base_model, device, dtype)
     pipe, base_hash = _load_pipeline(cfg, dtype)
     # Training needs the model's own noise schedule; DDPM is the schedule the UNet was trained with.
-    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # type: ignore[no-untyped-call]
     # Sampling: DPM-Solver++ reaches PNDM's 50-step quality in ~25 steps, halving regularization time.
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # type: ignore[no-untyped-call]
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder):
         module.requires_grad_(False)
         module.eval()
     # PyTorch SDPA (flash / memory-efficient kernels) for both training and generation.
-    pipe.unet.set_attn_processor(AttnProcessor2_0())
-    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    pipe.unet.set_attn_processor(AttnProcessor2_0())  # type: ignore[no-untyped-call]
+    pipe.vae.set_attn_processor(AttnProcessor2_0())  # type: ignore[no-untyped-call]
     captioner = VlmCaptioner(cfg.captioner_model, device=device, dtype=dtype)
     resolution = int(pipe.vae_scale_factor * pipe.unet.config.sample_size)
     return Resident(

@@ -74,11 +74,9 @@ class VlmCaptioner:
         self.dtype = dtype
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
-        self.processor: Any = AutoProcessor.from_pretrained(model)
-        self.model: Any = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
-        self.model.to(self.device)
-        self.model.eval()
-        self.model.requires_grad_(False)
+        self.processor: Any = AutoProcessor.from_pretrained(model)  # type: ignore[no-untyped-call]
+        loaded: Any = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
+        self.model: Any = loaded.to(self.device).eval().requires_grad_(False)
 
     @torch.no_grad()
     def caption(self, image: Image.Image) -> str:

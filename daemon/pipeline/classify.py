@@ -26,14 +26,14 @@ WOMAN_WORDS = frozenset(
     """
     woman women girl girls lady ladies female feminine she her hers herself gal actress businesswoman
     mother mom daughter wife bride sister grandmother aunt queen princess policewoman spokeswoman
-    """.split()
+    """.split()  # noqa: SIM905 - word lists read better as prose
 )
 MAN_WORDS = frozenset(
     """
     man men boy boys guy guys male masculine he him his himself gentleman gentlemen actor businessman
     father dad son husband groom brother grandfather uncle king prince policeman spokesman bearded beard
     mustache moustache mustached moustached
-    """.split()
+    """.split()  # noqa: SIM905
 )
 
 _WORDS = re.compile(r"[a-z]+")

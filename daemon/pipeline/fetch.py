@@ -134,11 +134,14 @@ def _check_url(url: URL, policy: FetchPolicy) -> None:
         raise BadUrl("The image link must start with http:// or https://.")
     if url.raw_user or url.raw_password:
         raise BadUrl("The image link must not contain a user name or password.")
-    host = url.host
+    try:
+        host = url.host  # yarl decodes IDNA lazily: a malformed xn-- label only fails here
+    except ValueError as exc:
+        raise BadUrl("That is not a valid web link.") from exc
     if not host:
         raise BadUrl("That image link has no host name.")
     bare = host.rstrip(".")
-    if _NUMERIC_LABEL.fullmatch(bare.rsplit(".", 1)[-1]):
+    if ":" not in bare and _NUMERIC_LABEL.fullmatch(bare.rsplit(".", 1)[-1]):
         try:
             canonical = str(ipaddress.IPv4Address(bare)) == bare
         except ValueError:
@@ -205,7 +208,8 @@ async def fetch_url(url: str, policy: FetchPolicy, resolver: AbstractResolver | 
     except aiohttp.ClientConnectorError as exc:
         raise BadUrl("The image link did not answer: its server refused or dropped the connection.") from exc
     except (aiohttp.ClientError, OSError) as exc:
-        log.info("fetch of %s failed: %r", current, exc)
+        # Host only: query strings of signed links carry credentials.
+        log.info("fetch from %s failed: %r", current.host, exc)
         raise BadUrl("The image link did not answer properly; the download broke off.") from exc
     finally:
         await checked.close()

@@ -159,7 +159,7 @@ def _decode(data: bytes, limits: ImageLimits) -> Image.Image:
             im.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
         im.load()  # raises OSError for a truncated file: ImageFile.LOAD_TRUNCATED_IMAGES stays False
         upright = ImageOps.exif_transpose(im) or im
-        rgb = _to_rgb(upright)
+        rgb = _to_rgb(_to_srgb(upright))
 
     long_side = max(rgb.size)
     if long_side > limits.store_max_side:

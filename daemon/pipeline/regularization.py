@@ -116,7 +116,8 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
 
 def reg_cache_key(base_model_hash: str, subject_class: SubjectClass, resolution: int) -> str:
     """The store key of a set: what the images depend on, and nothing else."""
-    return f"reg/v{CACHE_VERSION}/{base_model_hash}/{subject_class.value}/{resolution}"
+    # The store files these under its own "reg/" prefix.
+    return f"v{CACHE_VERSION}/{base_model_hash}/{subject_class.value}/{resolution}"
 
 
 def class_prompt(subject_class: SubjectClass) -> str:
@@ -154,13 +155,15 @@ def load_or_build(
 
     A cached imported set is used as it is. A cached generated set smaller than ``count`` (an older, smaller
     setting, or a build that was cancelled half-way) is topped up: image ``i`` always comes from seed ``i``, so
-    the result is the same as one uninterrupted build. ``on_progress(done, count)`` is called per image;
-    ``should_stop`` is polled at every denoising step and raises ``JobCancelled``, after saving what is done.
+    the result is the same as one uninterrupted build. ``on_progress(done, count)`` is called per generated
+    image, and never when the cache answers (nothing to wait for); ``should_stop`` is polled at every
+    denoising step and raises ``JobCancelled``, after saving what is done.
     """
+    if count < 1:
+        raise ValueError("a regularization set needs at least one image")
     key = reg_cache_key(resident.base_model_hash, subject_class, resolution)
     existing = _cached(cache, key)
     if existing is not None and (existing.source == "imported" or existing.count >= count):
-        on_progress(existing.count, existing.count)
         return existing
     _check_clean(resident)
     done: list[torch.Tensor] = [existing.latents] if existing is not None else []

@@ -13,7 +13,7 @@ from google.protobuf import descriptor_pool
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Answers UNAUTHENTICATED unless ``authorization: Bearer <token>`` matches, compared in constant time."""
 
     def __init__(self, token: str) -> None:

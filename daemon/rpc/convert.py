@@ -48,7 +48,7 @@ def requester_to_pb(requester: Requester) -> pb.Requester:
 
 
 def class_to_pb(subject_class: SubjectClass | None) -> int:
-    return _CLASS_TO_PB[subject_class] if subject_class else pb.SUBJECT_CLASS_UNSPECIFIED
+    return int(_CLASS_TO_PB[subject_class]) if subject_class else int(pb.SUBJECT_CLASS_UNSPECIFIED)
 
 
 def class_from_pb(value: int) -> SubjectClass | None:

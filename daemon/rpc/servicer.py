@@ -36,11 +36,13 @@ async def _abort(context: grpc.aio.ServicerContext[object, object], error: Disti
     raise AssertionError("abort returned")  # abort always raises; this keeps type checkers honest
 
 
-class DistilleryServicer(pb_grpc.DistilleryServicer):
+class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
     def __init__(self, core: Distillery) -> None:
         self._core = core
 
-    async def _run(self, context: grpc.aio.ServicerContext[object, object], fn: Callable[..., T], *args: object) -> T:
+    async def _run(
+        self, context: grpc.aio.ServicerContext[object, object], fn: Callable[..., T], *args: object
+    ) -> T:
         try:
             return await asyncio.to_thread(fn, *args)
         except DistilleryError as error:
@@ -78,7 +80,7 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):
             raise BadImage("The upload was empty.")
         return b"".join(parts)
 
-    async def Submit(  # noqa: N802 - gRPC method names
+    async def Submit(
         self, request_iterator: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
     ) -> pb.SubmitReply:
         submitted = await self._submit(request_iterator, context)
@@ -86,14 +88,14 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):
             job=convert.job_to_pb(submitted.job), queue_position=submitted.position, duplicate=submitted.duplicate
         )
 
-    async def Distill(  # noqa: N802
+    async def Distill(
         self, request_iterator: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.JobEvent]:
         submitted = await self._submit(request_iterator, context)
         async for event in self._follow(submitted.job.id, 0, submitted.job.owner, context):
             yield event
 
-    async def Watch(  # noqa: N802
+    async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.JobEvent]:
         requester = convert.requester_from_pb(request.requester)
@@ -120,13 +122,13 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
-    async def GetJob(  # noqa: N802
+    async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Job:
         requester = convert.requester_from_pb(request.requester)
         return convert.job_to_pb(await self._run(context, self._core.visible_job, request.job_id, requester))
 
-    async def ListJobs(  # noqa: N802
+    async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListJobsReply:
         requester = convert.requester_from_pb(request.requester)
@@ -135,35 +137,37 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):
         )
         return pb.ListJobsReply(jobs=[convert.job_to_pb(job) for job in jobs])
 
-    async def CancelJob(  # noqa: N802
+    async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Job:
         requester = convert.requester_from_pb(request.requester)
         return convert.job_to_pb(await self._run(context, self._core.cancel, request.job_id, requester))
 
-    async def SetClientState(  # noqa: N802
+    async def SetClientState(
         self, request: pb.SetClientStateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Job:
         requester = convert.requester_from_pb(request.requester)
-        job = await self._run(context, self._core.set_client_state, request.job_id, requester, request.client_state)
+        job = await self._run(
+            context, self._core.set_client_state, request.job_id, requester, request.client_state
+        )
         return convert.job_to_pb(job)
 
     # -- LoRAs and images -----------------------------------------------------------------------------------
 
-    async def GetLora(  # noqa: N802
+    async def GetLora(
         self, request: pb.GetLoraRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Lora:
         requester = convert.requester_from_pb(request.requester)
         return convert.lora_to_pb(await self._run(context, self._core.get_lora, request.name, requester))
 
-    async def ListLoras(  # noqa: N802
+    async def ListLoras(
         self, request: pb.ListLorasRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListLorasReply:
         requester = convert.requester_from_pb(request.requester)
         loras = await self._run(context, self._core.list_loras, requester, request.include_public)
         return pb.ListLorasReply(loras=[convert.lora_to_pb(lora) for lora in loras])
 
-    async def DownloadLora(  # noqa: N802
+    async def DownloadLora(
         self, request: pb.GetLoraRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.FileChunk]:
         requester = convert.requester_from_pb(request.requester)
@@ -171,7 +175,7 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):
         for chunk in _chunks(f"{request.name}.safetensors", data):
             yield chunk
 
-    async def GetImage(  # noqa: N802
+    async def GetImage(
         self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.FileChunk]:
         requester = convert.requester_from_pb(request.requester)
@@ -179,7 +183,7 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):
         for chunk in _chunks(request.name, data):
             yield chunk
 
-    async def GetStatus(  # noqa: N802
+    async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Status:
         return convert.status_to_pb(await self._run(context, self._core.status))

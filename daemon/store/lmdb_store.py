@@ -147,7 +147,7 @@ class Store:
         if not cursor.set_range(prefix):
             return
         for k, v in cursor:
-            if not k.startswith(prefix):
+            if not bytes(k).startswith(prefix):
                 break
             yield bytes(v)
 
@@ -156,7 +156,7 @@ class Store:
         cursor = txn.cursor(db=self._db["blobs"])
         if not cursor.set_range(prefix):
             return
-        while cursor.key().startswith(prefix):
+        while bytes(cursor.key()).startswith(prefix):
             if not cursor.delete():
                 break
 
@@ -173,7 +173,7 @@ class Store:
             if job.idempotency_key:
                 existing = txn.get(self._idem_key(job), db=self._db["idem"])
                 if existing is not None:
-                    return self._job(txn, existing.decode())
+                    return self._job(txn, bytes(existing).decode())
                 txn.put(self._idem_key(job), job.id.encode(), db=self._db["idem"])
             if not txn.put(job.lora_name.encode(), job.id.encode(), db=self._db["names"], overwrite=False):
                 raise Conflict(f"The name {job.lora_name} is taken.")
@@ -197,7 +197,7 @@ class Store:
 
         def txn_fn(txn: lmdb.Transaction) -> Job | None:
             job_id = txn.get(f"{owner_key}\0{key}".encode(), db=self._db["idem"])
-            return None if job_id is None else self._job(txn, job_id.decode())
+            return None if job_id is None else self._job(txn, bytes(job_id).decode())
 
         return self._read(txn_fn)
 
@@ -205,7 +205,7 @@ class Store:
         raw = txn.get(job_id.encode(), db=self._db["jobs"])
         if raw is None:
             raise NotFound(f"There is no job {job_id}.")
-        return job_from_json(raw)
+        return job_from_json(bytes(raw))
 
     def get_job(self, job_id: str) -> Job:
         """The job, or NotFound."""
@@ -251,16 +251,16 @@ class Store:
             if not cursor.set_range(_event_key(job_id, after_seq + 1)):
                 return found
             for key, value in cursor:
-                if not key.startswith(prefix) or len(found) >= limit:
+                if not bytes(key).startswith(prefix) or len(found) >= limit:
                     break
-                found.append(event_from_json(value))
+                found.append(event_from_json(bytes(value)))
             return found
 
         return self._read(txn_fn)
 
     def jobs(self) -> list[Job]:
         """Every job, oldest first (job ids sort by creation time)."""
-        return self._read(lambda txn: [job_from_json(v) for _, v in txn.cursor(db=self._db["jobs"])])
+        return self._read(lambda txn: [job_from_json(bytes(v)) for _, v in txn.cursor(db=self._db["jobs"])])
 
     def list_jobs(self, owner_key: str | None, platform: str | None, active_only: bool, limit: int) -> list[Job]:
         """Newest first, filtered by owner (or whole platform) and state."""
@@ -294,7 +294,7 @@ class Store:
             raw = txn.get(name.encode(), db=self._db["images"])
             if raw is None:
                 raise NotFound(f"There is no stored image {name}.")
-            meta = json.loads(raw)
+            meta = json.loads(bytes(raw))
             return StoredImage(name=name, owner_key=meta["owner"], sha256=meta["sha256"], size=meta["size"])
 
         return self._read(txn_fn)
@@ -313,7 +313,7 @@ class Store:
             raw = txn.get(name.encode(), db=self._db["loras"])
             if raw is None:
                 raise NotFound(f"There is no LoRA called {name}.")
-            return lora_from_json(raw)
+            return lora_from_json(bytes(raw))
 
         return self._read(txn_fn)
 
@@ -326,7 +326,7 @@ class Store:
 
     def loras(self) -> list[LoraRecord]:
         """Every LoRA, by name."""
-        return self._read(lambda txn: [lora_from_json(v) for _, v in txn.cursor(db=self._db["loras"])])
+        return self._read(lambda txn: [lora_from_json(bytes(v)) for _, v in txn.cursor(db=self._db["loras"])])
 
     # -- regularization sets (the RegCache protocol) --------------------------------------------------------
 

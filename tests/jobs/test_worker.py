@@ -23,9 +23,20 @@ from tests.records import first_event, make_job
 def outcome_for(ctx: JobContext) -> Outcome:
     job = ctx.job
     lora = LoraRecord(
-        name=job.lora_name, owner=job.owner, job_id=job.id, subject_class=SubjectClass.PERSON, caption="",
-        instance_prompt="", base_model="fake", base_model_hash="0", image_name=job.image_name, image_sha256="",
-        size_bytes=4, created_at=time.time(), tokens=[], training={},
+        name=job.lora_name,
+        owner=job.owner,
+        job_id=job.id,
+        subject_class=SubjectClass.PERSON,
+        caption="",
+        instance_prompt="",
+        base_model="fake",
+        base_model_hash="0",
+        image_name=job.image_name,
+        image_sha256="",
+        size_bytes=4,
+        created_at=time.time(),
+        tokens=[],
+        training={},
     )
     return Outcome(lora=lora, lora_file=b"lora", summary=f"{job.lora_name} is ready")
 
@@ -104,7 +115,7 @@ async def test_queued_positions_are_announced_as_the_queue_moves(store: Store) -
         return outcome_for(ctx)
 
     harness = Harness(store, pipeline)
-    first, second, third = (harness.add(index) for index in range(3))
+    first, _second, third = (harness.add(index) for index in range(3))
     harness.worker.start()
     await harness.wait_state(first, JobState.RUNNING)
     release.set()

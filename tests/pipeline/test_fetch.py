@@ -279,6 +279,9 @@ async def test_unknown_host_did_not_answer() -> None:
         ("http://127.1:{port}/img", "bare number"),
         ("http://1.2.3.4.5:{port}/img", "bare number"),
         ("http:///img", "no host name"),
+        ("http://xn--/img", "not a valid web link"),
+        ("http://127.0.0.1:99999/img", "not a valid web link"),
+        ("http://[::1/img", "not a valid web link"),
     ],
 )
 async def test_url_rules_hold_even_with_private_allowed(

@@ -196,6 +196,59 @@ def test_no_metadata_survives() -> None:
         assert len(stored.getexif()) == 0
 
 
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + _s15(x) + _s15(y) + _s15(z)
+
+
+def linear_rgb_profile() -> bytes:
+    """A minimal ICC v2 display profile: sRGB primaries, but linear (gamma 1.0) transfer curves."""
+    text = b"linear sRGB primaries\0"
+    desc = b"desc\0\0\0\0" + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 3 + 67)
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, 0x0100)  # one entry: gamma 1.0 as u8Fixed8
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", _xyz(0.9642, 1.0, 0.8249)),
+        (b"rXYZ", _xyz(0.4361, 0.2225, 0.0139)),
+        (b"gXYZ", _xyz(0.3851, 0.7169, 0.0971)),
+        (b"bXYZ", _xyz(0.1431, 0.0606, 0.7141)),
+        (b"rTRC", curve),
+        (b"gTRC", curve),
+        (b"bTRC", curve),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for sig, payload in tags:
+        payload += bytes(-len(payload) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(payload))
+        data += payload
+    header = (
+        struct.pack(">I", offset + len(data))
+        + b"lcms"
+        + struct.pack(">I", 0x02100000)
+        + b"mntrRGB XYZ "
+        + bytes(12)
+        + b"acsp"
+        + bytes(28)
+        + _s15(0.9642)
+        + _s15(1.0)
+        + _s15(0.8249)
+        + bytes(48)
+    )
+    return header + table + data
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_colour_profile_converted_to_srgb(fmt: str) -> None:
+    # 128 in linear light is about 188 in sRGB: dropping the profile without converting would leave 128.
+    source = Image.new("RGB", (300, 300), (128, 128, 128))
+    result = normalize_image(encode(source, fmt, icc_profile=linear_rgb_profile(), quality=100), LIMITS)
+    assert np.abs(pixels(result)[10, 10].astype(int) - 188).max() <= 2
+
+
 def test_broken_colour_profile_is_ignored() -> None:
     photo = Image.new("RGB", (300, 300), (90, 120, 150))
     result = normalize_image(encode(photo, "PNG", icc_profile=b"not a profile at all"), LIMITS)
@@ -226,6 +279,14 @@ def test_header_only_bomb_refused_fast() -> None:
     assert time.perf_counter() - started < 0.5
     assert "megapixel" in message
     assert (Image.MAX_IMAGE_PIXELS, list(warnings.filters)) == before  # nothing leaks to other code
+
+
+def test_pillow_bomb_warning_is_an_error() -> None:
+    # Limits looser than Pillow's own threshold (about 89 MP): its DecompressionBombWarning still refuses
+    # the image instead of letting load() try to allocate 100 MP.
+    limits = ImageLimits(max_pixels=1_000_000_000)
+    message = refused(png_header_only(10_000, 10_000), limits)
+    assert "too many pixels" in message
 
 
 def test_small_file_bomb_refused_before_decoding() -> None:
@@ -288,8 +349,19 @@ def test_truncated_files_refused() -> None:
 
 def test_bad_png_checksum_refused() -> None:
     data = bytearray(encode(Image.new("RGB", (300, 300), (1, 2, 3)), "PNG"))
-    data[-20] ^= 0xFF  # inside the last IDAT: its CRC no longer matches, which only verify() notices
+    data[-20] ^= 0xFF  # inside the last IDAT
     assert refused(bytes(data)) == DAMAGED
+
+
+def test_damage_after_the_pixels_is_caught_by_verify() -> None:
+    # A text chunk with a wrong CRC after the image data: decoding stops at the pixels and never reads it,
+    # only verify() walks the whole file.
+    good = encode(Image.new("RGB", (300, 300), (1, 2, 3)), "PNG")
+    bad_text = bytearray(chunk(b"tEXt", b"Comment\0hello"))
+    bad_text[-1] ^= 0xFF
+    data = good[:-12] + bytes(bad_text) + good[-12:]  # the last 12 bytes are IEND
+    Image.open(io.BytesIO(data)).load()  # Pillow's decoder alone accepts it
+    assert refused(data) == DAMAGED
 
 
 def test_open_png_gives_loaded_rgb() -> None:

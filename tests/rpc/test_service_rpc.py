@@ -37,7 +37,19 @@ from tests.clip_vocab import build_tokenizer
 
 ALICE = pb.Requester(platform="telegram", user="111", chat="c1")
 BOB = pb.Requester(platform="telegram", user="222", chat="c2")
-WORDS = ["photo</w>", "the</w>", "man</w>", "port", "rift", "luna", "vek", "orbo", "tami</w>", "zor</w>", "kesh</w>"]
+WORDS = [
+    "photo</w>",
+    "the</w>",
+    "man</w>",
+    "port",
+    "rift",
+    "luna",
+    "vek",
+    "orbo",
+    "tami</w>",
+    "zor</w>",
+    "kesh</w>",
+]
 
 
 def fake_distill(release: threading.Event | None) -> Callable[[JobContext], Outcome]:
@@ -56,10 +68,20 @@ def fake_distill(release: threading.Event | None) -> Callable[[JobContext], Outc
             ctx.progress(step, 5, loss=0.1)
         job = ctx.job
         lora = LoraRecord(
-            name=job.lora_name, owner=job.owner, job_id=job.id, subject_class=SubjectClass.WOMAN,
-            caption=job.caption, instance_prompt=f"a photo of {job.lora_name} woman", base_model="fake",
-            base_model_hash="0", image_name=job.image_name, image_sha256="", size_bytes=9,
-            created_at=time.time(), tokens=[], training={"steps": "5"},
+            name=job.lora_name,
+            owner=job.owner,
+            job_id=job.id,
+            subject_class=SubjectClass.WOMAN,
+            caption=job.caption,
+            instance_prompt=f"a photo of {job.lora_name} woman",
+            base_model="fake",
+            base_model_hash="0",
+            image_name=job.image_name,
+            image_sha256="",
+            size_bytes=9,
+            created_at=time.time(),
+            tokens=[],
+            training={"steps": "5"},
         )
         return Outcome(lora=lora, lora_file=b"safetensor", summary=f"{job.lora_name} is ready")
 
@@ -293,7 +315,10 @@ async def test_tcp_needs_the_token(api: Api) -> None:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        for token, expected in ((None, grpc.StatusCode.UNAUTHENTICATED), ("wrong", grpc.StatusCode.UNAUTHENTICATED)):
+        for token, expected in (
+            (None, grpc.StatusCode.UNAUTHENTICATED),
+            ("wrong", grpc.StatusCode.UNAUTHENTICATED),
+        ):
             client = DaemonClient(f"127.0.0.1:{port}", token)
             with pytest.raises(DaemonError) as caught:
                 await client.status()

@@ -12,6 +12,7 @@ from daemon.jobs.model import Event, JobState, LoraRecord, Stage, SubjectClass
 from daemon.store.lmdb_store import CHUNK, Store, StoreConfig
 from tests.records import ALICE, BOB, first_event, make_job
 
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(StoreConfig(path=tmp_path / "store"))
@@ -78,9 +79,19 @@ def test_finish_job_stores_the_lora_atomically(store: Store) -> None:
     store.create_job(job, first_event(job), b"png", "sha")
     job.state = JobState.SUCCEEDED
     lora = LoraRecord(
-        name="rifttami", owner=ALICE, job_id="0001", subject_class=SubjectClass.WOMAN, caption="c",
-        instance_prompt="p", base_model="demo", base_model_hash="abc", image_name="rifttami.png",
-        image_sha256="sha", size_bytes=CHUNK * 2 + 5, created_at=1.0, tokens=["rift", "tami</w>"],
+        name="rifttami",
+        owner=ALICE,
+        job_id="0001",
+        subject_class=SubjectClass.WOMAN,
+        caption="c",
+        instance_prompt="p",
+        base_model="demo",
+        base_model_hash="abc",
+        image_name="rifttami.png",
+        image_sha256="sha",
+        size_bytes=CHUNK * 2 + 5,
+        created_at=1.0,
+        tokens=["rift", "tami</w>"],
         training={"steps": "30"},
     )
     data = b"x" * (CHUNK * 2 + 5)

@@ -1,0 +1,115 @@
+"""What the Slack bot says: Block Kit for the job message, and the sentences of its short replies.
+
+The words of a job's progress and summary come from frontends.render (shared with the Telegram bot); this
+module only wraps them in blocks, adds the Cancel button while the job can still be cancelled, and says who
+asked. Render's text is plain, so it goes into ``plain_text`` objects and Slack's markup cannot mangle a
+caption that happens to contain ``*`` or ``<``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from distillery.v1 import distillery_pb2 as pb
+
+from frontends.commands import DISTILL_USAGE
+from frontends.render import JobView, message_text
+
+CANCEL_ACTION = "distill_cancel"
+# Slack refuses a section whose text is longer than 3000 characters.
+_SECTION_LIMIT = 3000
+
+Block = dict[str, Any]
+
+NOT_ALLOWED = "This distillery is not open to you here. Ask its operator to add you (or this channel)."
+NOT_OWNER = "Only the person who started this job can cancel it."
+FETCHING = "Got it: fetching your picture. The job's progress will appear in this channel."
+INTERNAL = "Something went wrong on my side; the operator can find the details in the bot's log."
+NO_IMAGE = "That upload has no image in it; attach a JPEG, PNG or WebP photo."
+
+_SLACK_USAGE = (
+    "In Slack: `/distill <image url> [--class man|woman|person] [--noflip]`, or upload a photo with "
+    "`/distill` (and any options) in the message text; start the message with a word (e.g. "
+    "`me /distill --class woman`) if Slack tries to run it as a command. `/distill jobs` lists your jobs."
+)
+
+
+def usage_text() -> str:
+    """The shared usage, minus its Telegram-only ways of sending a photo, plus how Slack users send one."""
+    # DISTILL_USAGE describes captions and replies, which Slack does not have; drop that line if present.
+    lines = [line for line in DISTILL_USAGE.splitlines() if not line.startswith("Or send a photo")]
+    return "\n".join([*lines, _SLACK_USAGE])
+
+
+def usage_error_text(problem: str) -> str:
+    """A command the bot could not read: what was wrong, then how to say it."""
+    return f"{problem}\n\n{usage_text()}"
+
+
+def accepted_text(reply: pb.SubmitReply) -> str:
+    """The ack of a /distill: the LoRA's name and where the job stands in the queue."""
+    name = reply.job.lora_name
+    if reply.duplicate:
+        return f"That request is already being distilled as {name}."
+    if reply.queue_position <= 1:
+        where = "It is next in the queue."
+    else:
+        where = f"It is number {reply.queue_position} in the queue."
+    return f"Your LoRA will be called {name}. {where} Progress will appear in this channel."
+
+
+@dataclass(frozen=True)
+class Content:
+    """One version of a job message: the notification/fallback text and the blocks Slack shows."""
+
+    text: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+def _plain_section(text: str) -> Block:
+    if len(text) > _SECTION_LIMIT:
+        text = text[: _SECTION_LIMIT - 1] + "…"
+    return {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}
+
+
+def _context(markdown: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
+
+
+def cancel_button(job_id: str) -> Block:
+    """The owner's Cancel button; the confirmation keeps a stray click from killing minutes of training."""
+    return {
+        "type": "actions",
+        "block_id": "distill_actions",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": CANCEL_ACTION,
+                "value": job_id,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Cancel"},
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Cancel this job?"},
+                    "text": {"type": "plain_text", "text": "Training stops and nothing is saved."},
+                    "confirm": {"type": "plain_text", "text": "Cancel it"},
+                    "deny": {"type": "plain_text", "text": "Keep going"},
+                },
+            }
+        ],
+    }
+
+
+def job_content(view: JobView, owner: str, note: str = "") -> Content:
+    """The job message for the view's state: live progress with Cancel, or the final summary without it.
+
+    ``note`` is a passing remark such as "reconnecting to the trainer"; it is shown under the progress.
+    """
+    text = message_text(view)
+    blocks = [_plain_section(text), _context(f"Requested by <@{owner}>")] if owner else [_plain_section(text)]
+    if not view.finished:
+        if note:
+            blocks.append(_context(note))
+        if view.job_id:
+            blocks.append(cancel_button(view.job_id))
+    return Content(text=text, blocks=blocks)

@@ -1,0 +1,236 @@
+"""Following jobs: one task per job posts (or adopts) its Slack message and keeps it in step with the events.
+
+A job lives in the daemon, never in a stream: the follower watches it from the last event it showed, and when
+the stream breaks (the daemon restarted, a network hiccup) it watches again from there with a growing pause,
+showing a "reconnecting" line meanwhile. After each edit it writes its re-attach note (channel, message ts,
+sequence shown) onto the job, which is all a restarted bot needs to pick the message up again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from distillery.v1 import distillery_pb2 as pb
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from frontends.client import DaemonError
+from frontends.render import JobView
+from frontends.slack.blocks import Content, job_content
+from frontends.slack.daemon import ClientState, Daemon, platform_requester
+from frontends.slack.progress import ChannelPacer, LiveMessage, Sleep, paced_call
+
+log = logging.getLogger(__name__)
+
+RECONNECTING = "The trainer is not answering; following again as soon as it is back."
+GONE = "The trainer no longer knows this job."
+# Watch errors that will not heal by waiting: stop following instead of retrying forever.
+_FATAL_CODES = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
+# Posting in a channel the bot is not in fails with these; the job message then goes to the user's DM.
+_NO_ACCESS = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
+
+# A finished job's picture for the channel: (file name, bytes), or None when there is nothing to show.
+ResultImage = Callable[[JobView], Awaitable[tuple[str, bytes] | None]]
+ErrorReporter = Callable[[BaseException], None]
+
+
+def source_image(daemon: Daemon) -> ResultImage:
+    """The stored source picture the LoRA was trained on (the daemon generates no previews yet)."""
+
+    async def fetch(view: JobView) -> tuple[str, bytes] | None:
+        job = view.job
+        if job is None or not job.image_name:
+            return None
+        # Source images are private to their owner, so the platform requester cannot read them.
+        return job.image_name, await daemon.get_image(job.image_name, job.owner)
+
+    return fetch
+
+
+class Followers:
+    """The jobs this bot process follows, each in its own task, keyed by job id."""
+
+    def __init__(
+        self,
+        daemon: Daemon,
+        client: AsyncWebClient,
+        pacer: ChannelPacer,
+        *,
+        result_image: ResultImage | None = None,
+        report: ErrorReporter | None = None,
+        sleep: Sleep = asyncio.sleep,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.daemon = daemon
+        self.client = client
+        self.pacer = pacer
+        self.result_image = result_image
+        self._report = report
+        self._sleep = sleep
+        self._backoff = backoff
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._owners: dict[str, pb.Requester] = {}
+
+    def is_following(self, job_id: str) -> bool:
+        return job_id in self._tasks
+
+    def owner_of(self, job_id: str) -> pb.Requester | None:
+        """The owner of a job this process follows (None for jobs it does not know)."""
+        return self._owners.get(job_id)
+
+    def start(self, job: pb.Job, queue_position: int = 0) -> None:
+        """Post a new job message in the owner's channel (their DM if the bot cannot post there) and follow."""
+        if job.id in self._tasks:
+            return
+        view = JobView()
+        view.apply_job(job)
+        view.queue_position = queue_position
+        self._spawn(job, self._post_and_follow(job, view))
+
+    def resume(self, job: pb.Job, state: ClientState) -> None:
+        """Follow a job whose message already exists, from the last event it shows (after a restart)."""
+        if job.id in self._tasks:
+            return
+        view = JobView()
+        view.apply_job(job)
+        view.last_seq = state.seq
+        self._spawn(job, self._follow(job, view, state, shown=None))
+
+    async def wait(self, job_id: str) -> None:
+        """Until this process stops following the job (tests, and shutdown ordering)."""
+        task = self._tasks.get(job_id)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop following (the jobs go on in the daemon; the next start re-attaches to them)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- the task of one job --------------------------------------------------------------------------------
+
+    def _spawn(self, job: pb.Job, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                self._tasks.pop(job.id, None)
+                self._owners.pop(job.id, None)
+
+        self._owners[job.id] = job.owner
+        task = asyncio.create_task(run(), name=f"follow-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        if error is not None and self._report is not None:
+            self._report(error)
+        elif error is not None:
+            log.error("following a job failed", exc_info=error)
+
+    async def _post_and_follow(self, job: pb.Job, view: JobView) -> None:
+        content = job_content(view, job.owner.user)
+        place = await self._post(job.owner, content)
+        if place is None:
+            return
+        state = ClientState(channel=place[0], ts=place[1], seq=0)
+        await self._save(job.id, state)
+        await self._follow(job, view, state, shown=content)
+
+    async def _post(self, owner: pb.Requester, content: Content) -> tuple[str, str] | None:
+        """Post the job message; (channel, ts) of where it went."""
+        channel = owner.chat
+        try:
+            reply = await paced_call(
+                self.pacer,
+                channel,
+                lambda: self.client.chat_postMessage(channel=channel, text=content.text, blocks=content.blocks),
+            )
+        except SlackApiError as error:
+            if error.response.get("error") not in _NO_ACCESS:
+                raise
+            # Slash commands work in channels the bot was never invited to; the user's DM always works.
+            log.info("cannot post in %s (%s); using a DM", channel, error.response.get("error"))
+            opened = await self.client.conversations_open(users=owner.user)
+            channel = str(opened["channel"]["id"])
+            reply = await paced_call(
+                self.pacer,
+                channel,
+                lambda: self.client.chat_postMessage(channel=channel, text=content.text, blocks=content.blocks),
+            )
+        return str(reply["channel"]), str(reply["ts"])
+
+    async def _save(self, job_id: str, state: ClientState) -> None:
+        try:
+            await self.daemon.set_client_state(job_id, platform_requester(), state.encode())
+        except DaemonError as error:
+            # Only re-attaching after a restart needs the note; following goes on without it.
+            log.warning("job %s: could not record the message state: %s", job_id, error.message)
+
+    async def _follow(self, job: pb.Job, view: JobView, state: ClientState, shown: Content | None) -> None:
+        owner = job.owner.user
+
+        async def record(seq: int) -> None:
+            await self._save(job.id, ClientState(state.channel, state.ts, seq))
+
+        live = LiveMessage(self.client, self.pacer, state.channel, state.ts, shown=shown, on_shown=record)
+        try:
+            if await self._watch_until_finished(job.id, view, live, owner):
+                live.show(job_content(view, owner), view.last_seq)
+                await live.flush()
+                await self._post_result_image(view, state)
+                await self._save(job.id, ClientState(state.channel, state.ts, view.last_seq, done=True))
+            else:
+                await live.flush()
+        finally:
+            await live.close()
+
+    async def _watch_until_finished(self, job_id: str, view: JobView, live: LiveMessage, owner: str) -> bool:
+        """Fold events into the view and show them; False when the job can no longer be followed."""
+        pause, longest = self._backoff
+        while not view.finished:
+            try:
+                async for event in self.daemon.watch(job_id, platform_requester(), after_seq=view.last_seq):
+                    view.apply(event)
+                    live.show(job_content(view, owner), view.last_seq)
+                    pause = self._backoff[0]
+                if view.finished:
+                    break
+                log.info("job %s: the event stream ended early; watching again", job_id)
+            except DaemonError as error:
+                if error.code in _FATAL_CODES:
+                    log.warning("job %s: cannot follow it any more: %s", job_id, error.message)
+                    live.show(job_content(view, owner, note=GONE), view.last_seq)
+                    return False
+                log.info("job %s: watch failed (%s); retrying in %.1f s", job_id, error.code.name, pause)
+            live.show(job_content(view, owner, note=RECONNECTING), view.last_seq)
+            await self._sleep(pause)
+            pause = min(pause * 2, longest)
+        return True
+
+    async def _post_result_image(self, view: JobView, state: ClientState) -> None:
+        if self.result_image is None or view.state != pb.JOB_STATE_SUCCEEDED:
+            return
+        try:
+            image = await self.result_image(view)
+            if image is None:
+                return
+            name, data = image
+            await self.client.files_upload_v2(
+                channel=state.channel,
+                thread_ts=state.ts,
+                file=data,
+                filename=name,
+                title=f"{view.lora_name}: the picture it was trained on",
+            )
+        except (DaemonError, SlackApiError) as error:
+            # The LoRA is ready either way; a missing picture is not worth failing the job message for.
+            log.warning("job %s: could not post its picture: %s", view.job_id, error)

@@ -1,0 +1,466 @@
+"""The Telegram bot: messages become daemon calls, job events become edits of one progress message.
+
+Three ways to ask for a LoRA reach one path (``_distill``): ``/distill <url>``; a photo or image file with the
+caption ``/distill`` (Telegram does not treat captions as commands, so a MessageHandler matches them); and
+``/distill`` as a reply to a photo. A handler only validates, downloads, submits and sends the confirmation; the
+job is followed by a task of its own, so a multi-minute job never holds a handler. Expected mistakes raise
+UsageError, Refusal or DaemonError and one error handler turns each into a reply.
+
+Redelivered updates: the idempotency key is the chat and message id, so the daemon returns the first job
+(``duplicate``); a duplicate that already has a progress message (its ClientState) is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections import OrderedDict
+from typing import Any
+
+import grpc
+from distillery.v1 import distillery_pb2 as pb
+from telegram import (
+    Chat,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    ReplyParameters,
+    Update,
+    User,
+)
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
+
+from frontends.client import DaemonClient, DaemonError
+from frontends.commands import DISTILL_USAGE, UsageError, parse_distill
+from frontends.render import JobView, jobs_text, progress_text, summary_text
+from frontends.telegram.media import ImageRef, Refusal, download, image_of
+from frontends.telegram.progress import Clock, LiveMessage, Pacer, Shown, Sleep
+from frontends.telegram.reattach import ClientState, Follower, unfinished_jobs
+from frontends.telegram.settings import UPLOAD_LIMIT, Settings
+from frontends.telegram.trainer import NoPreview, PreviewSource, Trainer, requester
+from frontends.telegram.webhook import WebhookServer
+
+log = logging.getLogger(__name__)
+
+TelegramApp = Application[Any, Any, Any, Any, Any, Any]
+
+HELP_TEXT = (
+    "I distill a LoRA of a person from one portrait.\n\n"
+    f"{DISTILL_USAGE}\n\n"
+    "/jobs - your jobs and their state\n"
+    "/help - this text\n\n"
+    "While a job runs, its message shows the progress; the Cancel button under it stops the job."
+)
+NOT_OWNER = "Only the person who started this job can cancel it."
+UNEXPECTED = "Something went wrong on my side; please try again."
+# A caption that starts with the command, optionally addressed to a bot (groups): "/distill@mybot --noflip".
+CAPTION_COMMAND = re.compile(r"^/distill(?:@(\w+))?(?:\s+(.*))?$", re.DOTALL | re.IGNORECASE)
+UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+# Redelivered updates this process has already taken; the daemon's idempotency covers the rest.
+_RECENT_KEYS = 10_000
+
+
+def cancel_keyboard(job_id: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("Cancel", callback_data=f"cancel:{job_id}")]])
+
+
+def command_words(text: str) -> str:
+    """What follows ``/distill`` (or ``/distill@bot``) in a message."""
+    parts = text.split(maxsplit=1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+class DistilleryBot:
+    """Handlers, job followers and the process lifecycle (polling or webhook) of one bot."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        trainer: Trainer,
+        *,
+        preview: PreviewSource | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.settings = settings
+        self.trainer = trainer
+        self.preview = preview or NoPreview()
+        self.clock = clock
+        self.sleep = sleep
+        self.pacer = Pacer(settings.private_edit_interval, settings.group_edit_interval, clock, sleep)
+        self.application: TelegramApp = self._build_application()
+        self.webhook: WebhookServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._recent_keys: OrderedDict[str, None] = OrderedDict()
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def _build_application(self) -> TelegramApp:
+        builder = (
+            ApplicationBuilder()
+            .token(self.settings.token)
+            .base_url(self.settings.api_url)
+            .base_file_url(self.settings.api_file_url)
+            # Handlers wait on downloads and the daemon; one slow chat must not hold up the others.
+            .concurrent_updates(True)
+        )
+        if self.settings.webhook:
+            builder = builder.updater(None)  # updates come from our own webhook server instead
+        application: TelegramApp = builder.build()
+        messages = filters.UpdateType.MESSAGE  # not edited messages: editing a /distill must not start a job
+        application.add_handler(CommandHandler(["start", "help"], self.help, filters=messages))
+        application.add_handler(CommandHandler("distill", self.distill_command, filters=messages))
+        application.add_handler(
+            MessageHandler(
+                messages & filters.ATTACHMENT & filters.CaptionRegex(r"(?i)^/distill(@\w+)?(\s|$)"),
+                self.distill_caption,
+            )
+        )
+        application.add_handler(CommandHandler("jobs", self.jobs, filters=messages))
+        application.add_handler(CallbackQueryHandler(self.cancel_button, pattern=r"^cancel:"))
+        application.add_error_handler(self.on_error)
+        return application
+
+    @property
+    def bot_id(self) -> int:
+        return int(self.application.bot.id)
+
+    async def start(self) -> None:
+        """Connect to Telegram, start taking updates, and re-attach to unfinished jobs in the background."""
+        application = self.application
+        await application.initialize()  # getMe: the bot's id and @username
+        self._started = True
+        await application.start()
+        if self.settings.webhook:
+            self.webhook = WebhookServer(
+                application,
+                secret=self.settings.webhook_secret,
+                path=self.settings.webhook_path,
+                host=self.settings.webhook_listen,
+                port=self.settings.webhook_port,
+            )
+            await self.webhook.start()
+            await application.bot.set_webhook(
+                self.settings.webhook_url, secret_token=self.settings.webhook_secret, allowed_updates=UPDATES
+            )
+        else:
+            assert application.updater is not None
+            await application.updater.start_polling(
+                timeout=self.settings.poll_timeout, allowed_updates=UPDATES, drop_pending_updates=False
+            )
+        log.info("bot @%s is up (%s)", application.bot.username, "webhook" if self.webhook else "polling")
+        self._spawn(self._reattach_all(), "reattach")
+
+    async def stop(self) -> None:
+        """Stop taking updates and following jobs; jobs keep their notes, so the next start picks them up."""
+        if not self._started:
+            return
+        self._started = False
+        application = self.application
+        if application.updater is not None and application.updater.running:
+            await application.updater.stop()
+        if self.webhook is not None:
+            # The webhook stays registered: Telegram keeps updates for us until we are back.
+            await self.webhook.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if application.running:
+            await application.stop()
+        await application.shutdown()
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reattach_all(self) -> None:
+        """Follow every unfinished job this bot started before it (re)started; wait out a daemon outage."""
+        attempt = 0
+        while True:
+            try:
+                found = await unfinished_jobs(self.trainer, self.bot_id)
+                break
+            except DaemonError as error:
+                if error.code != grpc.StatusCode.UNAVAILABLE:
+                    log.error("cannot list jobs to re-attach: %s", error.message)
+                    return
+                attempt += 1
+                await self.sleep(min(2.0**attempt, 30.0))
+        for job, state in found:
+            view = JobView()
+            view.apply_job(job)
+            view.last_seq = state.seq
+            log.info(
+                "re-attaching to job %s (%s) in chat %s from event %d",
+                job.id,
+                job.lora_name,
+                state.chat,
+                state.seq,
+            )
+            self.follow(job.id, requester(), job.owner, state, view, shown=None)
+
+    # -- following a job ------------------------------------------------------------------------------------
+
+    def follow(
+        self,
+        job_id: str,
+        watcher: pb.Requester,
+        owner: pb.Requester,
+        state: ClientState,
+        view: JobView,
+        shown: Shown | None,
+    ) -> None:
+        """Edit ``state.message`` as the job's events arrive, in a task of its own, until the final summary."""
+        bot = self.application.bot
+        keyboard = cancel_keyboard(job_id)
+
+        async def edit(chat_id: int, message_id: int, text: str, with_button: bool) -> None:
+            markup = keyboard if with_button else None  # an edit without reply_markup removes the button
+            await bot.edit_message_text(text, chat_id=chat_id, message_id=message_id, reply_markup=markup)
+
+        note = state
+
+        async def remember(now_shown: Shown) -> None:
+            nonlocal note
+            if now_shown.seq > note.seq:
+                note = note.shown(now_shown.seq)
+                await self._save_state(job_id, watcher, note)
+
+        live = LiveMessage(state.chat, state.message, edit, self.pacer, shown=shown, on_shown=remember)
+        follower = Follower(
+            self.trainer,
+            job_id,
+            watcher,
+            view,
+            live,
+            offline_after=self.settings.offline_notice_after,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
+
+        async def run() -> None:
+            try:
+                view = await follower.run()
+                if view.finished:
+                    text = summary_text(view)
+                else:
+                    text = f"{progress_text(view)}\n\nI lost track of this job: {follower.lost_reason}"
+                await live.finish(text, seq=view.last_seq)
+                if live.lost:  # the user deleted the progress message: the result still gets to the chat
+                    await self.pacer.call(state.chat, lambda: bot.send_message(state.chat, text))
+                if view.state == pb.JOB_STATE_SUCCEEDED:
+                    await self._send_results(view, owner, state.chat)
+                await self._save_state(job_id, watcher, note.finished(view.last_seq))
+            except asyncio.CancelledError:
+                await live.close()
+                raise
+            except Exception:
+                log.exception("job %s: following it failed", job_id)
+
+        self._spawn(run(), f"follow-{job_id}")
+
+    async def _save_state(self, job_id: str, watcher: pb.Requester, state: ClientState) -> None:
+        try:
+            await self.trainer.set_client_state(job_id, watcher, state.encode())
+        except DaemonError as error:
+            # Only re-attaching after a restart needs it, and the next save or the watch will tell if it matters.
+            log.info("job %s: could not save the chat note: %s", job_id, error.message)
+
+    async def _send_results(self, view: JobView, owner: pb.Requester, chat_id: int) -> None:
+        """After the summary: the preview picture (when there is one) and the LoRA file itself."""
+        bot = self.application.bot
+        picture = await self.preview.preview(view, owner)
+        if picture:
+            await self.pacer.call(
+                chat_id, lambda: bot.send_photo(chat_id, picture, caption=f"{view.lora_name}: a first picture")
+            )
+        lora = view.lora
+        if not self.settings.send_lora_file or lora is None or lora.size_bytes > UPLOAD_LIMIT:
+            return
+        try:
+            data = await self.trainer.download_lora(view.lora_name, owner)
+        except DaemonError as error:
+            log.warning("job %s: could not fetch %s to send it: %s", view.job_id, view.lora_name, error.message)
+            return
+        await self.pacer.call(
+            chat_id,
+            lambda: bot.send_document(
+                chat_id,
+                data,
+                filename=f"{view.lora_name}.safetensors",
+                caption=f"{view.lora_name}.safetensors - load it as a LoRA in your Stable Diffusion UI.",
+            ),
+        )
+
+    # -- handlers -------------------------------------------------------------------------------------------
+
+    async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/start and /help."""
+        if update.effective_message is not None:
+            await self._reply(update.effective_message, HELP_TEXT)
+
+    async def jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/jobs: the user's jobs, newest first."""
+        user, chat, message = self._origin(update)
+        self._check_allowed(user, chat)
+        jobs = await self.trainer.list_jobs(requester(user.id, chat.id), limit=15)
+        await self._reply(message, jobs_text(jobs))
+
+    async def distill_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/distill <url> [flags]``, or ``/distill [flags]`` as a reply to a photo."""
+        _, _, message = self._origin(update)
+        replied = message.reply_to_message
+        source = image_of(replied)
+        if replied is not None and source is None and not command_words(message.text or ""):
+            raise Refusal("The message you replied to has no picture; reply /distill to a photo.")
+        await self._distill(update, context, command_words(message.text or ""), source)
+
+    async def distill_caption(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A photo or file whose caption is ``/distill [flags]``."""
+        _, _, message = self._origin(update)
+        match = CAPTION_COMMAND.match(message.caption or "")
+        if match is None:
+            return
+        mention = match.group(1)
+        if mention and mention.lower() != (context.bot.username or "").lower():
+            return  # "/distill@otherbot": a command for another bot in the same group
+        source = image_of(message)
+        if source is None:
+            raise Refusal("Send the portrait as a photo or as an image file.")
+        await self._distill(update, context, match.group(2) or "", source)
+
+    async def _distill(
+        self, update: Update, context: ContextTypes.DEFAULT_TYPE, words: str, source: ImageRef | None
+    ) -> None:
+        user, chat, message = self._origin(update)
+        self._check_allowed(user, chat)
+        args = parse_distill(words, need_url=source is None)
+        key = f"tg:{chat.id}:{message.message_id}"
+        if key in self._recent_keys:
+            log.info("update for %s delivered again while handled here; ignored", key)
+            return
+        self._recent_keys[key] = None
+        while len(self._recent_keys) > _RECENT_KEYS:
+            self._recent_keys.popitem(last=False)
+
+        who = requester(user.id, chat.id)
+        image = await download(context.bot, source) if source is not None else None
+        spec = DaemonClient.spec(
+            who,
+            url=args.url,
+            upload=image is not None,
+            subject_class=args.subject_class,
+            no_flip=args.no_flip,
+            idempotency_key=key,
+        )
+        reply = await self.trainer.submit(spec, image)
+        job = reply.job
+        if reply.duplicate and ClientState.decode(job.client_state) is not None:
+            log.info("job %s: the update for %s came again; it already has its message", job.id, key)
+            return
+        view = JobView(
+            job_id=job.id,
+            lora_name=job.lora_name,
+            state=job.state or pb.JOB_STATE_QUEUED,
+            stage=job.stage or pb.STAGE_QUEUED,
+            queue_position=reply.queue_position,
+        )
+        text = progress_text(view)
+        sent = await self.pacer.call(
+            chat.id,
+            lambda: context.bot.send_message(
+                chat.id,
+                text,
+                reply_markup=cancel_keyboard(job.id),
+                reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+            ),
+        )
+        self.pacer.note_sent(chat.id)
+        log.info("job %s (%s): accepted for user %s in chat %s", job.id, job.lora_name, user.id, chat.id)
+        state = ClientState(bot=self.bot_id, chat=chat.id, message=sent.message_id)
+        await self._save_state(job.id, who, state)
+        self.follow(job.id, who, who, state, view, shown=Shown(text, keyboard=True))
+
+    async def cancel_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The Cancel button: only the job's owner may press it (the daemon checks too)."""
+        query = update.callback_query
+        if query is None:
+            return
+        job_id = (query.data or "").removeprefix("cancel:")
+        message = query.message if isinstance(query.message, Message) else None
+        # The progress message replies to the /distill message, so its author is the owner.
+        origin = message.reply_to_message if message is not None else None
+        if origin is not None and origin.from_user is not None and origin.from_user.id != query.from_user.id:
+            await query.answer(NOT_OWNER, show_alert=True)
+            return
+        chat_id = message.chat.id if message is not None else ""
+        try:
+            await self.trainer.cancel(job_id, requester(query.from_user.id, chat_id))
+        except DaemonError as error:
+            # The daemon answers NOT_FOUND for another user's job, exactly as for a missing one.
+            text = NOT_OWNER if error.code == grpc.StatusCode.NOT_FOUND else error.message
+            await query.answer(text[:200], show_alert=True)
+            return
+        await query.answer("Cancelling...")
+
+    # -- errors ---------------------------------------------------------------------------------------------
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """The one place errors become replies: usage, refusals and daemon errors say what went wrong."""
+        error = context.error
+        if isinstance(error, UsageError):
+            text = f"{error}\n\n{DISTILL_USAGE}"
+        elif isinstance(error, (Refusal, DaemonError)):
+            text = error.message if isinstance(error, DaemonError) else str(error)
+            log.info("refused: %s", text)
+        else:
+            log.error("unexpected error while handling an update", exc_info=error)
+            text = UNEXPECTED
+        if not isinstance(update, Update):
+            return
+        try:
+            if update.callback_query is not None:
+                await update.callback_query.answer(text[:200], show_alert=True)
+            elif update.effective_message is not None:
+                await self._reply(update.effective_message, text)
+        except TelegramError as send_error:
+            log.warning("could not tell the chat about an error: %s", send_error)
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    async def _reply(self, message: Message, text: str) -> Message:
+        """Answer a message as a reply (quoted in groups, so it is clear whom the bot answers), paced."""
+        chat_id = message.chat.id
+        reply = ReplyParameters(message.message_id, allow_sending_without_reply=True)
+        sent = await self.pacer.call(
+            chat_id, lambda: self.application.bot.send_message(chat_id, text, reply_parameters=reply)
+        )
+        self.pacer.note_sent(chat_id)
+        return sent
+
+    @staticmethod
+    def _origin(update: Update) -> tuple[User, Chat, Message]:
+        user, chat, message = update.effective_user, update.effective_chat, update.effective_message
+        if user is None or chat is None or message is None:
+            raise Refusal("I can only take this from a person in a chat.")
+        return user, chat, message
+
+    def _check_allowed(self, user: User, chat: Chat) -> None:
+        if not self.settings.allows(user.id, chat.id):
+            raise Refusal(
+                "You are not allowed to use this bot. Ask its operator to add your "
+                f"user id {user.id} (or this chat, {chat.id}) to the allow-list."
+            )

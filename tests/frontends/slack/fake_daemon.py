@@ -1,0 +1,211 @@
+"""An in-memory daemon behind the bot's Daemon protocol: jobs, an event log per job, ownership, idempotency.
+
+Tests drive it by hand: ``emit`` appends an event to a job (waking its watchers), ``finish`` ends it,
+``break_watches`` makes every open stream fail as when the daemon restarts, ``offline`` makes every call
+fail as when it is down, and ``fail_submit`` queues an error for the next submission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from distillery.v1 import distillery_pb2 as pb
+
+from frontends.client import OFFLINE, DaemonError
+
+ACTIVE = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+
+
+def _owner_key(requester: pb.Requester) -> tuple[str, str, str]:
+    return requester.platform, requester.workspace, requester.user
+
+
+class FakeDaemon:
+    def __init__(self) -> None:
+        self.jobs: dict[str, pb.Job] = {}
+        self.events: dict[str, list[pb.JobEvent]] = {}
+        self.images: dict[str, bytes] = {}
+        self.submits: list[tuple[pb.DistillSpec, bytes | None]] = []
+        self.watches: list[tuple[str, int]] = []
+        self.states: list[tuple[str, bytes]] = []
+        self.cancels: list[tuple[str, pb.Requester]] = []
+        self.submit_errors: list[DaemonError] = []
+        self.submit_delay = 0.0
+        self.offline = False
+        self._keys: dict[tuple[tuple[str, str, str], str], str] = {}
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._generation = 0
+
+    # -- what tests do --------------------------------------------------------------------------------------
+
+    def fail_submit(self, code: grpc.StatusCode, message: str) -> None:
+        self.submit_errors.append(DaemonError(code, message))
+
+    async def emit(self, job_id: str, text: str = "", **detail: Any) -> pb.JobEvent:
+        """Append an event; ``detail`` is one oneof field (progress=pb.Progress(...)) plus state/stage."""
+        job = self.jobs[job_id]
+        state = detail.pop("state", job.state)
+        stage = detail.pop("stage", job.stage)
+        event = pb.JobEvent(job_id=job_id, seq=job.last_seq + 1, time=1.0, state=state, stage=stage, text=text)
+        for name, value in detail.items():
+            getattr(event, name).CopyFrom(value)
+        job.state, job.stage, job.last_seq = state, stage, event.seq
+        if event.HasField("captioned"):
+            job.caption = event.captioned.caption
+        if event.HasField("classified"):
+            job.subject_class = event.classified.subject_class
+        self.events[job_id].append(event)
+        async with self._changed:
+            self._changed.notify_all()
+        return event
+
+    async def run_to(self, job_id: str, steps: int = 4) -> None:
+        """The typical life of a job up to the end of training."""
+        running = {"state": pb.JOB_STATE_RUNNING}
+        await self.emit(job_id, "Preparing.", stage=pb.STAGE_PREPARE, **running)
+        await self.emit(
+            job_id, "Captioned.", stage=pb.STAGE_CAPTION, captioned=pb.Captioned(caption="a woman in a suit")
+        )
+        await self.emit(
+            job_id,
+            "Classified.",
+            stage=pb.STAGE_CLASSIFY,
+            classified=pb.Classified(subject_class=pb.SUBJECT_CLASS_WOMAN),
+        )
+        for step in range(1, steps + 1):
+            progress = pb.Progress(step=step, total=steps, loss=0.1, eta_seconds=float(steps - step))
+            await self.emit(job_id, "Training.", stage=pb.STAGE_TRAIN, progress=progress)
+
+    async def finish(self, job_id: str, state: int = pb.JOB_STATE_SUCCEEDED, error: str = "") -> pb.JobEvent:
+        job = self.jobs[job_id]
+        job.state, job.error = state, error
+        job.stage = pb.STAGE_DONE if state == pb.JOB_STATE_SUCCEEDED else job.stage
+        job.finished_at = job.created_at + 75
+        finished = pb.Finished(job=job)
+        if state == pb.JOB_STATE_SUCCEEDED:
+            finished.lora.CopyFrom(pb.Lora(name=job.lora_name, job_id=job.id))
+        return await self.emit(job_id, "Finished.", state=state, stage=job.stage, finished=finished)
+
+    async def break_watches(self) -> None:
+        """Every open watch fails with UNAVAILABLE, as when the daemon restarts."""
+        self._generation += 1
+        async with self._changed:
+            self._changed.notify_all()
+
+    def client_state(self, job_id: str) -> bytes:
+        return self.jobs[job_id].client_state
+
+    # -- the Daemon protocol --------------------------------------------------------------------------------
+
+    def _check_online(self) -> None:
+        if self.offline:
+            raise DaemonError(grpc.StatusCode.UNAVAILABLE, OFFLINE)
+
+    def _visible(self, job_id: str, requester: pb.Requester) -> pb.Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no job {job_id}.")
+        platform_wide = not requester.user and requester.platform == job.owner.platform
+        if not (platform_wide or _owner_key(requester) == _owner_key(job.owner)):
+            raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no job {job_id}.")
+        return job
+
+    async def submit(self, spec: pb.DistillSpec, image: bytes | None = None) -> pb.SubmitReply:
+        self._check_online()
+        self.submits.append((spec, image))
+        if self.submit_delay:
+            await asyncio.sleep(self.submit_delay)
+        if self.submit_errors:
+            raise self.submit_errors.pop(0)
+        owner = _owner_key(spec.requester)
+        existing = self._keys.get((owner, spec.idempotency_key)) if spec.idempotency_key else None
+        if existing is not None:
+            return pb.SubmitReply(job=self.jobs[existing], queue_position=1, duplicate=True)
+        number = next(self._ids)
+        job_id = f"job{number}"
+        name = f"name{number}"
+        position = 1 + sum(1 for job in self.jobs.values() if job.state in ACTIVE)
+        job = pb.Job(
+            id=job_id,
+            lora_name=name,
+            state=pb.JOB_STATE_QUEUED,
+            stage=pb.STAGE_QUEUED,
+            owner=spec.requester,
+            source=spec.url or "upload",
+            image_name=f"{name}.png",
+            created_at=1000.0,
+            idempotency_key=spec.idempotency_key,
+        )
+        self.jobs[job_id] = job
+        self.events[job_id] = []
+        self.images[f"{name}.png"] = image or b"\x89PNG fake"
+        if spec.idempotency_key:
+            self._keys[(owner, spec.idempotency_key)] = job_id
+        await self.emit(job_id, "Accepted.", accepted=pb.Accepted(lora_name=name, queue_position=position))
+        return pb.SubmitReply(job=job, queue_position=position)
+
+    async def watch(self, job_id: str, requester: pb.Requester, after_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
+        self._check_online()
+        self._visible(job_id, requester)
+        self.watches.append((job_id, after_seq))
+        generation = self._generation
+        last = after_seq
+        while True:
+            for event in list(self.events[job_id]):
+                if event.seq > last:
+                    yield event
+                    last = event.seq
+                    if event.HasField("finished"):
+                        return
+            async with self._changed:
+                if self._generation != generation:
+                    raise DaemonError(grpc.StatusCode.UNAVAILABLE, OFFLINE)
+                if self.events[job_id] and self.events[job_id][-1].seq > last:
+                    continue
+                await self._changed.wait()
+            if self._generation != generation or self.offline:
+                raise DaemonError(grpc.StatusCode.UNAVAILABLE, OFFLINE)
+
+    async def get_job(self, job_id: str, requester: pb.Requester) -> pb.Job:
+        self._check_online()
+        return self._visible(job_id, requester)
+
+    async def list_jobs(
+        self, requester: pb.Requester, active_only: bool = False, whole_platform: bool = False, limit: int = 0
+    ) -> list[pb.Job]:
+        self._check_online()
+        jobs = [
+            job
+            for job in reversed(self.jobs.values())
+            if (whole_platform and job.owner.platform == requester.platform)
+            or _owner_key(job.owner) == _owner_key(requester)
+        ]
+        if active_only:
+            jobs = [job for job in jobs if job.state in ACTIVE]
+        return jobs[: limit or 50]
+
+    async def cancel(self, job_id: str, requester: pb.Requester) -> pb.Job:
+        self._check_online()
+        self.cancels.append((job_id, requester))
+        job = self._visible(job_id, requester)
+        if job.state not in ACTIVE:
+            raise DaemonError(grpc.StatusCode.FAILED_PRECONDITION, "That job already ended.")
+        job.error = "Cancelled by its owner."
+        await self.finish(job_id, pb.JOB_STATE_CANCELLED, error=job.error)
+        return job
+
+    async def set_client_state(self, job_id: str, requester: pb.Requester, state: bytes) -> pb.Job:
+        self._check_online()
+        job = self._visible(job_id, requester)
+        job.client_state = state
+        self.states.append((job_id, state))
+        return job
+
+    async def get_image(self, name: str, requester: pb.Requester) -> bytes:
+        self._check_online()
+        return self.images[name]

@@ -1,0 +1,183 @@
+"""The bot under test, served over loopback HTTP exactly as in HTTP mode, and Slack's side of the wire.
+
+``BotHarness`` runs a real slack-bolt AsyncApp behind the aiohttp endpoint the bot uses in production, with
+its AsyncWebClient pointed at the fake Slack Web API. Requests are signed the way Slack signs them
+(``v0=HMAC-SHA256(secret, "v0:{ts}:{body}")``, built with slack_sdk's SignatureVerifier), so the app's own
+verification middleware is what checks them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from frontends.slack.app import SlackBot
+from frontends.slack.daemon import Daemon
+from frontends.slack.progress import Sleep
+from frontends.slack.server import web_app
+from frontends.slack.settings import SlackSettings
+from tests.frontends.slack.fake_slack_api import BOT_TOKEN, TEAM, FakeSlack
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+_triggers = itertools.count(1)
+
+
+def settings_for(fake: FakeSlack, **changes: Any) -> SlackSettings:
+    """HTTP-mode settings aimed at the fake; fast pacing unless a test asks otherwise."""
+    base = SlackSettings(
+        mode="http",
+        bot_token=BOT_TOKEN,
+        signing_secret=SECRET,
+        api_url=fake.api_url,
+        file_url_prefixes=(fake.file_prefix,),
+        update_interval=0.01,
+        ack_wait=2.0,
+    )
+    return dataclasses.replace(base, **changes)
+
+
+async def fast_sleep(seconds: float) -> None:
+    """Backoff pauses in tests: long enough to let other tasks run, never the real seconds."""
+    await asyncio.sleep(min(seconds, 0.01))
+
+
+def signed_headers(body: str, secret: str = SECRET, timestamp: int | None = None) -> dict[str, str]:
+    """The two headers Slack adds to every request it sends to an app."""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature}
+
+
+def slash_body(text: str, user: str = "U1", channel: str = "C1", team: str = TEAM, trigger: str = "") -> str:
+    """A /distill slash command as Slack form-encodes it."""
+    return urlencode(
+        {
+            "token": "deprecated-verification-token",
+            "team_id": team,
+            "team_domain": "test",
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": f"user-{user}",
+            "command": "/distill",
+            "text": text,
+            "api_app_id": "A0APP",
+            "response_url": "https://hooks.slack.invalid/commands/1",
+            "trigger_id": trigger or f"trigger-{next(_triggers)}",
+        }
+    )
+
+
+def upload_event(
+    files: list[dict[str, Any]], text: str, event_id: str, user: str = "U1", channel: str = "C1"
+) -> dict[str, Any]:
+    """A message event with subtype file_share, in its Events API envelope."""
+    return {
+        "token": "deprecated-verification-token",
+        "team_id": TEAM,
+        "api_app_id": "A0APP",
+        "type": "event_callback",
+        "event_id": event_id,
+        "event_time": int(time.time()),
+        "event": {
+            "type": "message",
+            "subtype": "file_share",
+            "text": text,
+            "user": user,
+            "channel": channel,
+            "channel_type": "channel",
+            "ts": "1700000001.000100",
+            "files": files,
+            "upload": False,
+        },
+    }
+
+
+def cancel_body(job_id: str, user: str, channel: str = "C1", ts: str = "") -> str:
+    """A click on the Cancel button (block_actions), form-encoded as payload=<json>."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "team_id": TEAM, "username": f"user-{user}"},
+        "api_app_id": "A0APP",
+        "token": "deprecated-verification-token",
+        "trigger_id": f"trigger-{next(_triggers)}",
+        "channel": {"id": channel, "name": "general"},
+        "container": {"type": "message", "message_ts": ts, "channel_id": channel},
+        "response_url": "https://hooks.slack.invalid/actions/1",
+        "actions": [
+            {
+                "type": "button",
+                "action_id": "distill_cancel",
+                "block_id": "distill_actions",
+                "value": job_id,
+                "action_ts": str(time.time()),
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+class BotHarness:
+    """One bot process: start() serves it on a loopback port; post() sends Slack-signed requests."""
+
+    def __init__(
+        self, fake: FakeSlack, daemon: Daemon, settings: SlackSettings, sleep: Sleep = fast_sleep
+    ) -> None:
+        self.fake = fake
+        self.settings = settings
+        self.client = AsyncWebClient(token=settings.bot_token, base_url=fake.api_url)
+        self.bot = SlackBot(settings, daemon, self.client, sleep=sleep)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self.url = ""
+
+    async def start(self, reattach: bool = True) -> BotHarness:
+        if reattach:
+            await self.bot.start()
+        self._runner = web.AppRunner(web_app(self.bot, self.settings.path))
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}{self.settings.path}"
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.bot.close()
+
+    async def post(
+        self, body: str, content_type: str, headers: dict[str, str] | None = None, sign: bool = True
+    ) -> tuple[int, str]:
+        """Send a request as Slack would; returns the HTTP status and body of the bot's answer."""
+        assert self._session is not None
+        all_headers = {"Content-Type": content_type, **(signed_headers(body) if sign else {}), **(headers or {})}
+        async with self._session.post(self.url, data=body.encode(), headers=all_headers) as response:
+            return response.status, await response.text()
+
+    async def command(self, text: str, **fields: Any) -> tuple[int, str]:
+        """/distill <text>; returns the status and the text of the ack (shown only to the user)."""
+        status, body = await self.post(slash_body(text, **fields), "application/x-www-form-urlencoded")
+        if body.startswith("{"):
+            return status, str(json.loads(body).get("text", ""))
+        return status, body
+
+    async def event(self, envelope: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, str]:
+        return await self.post(json.dumps(envelope), "application/json", headers)
+
+    async def click_cancel(self, job_id: str, user: str, channel: str = "C1") -> tuple[int, str]:
+        return await self.post(cancel_body(job_id, user, channel), "application/x-www-form-urlencoded")

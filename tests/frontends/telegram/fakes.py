@@ -1,0 +1,187 @@
+"""Fakes at the bot's seams: a scripted daemon (``FakeTrainer``) and a virtual clock.
+
+FakeTrainer keeps jobs and their event logs in memory and follows the daemon's rules that the bot relies on:
+idempotency keys return the first job with ``duplicate``, watch replays after a sequence number and then follows
+live until the final event, and another user's job is NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from distillery.v1 import distillery_pb2 as pb
+
+from frontends.client import DaemonError
+
+
+class FakeClock:
+    """Virtual time: sleepers wake in deadline order and the clock jumps to each deadline, so pacing tests
+    take no real time while concurrent sleeps still overlap as they would in real time."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._driver: asyncio.Task[None] | None = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + seconds, next(self._order), future))
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive())
+        await future
+
+    async def _drive(self) -> None:
+        while self._sleepers:
+            # Let every runnable task reach its next sleep (or finish) before time moves on.
+            for _ in range(50):
+                await asyncio.sleep(0)
+            if not self._sleepers:
+                break
+            deadline, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, deadline)
+            if not future.done():
+                future.set_result(None)
+
+
+class FakeTrainer:
+    """An in-memory daemon; tests drive jobs with ``emit``/``finish`` and inject errors."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, pb.Job] = {}
+        self.events: dict[str, list[pb.JobEvent]] = {}
+        self.calls: list[tuple[str, Any]] = []
+        self.uploads: list[bytes] = []
+        self.submit_error: DaemonError | None = None
+        # Raised by the next watch calls, one each, before any event: a daemon that is down or restarting.
+        self.watch_errors: list[DaemonError] = []
+        self._keys: dict[str, str] = {}
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+
+    def methods(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _event(self, job_id: str, text: str, **detail: Any) -> pb.JobEvent:
+        job = self.jobs[job_id]
+        job.last_seq += 1
+        event = pb.JobEvent(job_id=job_id, seq=job.last_seq, state=job.state, stage=job.stage, text=text, **detail)
+        self.events[job_id].append(event)
+        return event
+
+    async def submit(self, spec: pb.DistillSpec, image: bytes | None = None) -> pb.SubmitReply:
+        self.calls.append(("submit", spec))
+        if self.submit_error is not None:
+            raise self.submit_error
+        owner = spec.requester
+        key = f"{owner.platform}/{owner.user}/{spec.idempotency_key}"
+        if spec.idempotency_key and key in self._keys:
+            return pb.SubmitReply(job=self.jobs[self._keys[key]], queue_position=1, duplicate=True)
+        if image is not None:
+            self.uploads.append(image)
+        number = next(self._ids)
+        job_id = f"job{number}"
+        job = pb.Job(
+            id=job_id,
+            lora_name=f"lora{number}",
+            state=pb.JOB_STATE_QUEUED,
+            stage=pb.STAGE_QUEUED,
+            owner=owner,
+            source=spec.url or "upload",
+            idempotency_key=spec.idempotency_key,
+            created_at=1000.0,
+        )
+        self.jobs[job_id] = job
+        self.events[job_id] = []
+        self._keys[key] = job_id
+        self._event(job_id, "accepted", accepted=pb.Accepted(lora_name=job.lora_name, queue_position=1))
+        return pb.SubmitReply(job=job, queue_position=1)
+
+    async def emit(self, job_id: str, text: str = "", **fields: Any) -> pb.JobEvent:
+        """Append an event; ``state``/``stage`` change the job first, other fields are the event's detail."""
+        job = self.jobs[job_id]
+        if "state" in fields:
+            job.state = fields.pop("state")
+        if "stage" in fields:
+            job.stage = fields.pop("stage")
+        event = self._event(job_id, text, **fields)
+        await self._notify()
+        return event
+
+    async def finish(self, job_id: str, state: int = pb.JOB_STATE_SUCCEEDED, error: str = "") -> pb.JobEvent:
+        job = self.jobs[job_id]
+        job.state, job.error, job.finished_at = state, error, 1042.0
+        job.stage = pb.STAGE_DONE if state == pb.JOB_STATE_SUCCEEDED else job.stage
+        lora = None
+        if state == pb.JOB_STATE_SUCCEEDED:
+            lora = pb.Lora(name=job.lora_name, owner=job.owner, job_id=job_id, size_bytes=4)
+        finished = pb.Finished(job=job, lora=lora) if lora is not None else pb.Finished(job=job)
+        return await self.emit(job_id, "finished", finished=finished)
+
+    async def watch(self, job_id: str, requester: pb.Requester, after_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
+        self.calls.append(("watch", (job_id, requester, after_seq)))
+        if self.watch_errors:
+            raise self.watch_errors.pop(0)
+        job = self._visible(job_id, requester)
+        last = after_seq
+        while True:
+            for event in [event for event in self.events[job.id] if event.seq > last]:
+                yield event
+                last = event.seq
+                if event.HasField("finished"):
+                    return
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.jobs[job_id].last_seq > last)
+
+    def _visible(self, job_id: str, requester: pb.Requester) -> pb.Job:
+        job = self.jobs.get(job_id)
+        platform_wide = not requester.user and job is not None and requester.platform == job.owner.platform
+        if job is None or not (platform_wide or requester.user == job.owner.user):
+            raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no job {job_id}.")
+        return job
+
+    async def list_jobs(
+        self, requester: pb.Requester, active_only: bool = False, whole_platform: bool = False, limit: int = 0
+    ) -> list[pb.Job]:
+        self.calls.append(("list_jobs", (requester, active_only, whole_platform)))
+        jobs = [
+            job
+            for job in reversed(self.jobs.values())
+            if (whole_platform or job.owner.user == requester.user)
+            and (not active_only or job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING))
+        ]
+        return jobs[: limit or 50]
+
+    async def cancel(self, job_id: str, requester: pb.Requester) -> pb.Job:
+        self.calls.append(("cancel", (job_id, requester)))
+        job = self._visible(job_id, requester)
+        await self.finish(job_id, pb.JOB_STATE_CANCELLED, "Cancelled by its owner.")
+        return job
+
+    async def set_client_state(self, job_id: str, requester: pb.Requester, state: bytes) -> pb.Job:
+        self.calls.append(("set_client_state", (job_id, state)))
+        job = self._visible(job_id, requester)
+        job.client_state = state
+        return job
+
+    async def download_lora(self, name: str, requester: pb.Requester) -> bytes:
+        self.calls.append(("download_lora", (name, requester)))
+        return b"LORA"
+
+    async def close(self) -> None:
+        self.calls.append(("close", None))

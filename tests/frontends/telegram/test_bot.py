@@ -1,0 +1,352 @@
+"""The bot's handlers with the real python-telegram-bot against the fake Bot API and a fake daemon.
+
+These cover what the bot decides by itself (parsing, allow-lists, file limits, which picture it takes, the
+request it sends, redeliveries, the Cancel button, webhook secrets) quickly; test_end_to_end.py repeats the
+user-visible paths with the real daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import grpc
+import pytest
+from distillery.v1 import distillery_pb2 as pb
+
+from frontends.client import OFFLINE, DaemonClient, DaemonError
+from frontends.commands import DISTILL_USAGE
+from frontends.render import JobView
+from frontends.telegram.bot import HELP_TEXT, NOT_OWNER
+from frontends.telegram.reattach import ClientState
+from frontends.telegram.webhook import SECRET_HEADER
+from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to, sent_to
+from tests.frontends.telegram.fake_bot_api import BOT_USER, GROUP_ID, FakeBotApi, group_chat, private_chat, user
+from tests.frontends.telegram.fakes import FakeTrainer
+
+ANN, BEN = 501, 502
+FAST = {"private_edit_interval": 0.05, "group_edit_interval": 0.1}
+
+
+@pytest.fixture
+def trainer() -> FakeTrainer:
+    return FakeTrainer()
+
+
+def submits(trainer: FakeTrainer) -> list[pb.DistillSpec]:
+    return [spec for name, spec in trainer.calls if name == "submit"]
+
+
+async def test_start_and_help_explain_the_commands(bot_api: FakeBotApi, start_bot: StartBot) -> None:
+    await start_bot(FakeTrainer())
+    for command in ("/start", "/help"):
+        reply = await reply_to(
+            bot_api, bot_api.send(bot_api.text(user(ANN), private_chat(ANN), command))["message"]
+        )
+        assert reply.text == HELP_TEXT
+    assert "/distill <image url>" in HELP_TEXT and "/jobs" in HELP_TEXT
+
+
+async def test_distill_url_confirms_edits_and_summarises(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer, **FAST)
+    message = bot_api.text(
+        user(ANN), private_chat(ANN), "/distill https://example.org/me.jpg --class woman --noflip"
+    )
+    bot_api.send(message)
+    confirmation = await reply_to(bot_api, message)
+    assert confirmation.text == "Distilling lora1\nWaiting in the queue: next."
+    assert confirmation.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "cancel:job1"
+
+    [spec] = submits(trainer)
+    assert spec.url == "https://example.org/me.jpg"
+    assert spec.requester == pb.Requester(platform="telegram", user=str(ANN), chat=str(ANN))
+    assert spec.subject_class == pb.SUBJECT_CLASS_WOMAN and spec.no_flip
+    assert spec.idempotency_key == f"tg:{ANN}:{message['message_id']}"
+    state = await eventually(lambda: ClientState.decode(trainer.jobs["job1"].client_state))
+    assert (state.chat, state.bot) == (ANN, BOT_USER["id"])
+    progress_id = state.message
+
+    await trainer.emit("job1", state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_CAPTION)
+    await trainer.emit("job1", captioned=pb.Captioned(caption="a woman in a space suit"))
+    await trainer.emit("job1", stage=pb.STAGE_TRAIN, progress=pb.Progress(step=3, total=6, eta_seconds=4))
+    await bot_api.wait_for(lambda call: "step 3/6" in call.text)
+    await trainer.finish("job1")
+    summary = await final_edit(bot_api, ANN, progress_id)
+    assert summary.text.startswith("lora1 is ready in 42 s.")
+    assert "Caption: a woman in a space suit" in summary.text and "lora1" in summary.text
+
+    document = await bot_api.wait_for(lambda call: call.method == "sendDocument")
+    assert document.files["document"] == b"LORA" and document.chat_id == ANN
+    await eventually(lambda: (ClientState.decode(trainer.jobs["job1"].client_state) or state).done)
+
+
+async def test_photo_with_caption_uploads_the_largest_size(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer)
+    message = bot_api.photo(user(ANN), private_chat(ANN), b"the real portrait", caption="/distill --class man")
+    bot_api.send(message)
+    await reply_to(bot_api, message)
+    [spec] = submits(trainer)
+    assert spec.upload and spec.subject_class == pb.SUBJECT_CLASS_MAN
+    assert trainer.uploads == [b"the real portrait"]
+
+
+async def test_reply_to_a_photo_and_image_documents_in_groups(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer)
+    photo = bot_api.photo(user(BEN), group_chat(), b"ben's portrait")
+    command = bot_api.text(user(ANN), group_chat(), "/distill@distillery_test_bot", reply_to=photo)
+    bot_api.send(command)
+    await reply_to(bot_api, command)
+
+    document = bot_api.document(user(ANN), group_chat(), b"a png file", caption="/distill@distillery_test_bot")
+    bot_api.send(document)
+    await reply_to(bot_api, document)
+    assert trainer.uploads == [b"ben's portrait", b"a png file"]
+    assert [spec.requester.chat for spec in submits(trainer)] == [str(GROUP_ID)] * 2
+
+    # Addressed to another bot in the same group: not ours to answer.
+    other = bot_api.document(user(ANN), group_chat(), b"x", caption="/distill@some_other_bot")
+    bot_api.send(other)
+    await asyncio.sleep(0.5)
+    assert len(submits(trainer)) == 2
+    assert not any(
+        call.params.get("reply_parameters", {}).get("message_id") == other["message_id"]
+        for call in bot_api.calls_of("sendMessage")
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("/distill", "Send an image link, or a photo with the caption /distill."),
+        ("/distill https://example.org/a.jpg --colour red", "Unknown option --colour."),
+        ("/distill https://example.org/a.jpg --class dog", "--class takes man, woman or person, not 'dog'."),
+        ("/distill ftp://example.org/a.jpg", "The image link must start with http:// or https://."),
+    ],
+)
+async def test_usage_errors_get_the_usage_text(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer, text: str, expected: str
+) -> None:
+    await start_bot(trainer)
+    message = bot_api.text(user(ANN), private_chat(ANN), text)
+    bot_api.send(message)
+    reply = await reply_to(bot_api, message)
+    assert reply.text == f"{expected}\n\n{DISTILL_USAGE}"
+    assert submits(trainer) == []
+
+
+async def test_a_photo_with_flags_and_a_link_is_a_usage_error(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer)
+    message = bot_api.photo(user(ANN), private_chat(ANN), b"x", caption="/distill https://example.org/a.jpg")
+    bot_api.send(message)
+    reply = await reply_to(bot_api, message)
+    assert reply.text.startswith("Send either a photo or a link, not both.")
+
+
+async def test_allow_lists_refuse_others_and_name_their_ids(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer, allowed_users=frozenset({ANN}), allowed_chats=frozenset({GROUP_ID}))
+    refused = bot_api.text(user(BEN), private_chat(BEN), "/distill https://example.org/a.jpg")
+    bot_api.send(refused)
+    reply = await reply_to(bot_api, refused)
+    assert "not allowed to use this bot" in reply.text and str(BEN) in reply.text
+    jobs = bot_api.text(user(BEN), private_chat(BEN), "/jobs")
+    bot_api.send(jobs)
+    assert "not allowed" in (await reply_to(bot_api, jobs)).text
+    assert submits(trainer) == []
+
+    # Listed user anywhere, and anyone in a listed group.
+    for sender, chat in ((user(ANN), private_chat(ANN)), (user(BEN), group_chat())):
+        allowed = bot_api.text(sender, chat, "/distill https://example.org/a.jpg")
+        bot_api.send(allowed)
+        assert (await reply_to(bot_api, allowed)).text.startswith("Distilling")
+    assert len(submits(trainer)) == 2
+
+
+async def test_files_over_20_mb_are_refused_before_downloading(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer)
+    big = bot_api.document(user(ANN), private_chat(ANN), b"small stand-in", caption="/distill", size=25 * 2**20)
+    bot_api.send(big)
+    reply = await reply_to(bot_api, big)
+    assert reply.text.startswith("That file is 25.0 MB; Telegram lets bots download files of at most 20 MB.")
+    assert bot_api.calls_of("getFile") == [] and submits(trainer) == []
+
+    # A size Telegram did not put in the message: getFile's own "file is too big" gets the same answer.
+    photo = bot_api.photo(user(ANN), private_chat(ANN), b"x", caption="/distill", size=21 * 2**20)
+    photo["photo"][-1].pop("file_size")
+    bot_api.send(photo)
+    reply = await reply_to(bot_api, photo)
+    assert "at most 20 MB" in reply.text and submits(trainer) == []
+
+
+async def test_daemon_errors_are_replied_as_written(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer)
+    full = "The queue is full (20 jobs waiting); try again later."
+    trainer.submit_error = DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED, full)
+    message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://example.org/a.jpg")
+    bot_api.send(message)
+    assert (await reply_to(bot_api, message)).text == full
+
+
+async def test_an_offline_daemon_is_reported(bot_api: FakeBotApi, start_bot: StartBot, tmp_path: Path) -> None:
+    client = DaemonClient(f"unix:{tmp_path / 'nobody-listens.sock'}")
+    try:
+        await start_bot(client)
+        message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://example.org/a.jpg")
+        bot_api.send(message)
+        assert (await reply_to(bot_api, message)).text == OFFLINE == "The trainer is offline; try again later."
+        jobs = bot_api.text(user(ANN), private_chat(ANN), "/jobs")
+        bot_api.send(jobs)
+        assert (await reply_to(bot_api, jobs)).text == OFFLINE
+    finally:
+        await client.close()
+
+
+async def test_a_redelivered_update_makes_one_job_and_one_message(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    bot = await start_bot(trainer)
+    message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://example.org/a.jpg")
+    update = bot_api.send(message)
+    bot_api.push(update)  # Telegram delivers it again (the bot had not confirmed it yet)
+    await reply_to(bot_api, message)
+    await asyncio.sleep(0.5)
+    assert len(trainer.jobs) == 1 and len(bot_api.calls_of("sendMessage", ANN)) == 1
+
+    # After a restart the bot has forgotten the update, but the daemon has not: still one job, one message.
+    await bot.stop()
+    await start_bot(trainer)
+    bot_api.push(update)
+    await asyncio.sleep(0.8)  # time for a (wrong) second confirmation to show up
+    assert len(trainer.jobs) == 1 and len(bot_api.calls_of("sendMessage", ANN)) == 1
+    assert [spec.idempotency_key for spec in submits(trainer)] == [f"tg:{ANN}:{message['message_id']}"] * 2
+
+
+async def test_cancel_button_works_for_the_owner_only(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer, **FAST)
+    message = bot_api.text(user(ANN), group_chat(), "/distill https://example.org/a.jpg")
+    bot_api.send(message)
+    await reply_to(bot_api, message)
+    state = await eventually(lambda: ClientState.decode(trainer.jobs["job1"].client_state))
+    progress = bot_api.message(GROUP_ID, state.message)
+
+    bot_api.push(bot_api.press(user(BEN), progress, "cancel:job1"))
+    refusal = await bot_api.wait_for(lambda call: call.method == "answerCallbackQuery")
+    assert refusal.params["text"] == NOT_OWNER and refusal.params["show_alert"] in (True, "true", "True")
+    assert "cancel" not in trainer.methods()
+
+    # A message without the reply (e.g. the /distill was deleted): the daemon's NOT_FOUND refuses as well.
+    orphan = {key: value for key, value in progress.items() if key != "reply_to_message"}
+    bot_api.push(bot_api.press(user(BEN), orphan, "cancel:job1"))
+    await bot_api.wait_for(lambda call: len(bot_api.calls_of("answerCallbackQuery")) == 2)
+    assert bot_api.calls_of("answerCallbackQuery")[1].params["text"] == NOT_OWNER
+    assert trainer.jobs["job1"].state == pb.JOB_STATE_QUEUED
+
+    bot_api.push(bot_api.press(user(ANN), progress, "cancel:job1"))
+    await bot_api.wait_for(lambda call: call.method == "answerCallbackQuery" and call.params["text"] != NOT_OWNER)
+    summary = await final_edit(bot_api, GROUP_ID, state.message)
+    assert summary.text == "lora1 was cancelled."
+    assert trainer.jobs["job1"].state == pb.JOB_STATE_CANCELLED
+
+
+async def test_jobs_lists_the_users_jobs(bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer) -> None:
+    await start_bot(trainer)
+    empty = bot_api.text(user(ANN), private_chat(ANN), "/jobs")
+    bot_api.send(empty)
+    assert (await reply_to(bot_api, empty)).text.startswith("You have no jobs yet.")
+    await trainer.submit(DaemonClient.spec(pb.Requester(platform="telegram", user=str(ANN)), url="https://x/y"))
+    await trainer.finish("job1", pb.JOB_STATE_FAILED, "The image link answered HTTP 404.")
+    listed = bot_api.text(user(ANN), private_chat(ANN), "/jobs")
+    bot_api.send(listed)
+    reply = await reply_to(bot_api, listed)
+    assert reply.text == "Your jobs:\nlora1: failed - The image link answered HTTP 404."
+
+
+class OnePreview:
+    async def preview(self, view: JobView, owner: pb.Requester) -> bytes | None:
+        return b"PNG preview of " + view.lora_name.encode()
+
+
+async def test_a_preview_is_sent_when_there_is_one(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer, preview=OnePreview(), send_lora_file=False, **FAST)
+    message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://example.org/a.jpg")
+    bot_api.send(message)
+    await reply_to(bot_api, message)
+    await trainer.finish("job1")
+    photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto")
+    assert photo.files["photo"] == b"PNG preview of lora1" and photo.chat_id == ANN
+    assert bot_api.calls_of("sendDocument") == []
+
+
+async def test_a_bot_restart_reattaches_from_the_last_event_shown(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    bot = await start_bot(trainer, **FAST)
+    message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://example.org/a.jpg")
+    bot_api.send(message)
+    await reply_to(bot_api, message)
+    await trainer.emit(
+        "job1", state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_TRAIN, progress=pb.Progress(step=1, total=6)
+    )
+    await bot_api.wait_for(lambda call: "step 1/6" in call.text)
+    shown = await eventually(
+        lambda: (s := ClientState.decode(trainer.jobs["job1"].client_state)) and s.seq == 2 and s
+    )
+    await bot.stop()
+    assert not shown.done
+
+    # While the bot is down the job ends; the new bot still turns the message into the summary.
+    await trainer.finish("job1")
+    await start_bot(trainer, **FAST)
+    summary = await final_edit(bot_api, ANN, shown.message)
+    assert summary.text.startswith("lora1 is ready in 42 s.")
+    await bot_api.wait_for(lambda call: call.method == "sendDocument")
+    watches = [args for name, args in trainer.calls if name == "watch"]
+    assert watches[-1] == ("job1", pb.Requester(platform="telegram"), 2)
+
+
+async def test_webhook_checks_the_secret_token(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    bot = await start_bot(
+        trainer,
+        webhook_url="https://bot.example.org/telegram",
+        webhook_secret="s3cret-token",
+        webhook_port=0,
+    )
+    assert bot.webhook is not None
+    registered = bot_api.calls_of("setWebhook")[-1]
+    assert registered.params["url"] == "https://bot.example.org/telegram"
+    assert registered.params["secret_token"] == "s3cret-token"
+    url = f"http://127.0.0.1:{bot.webhook.port}/telegram"
+    distill = bot_api.update_for(bot_api.text(user(ANN), private_chat(ANN), "/distill https://example.org/a.jpg"))
+    async with aiohttp.ClientSession() as session:
+        for headers in ({}, {SECRET_HEADER: "wrong"}):
+            async with session.post(url, json=distill, headers=headers) as response:
+                assert response.status == 403
+        await asyncio.sleep(0.3)
+        assert submits(trainer) == [] and bot_api.calls_of("sendMessage") == []
+
+        async with session.post(url, json=distill, headers={SECRET_HEADER: "s3cret-token"}) as response:
+            assert response.status == 200
+        await reply_to(bot_api, distill["message"])
+        assert len(submits(trainer)) == 1
+        async with session.post(url, data=b"not json", headers={SECRET_HEADER: "s3cret-token"}) as response:
+            assert response.status == 400

@@ -1,0 +1,206 @@
+"""End to end: the real bot (python-telegram-bot on the fake Bot API) and the real daemon on the demo preset.
+
+One daemon serves the whole module. Each way to send /distill runs to a finished LoRA and the recorded calls
+show the confirmation, paced progress edits of that one message, and the summary; each user mistake the daemon
+judges gets its sentence back; a redelivered update makes one job; Cancel works for the owner only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distillery.v1 import distillery_pb2 as pb
+
+from daemon.pipeline.image import NOT_AN_IMAGE
+from frontends.client import DaemonClient
+from frontends.telegram.bot import NOT_OWNER, DistilleryBot
+from frontends.telegram.trainer import requester
+from tests.daemon_process import RunningDaemon, start_daemon
+from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to
+from tests.frontends.telegram.fake_bot_api import GROUP_ID, Call, FakeBotApi, group_chat, private_chat, user
+
+pytestmark = pytest.mark.slow
+
+ANN, BEN, CY = 701, 702, 703
+# Small margin for loopback jitter between the bot's clock and the fake server's receipt times.
+JITTER = 0.1
+
+
+@pytest.fixture(scope="module")
+def daemon(demo_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
+    """One real daemon for the module: 30 training steps so a job lasts long enough to show progress; two
+    active jobs per user so the limit is easy to reach."""
+    running = start_daemon(
+        tmp_path_factory.mktemp("telegram-e2e") / "state",
+        demo_models,
+        "--train-steps",
+        "30",
+        "--user-active-limit",
+        "2",
+    )
+    yield running
+    status = running.stop()
+    assert status == 0, running.log_text()
+
+
+@pytest.fixture
+async def client(daemon: RunningDaemon) -> AsyncIterator[DaemonClient]:
+    client = DaemonClient(daemon.target)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def bot(start_bot: StartBot, client: DaemonClient) -> DistilleryBot:
+    return await start_bot(client)
+
+
+@dataclass
+class Outcome:
+    confirmation: Call
+    edits: list[Call]
+    summary: Call
+    waited: float  # seconds from the update to the confirmation
+
+
+async def distill(api: FakeBotApi, message: dict[str, Any], timeout: float = 90.0) -> Outcome:
+    """Send a message and follow its progress message to the summary."""
+    started = time.monotonic()
+    api.send(message)
+    confirmation = await reply_to(api, message)
+    waited = confirmation.at - started
+    chat_id, progress_id = message["chat"]["id"], confirmation.result["message_id"]
+    summary = await final_edit(api, chat_id, progress_id, timeout)
+    edits = [
+        call
+        for call in api.calls_of("editMessageText", chat_id)
+        if int(call.params["message_id"]) == progress_id and call.at <= summary.at
+    ]
+    return Outcome(confirmation, edits, summary, waited)
+
+
+def check_progress(outcome: Outcome, name: str, min_gap: float) -> None:
+    """Confirmation, progress through training, paced distinct edits, and a summary without a button."""
+    assert outcome.waited < 1.5, f"confirmation took {outcome.waited:.2f} s"
+    assert outcome.confirmation.text.startswith(f"Distilling {name}")
+    assert "queue" in outcome.confirmation.text
+    texts = [call.text for call in outcome.edits]
+    assert any("Stage: Training" in text and "step" in text and "[" in text for text in texts), texts
+    assert all(earlier != later for earlier, later in zip(texts, texts[1:], strict=False)), "an unchanged edit"
+    times = [outcome.confirmation.at] + [call.at for call in outcome.edits]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert all(gap >= min_gap - JITTER for gap in gaps), gaps
+    summary = outcome.summary.text
+    assert summary.startswith(f"{name} is ready in ")
+    assert "Caption: " in summary and "Class: " in summary and f"Use it by writing {name} in a prompt" in summary
+    assert all("reply_markup" in call.params for call in outcome.edits[:-1])
+
+
+def lora_name(outcome: Outcome) -> str:
+    return outcome.confirmation.text.split("\n")[0].removeprefix("Distilling ")
+
+
+async def test_distill_a_link(bot_api: FakeBotApi, bot: DistilleryBot, image_server: str) -> None:
+    message = bot_api.text(user(ANN), private_chat(ANN), f"/distill {image_server}/portrait.png --noflip")
+    outcome = await distill(bot_api, message)
+    name = lora_name(outcome)
+    check_progress(outcome, name, min_gap=1.0)
+    document = await bot_api.wait_for(lambda call: call.method == "sendDocument" and call.chat_id == ANN)
+    assert document.params["caption"].startswith(f"{name}.safetensors")
+    assert len(document.files["document"]) > 1000  # the LoRA's safetensors, straight from the daemon
+
+
+async def test_distill_a_photo_with_a_caption(
+    bot_api: FakeBotApi, bot: DistilleryBot, client: DaemonClient, portrait_png: bytes
+) -> None:
+    message = bot_api.photo(user(ANN), private_chat(ANN), portrait_png, caption="/distill --class woman")
+    outcome = await distill(bot_api, message)
+    name = lora_name(outcome)
+    check_progress(outcome, name, min_gap=1.0)
+    assert "Class: woman" in outcome.summary.text
+    # The bot uploaded the picture itself: the daemon stored it as the job's source image.
+    [job] = [job for job in await client.list_jobs(requester(ANN)) if job.lora_name == name]
+    assert job.source == "upload" and job.state == pb.JOB_STATE_SUCCEEDED
+
+
+async def test_distill_as_a_reply_to_a_photo_in_a_group(
+    bot_api: FakeBotApi, bot: DistilleryBot, portrait_png: bytes
+) -> None:
+    photo = bot_api.photo(user(BEN), group_chat(), portrait_png)
+    bot_api.send(photo)
+    message = bot_api.text(user(ANN), group_chat(), "/distill@distillery_test_bot --class man", reply_to=photo)
+    outcome = await distill(bot_api, message)
+    check_progress(outcome, lora_name(outcome), min_gap=3.0)  # groups are edited at most every 3 s
+    assert "Class: man" in outcome.summary.text
+
+
+async def test_user_mistakes_get_the_daemons_sentence(
+    bot_api: FakeBotApi, bot: DistilleryBot, client: DaemonClient, image_server: str
+) -> None:
+    cases = {
+        f"/distill {image_server}/missing.jpg": "The image link answered HTTP 404.",
+        f"/distill {image_server}/notes.txt": NOT_AN_IMAGE,
+        f"/distill {image_server}/tiny.png": "The image is 64x64 pixels; send one whose shorter side",
+        f"/distill {image_server}/huge.png": "The image claims to be 7000x6000 pixels",
+    }
+    for text, expected in cases.items():
+        message = bot_api.text(user(CY), private_chat(CY), text)
+        bot_api.send(message)
+        reply = await reply_to(bot_api, message)
+        assert reply.text.startswith(expected), (text, reply.text)
+    # A file that is not a picture, sent as a document with the caption.
+    document = bot_api.document(
+        user(CY), private_chat(CY), b"%PDF-1.4 a pdf", caption="/distill", mime_type="application/pdf"
+    )
+    bot_api.send(document)
+    assert (await reply_to(bot_api, document)).text == NOT_AN_IMAGE
+    assert await client.list_jobs(requester(CY)) == []
+
+
+async def test_a_full_quota_is_explained(
+    bot_api: FakeBotApi, bot: DistilleryBot, client: DaemonClient, image_server: str
+) -> None:
+    texts = []
+    for _ in range(3):
+        message = bot_api.text(user(BEN), private_chat(BEN), f"/distill {image_server}/portrait.png")
+        bot_api.send(message)
+        texts.append((await reply_to(bot_api, message)).text)
+    assert texts[0].startswith("Distilling") and texts[1].startswith("Distilling")
+    assert texts[2] == "You already have 2 jobs queued or running; wait for one to finish or cancel one."
+    for job in await client.list_jobs(requester(BEN), active_only=True):
+        await client.cancel(job.id, requester(BEN))  # leave the daemon idle for the next test
+
+
+async def test_redelivery_makes_one_job_and_only_the_owner_can_cancel(
+    bot_api: FakeBotApi, bot: DistilleryBot, client: DaemonClient, image_server: str
+) -> None:
+    message = bot_api.text(user(ANN), group_chat(), f"/distill {image_server}/portrait.png")
+    update = bot_api.send(message)
+    bot_api.push(update)  # Telegram delivers the same update again
+    confirmation = await reply_to(bot_api, message)
+    progress = bot_api.message(GROUP_ID, confirmation.result["message_id"])
+    [job] = await client.list_jobs(requester(ANN), active_only=True)
+    assert job.idempotency_key == f"tg:{GROUP_ID}:{message['message_id']}"
+
+    bot_api.push(bot_api.press(user(BEN), progress, f"cancel:{job.id}"))
+    refusal = await bot_api.wait_for(lambda call: call.method == "answerCallbackQuery")
+    assert refusal.params["text"] == NOT_OWNER
+    assert (await client.get_job(job.id, requester(ANN))).state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+
+    bot_api.push(bot_api.press(user(ANN), progress, f"cancel:{job.id}"))
+    summary = await final_edit(bot_api, GROUP_ID, progress["message_id"])
+    assert summary.text == f"{job.lora_name} was cancelled."
+    assert (await client.get_job(job.id, requester(ANN))).state == pb.JOB_STATE_CANCELLED
+    replies = [
+        call
+        for call in bot_api.calls_of("sendMessage", GROUP_ID)
+        if call.params.get("reply_parameters", {}).get("message_id") == message["message_id"]
+    ]
+    assert len(replies) == 1  # one confirmation for the two deliveries
+    await eventually(lambda: len(bot_api.calls_of("answerCallbackQuery")) == 2)
+    assert bot_api.calls_of("answerCallbackQuery")[1].params["text"] != NOT_OWNER

@@ -1,0 +1,50 @@
+"""Captioning: the demo VLM through the generic path, and the cleaning every caption goes through."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from daemon.models.resident import Resident
+from daemon.pipeline.caption import MAX_CAPTION_CHARS, FixedCaptioner, clean_caption
+
+pytest_plugins = ["tests.fixtures_models"]
+
+
+def test_demo_vlm_captions_in_one_printable_line(resident: Resident, portrait: Image.Image) -> None:
+    caption = resident.captioner.caption(portrait)
+    assert caption and caption.isprintable() and "\n" not in caption
+    assert caption == caption.strip() and len(caption) <= MAX_CAPTION_CHARS + 1
+    # Greedy decoding: the same portrait always gets the same caption.
+    assert resident.captioner.caption(portrait) == caption
+    assert resident.captioner.name.endswith("vlm-tiny")
+
+
+def test_caption_accepts_any_pil_mode(resident: Resident) -> None:
+    assert resident.captioner.caption(Image.new("L", (40, 90), 128))
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("  A man with a beard.  ", "A man with a beard."),
+        ("A woman smiling.\nI hope this helps!", "A woman smiling."),
+        ("A\tphoto\x00 of\u200b a\ufffd person", "A photo of a person"),
+        ("\ue000private use", "private use"),
+        ("", ""),
+        ("\n\nleading blank lines", "leading blank lines"),
+    ],
+)
+def test_clean_caption(raw: str, clean: str) -> None:
+    assert clean_caption(raw) == clean
+
+
+def test_clean_caption_cuts_long_text_at_a_word() -> None:
+    text = "word " * 100
+    cleaned = clean_caption(text, limit=23)
+    assert cleaned == "word word word word…"
+
+
+def test_fixed_captioner_is_a_captioner() -> None:
+    fake = FixedCaptioner("a photo of a woman")
+    assert fake.caption(Image.new("RGB", (8, 8))) == "a photo of a woman" and fake.calls == 1
