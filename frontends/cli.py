@@ -98,7 +98,9 @@ class ProgressPrinter:
             return
         self._write(f"{view.lora_name} is ready ({duration(job.finished_at - job.created_at)}).")
         if job.stage_seconds:
-            split = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in job.stage_seconds.items())
+            order = ["prepare", "caption", "classify", "regularization", "train", "save"]
+            stages = sorted(job.stage_seconds.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99)
+            split = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stages)
             self._write(f"Time per stage: {split}")
         self._write(f"Stored in the daemon's store as LoRA {view.lora_name} (job {view.job_id}).")
         self._write(f"Download it: distillery download {view.lora_name} -o {view.lora_name}.safetensors")

@@ -60,7 +60,10 @@ class DaemonClient:
     def __init__(self, target: str, token: str | None = None) -> None:
         self.target = target
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.aio.insecure_channel(target)
+        # A bot waits out daemon restarts; gRPC's default reconnect backoff (up to ~2 min) would add to that.
+        self._channel = grpc.aio.insecure_channel(
+            target, options=[("grpc.max_reconnect_backoff_ms", 5000), ("grpc.initial_reconnect_backoff_ms", 500)]
+        )
         self._stub = pb_grpc.DistilleryStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 

@@ -62,11 +62,15 @@ def start_daemon(
     *extra_args: str,
     wait: bool = True,
     timeout: float = 180.0,
+    socket: Path | None = None,
 ) -> RunningDaemon:
-    """Start ``python -m daemon`` on the demo preset with prebuilt tiny models; wait until it serves."""
+    """Start ``python -m daemon`` on the demo preset with prebuilt tiny models; wait until it serves.
+
+    Pass the socket of an earlier daemon to restart "the same" daemon where its clients expect it.
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     # Unix socket paths are limited to ~107 bytes; pytest's temp folders can be longer.
-    socket = Path(f"/tmp/distillery-test-{os.getpid()}-{time.monotonic_ns()}.sock")
+    socket = socket or Path(f"/tmp/distillery-test-{os.getpid()}-{time.monotonic_ns()}.sock")
     base_model, captioner = models
     log = state_dir / "daemon.log"
     command = [

@@ -70,11 +70,12 @@ def test_a_whole_job_with_grpcurl_alone(running_daemon: RunningDaemon, portrait_
     stdin = json.dumps({"spec": {"upload": True, "requester": requester}}) + json.dumps({"chunk": chunk})
     events = json_stream(grpcurl(running_daemon, "distillery.v1.Distillery/Distill", data="@", stdin=stdin))
 
-    assert events[0]["accepted"]["loraName"] and events[0]["seq"] == "1"
+    # grpcurl 1.8.6 prints the proto field names (lora_name), as it does for every reflected message.
+    assert events[0]["accepted"]["lora_name"] and events[0]["seq"] == "1"
     assert events[-1]["state"] == "JOB_STATE_SUCCEEDED"
     name = events[-1]["finished"]["lora"]["name"]
-    assert name == events[0]["accepted"]["loraName"]
-    job_id = events[0]["jobId"]
+    assert name == events[0]["accepted"]["lora_name"]
+    job_id = events[0]["job_id"]
 
     request = json.dumps({"jobId": job_id, "afterSeq": "2", "requester": requester})
     replay = json_stream(grpcurl(running_daemon, "distillery.v1.Distillery/Watch", data=request))

@@ -138,9 +138,10 @@ class SlackBot:
 
         def done(finished: asyncio.Task[T]) -> None:
             self._tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                error = finished.exception()
-                assert error is not None
+            if finished.cancelled():
+                return
+            error = finished.exception()
+            if error is not None:
                 self.report(error, requester)
 
         task.add_done_callback(done)

@@ -29,17 +29,23 @@ INTERNAL = "Something went wrong on my side; the operator can find the details i
 NO_IMAGE = "That upload has no image in it; attach a JPEG, PNG or WebP photo."
 
 _SLACK_USAGE = (
-    "In Slack: `/distill <image url> [--class man|woman|person] [--noflip]`, or upload a photo with "
-    "`/distill` (and any options) in the message text; start the message with a word (e.g. "
-    "`me /distill --class woman`) if Slack tries to run it as a command. `/distill jobs` lists your jobs."
+    "Or upload a photo with /distill (and any options) in the message text; start the message with a word, "
+    "e.g. `me /distill --class woman`, so that Slack does not take it for a command.\n"
+    "`/distill jobs` lists your jobs; `/distill help` shows this."
 )
 
 
 def usage_text() -> str:
     """The shared usage, minus its Telegram-only ways of sending a photo, plus how Slack users send one."""
-    # DISTILL_USAGE describes captions and replies, which Slack does not have; drop that line if present.
-    lines = [line for line in DISTILL_USAGE.splitlines() if not line.startswith("Or send a photo")]
-    return "\n".join([*lines, _SLACK_USAGE])
+    # DISTILL_USAGE describes photo captions and replies, which Slack does not have: Slack's way takes the
+    # place of that line (or comes last, should the shared text change).
+    lines = DISTILL_USAGE.splitlines()
+    telegram = [index for index, line in enumerate(lines) if line.startswith("Or send a photo")]
+    if telegram:
+        lines[telegram[0]] = _SLACK_USAGE
+    else:
+        lines.append(_SLACK_USAGE)
+    return "\n".join(lines)
 
 
 def usage_error_text(problem: str) -> str:

@@ -34,7 +34,8 @@ _NO_ACCESS = ("not_in_channel", "channel_not_found", "is_archived", "restricted_
 
 # A finished job's picture for the channel: (file name, bytes), or None when there is nothing to show.
 ResultImage = Callable[[JobView], Awaitable[tuple[str, bytes] | None]]
-ErrorReporter = Callable[[BaseException], None]
+# The central error handler: an unexpected failure, and the user to tell about it.
+ErrorReporter = Callable[[BaseException, pb.Requester | None], None]
 
 
 def source_image(daemon: Daemon) -> ResultImage:
@@ -122,17 +123,19 @@ class Followers:
                 self._tasks.pop(job.id, None)
                 self._owners.pop(job.id, None)
 
-        self._owners[job.id] = job.owner
+        owner = pb.Requester()
+        owner.CopyFrom(job.owner)
+        self._owners[job.id] = owner
         task = asyncio.create_task(run(), name=f"follow-{job.id}")
         self._tasks[job.id] = task
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda finished: self._done(finished, owner))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
+    def _done(self, task: asyncio.Task[None], owner: pb.Requester) -> None:
+        if task.cancelled():
             return
         error = task.exception()
         if error is not None and self._report is not None:
-            self._report(error)
+            self._report(error, owner)
         elif error is not None:
             log.error("following a job failed", exc_info=error)
 

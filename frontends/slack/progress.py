@@ -59,22 +59,20 @@ class ChannelPacer:
         self._held: dict[str, float] = {}
 
     async def turn(self, channel: str) -> None:
-        """Wait for this channel's next free slot and take it."""
-        now = self.clock()
-        slot = max(now, self._next.get(channel, 0.0), self._held.get(channel, 0.0))
-        self._next[channel] = slot + self.interval
-        if slot > now:
-            await self.sleep(slot - now)
-        # A 429 may have arrived while this turn was waiting: it overrides the slot already handed out.
-        while (held := self._held.get(channel, 0.0)) > self.clock():
-            await self.sleep(held - self.clock())
-        self._forget_idle(self.clock())
+        """Wait for this channel's next free moment and take it."""
+        while True:
+            now = self.clock()
+            ready = max(self._next.get(channel, 0.0), self._held.get(channel, 0.0))
+            if ready <= now:
+                self._next[channel] = now + self.interval
+                self._forget_idle(now)
+                return
+            # Re-check after waking: another writer may have taken the slot, or a 429 moved it later.
+            await self.sleep(ready - now)
 
     def hold(self, channel: str, seconds: float) -> None:
         """Slack said to wait (Retry-After): no turn for this channel until then."""
-        until = self.clock() + seconds
-        self._held[channel] = max(self._held.get(channel, 0.0), until)
-        self._next[channel] = max(self._next.get(channel, 0.0), until)
+        self._held[channel] = max(self._held.get(channel, 0.0), self.clock() + seconds)
 
     def _forget_idle(self, now: float) -> None:
         # Many channels over a long uptime: drop the ones whose slots are long past so the maps stay small.

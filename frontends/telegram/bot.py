@@ -261,9 +261,10 @@ class DistilleryBot:
                 await live.finish(text, seq=view.last_seq)
                 if live.lost:  # the user deleted the progress message: the result still gets to the chat
                     await self.pacer.call(state.chat, lambda: bot.send_message(state.chat, text))
+                # Done before the extras: after a crash here, a lost preview beats sending everything twice.
+                await self._save_state(job_id, watcher, note.finished(view.last_seq))
                 if view.state == pb.JOB_STATE_SUCCEEDED:
                     await self._send_results(view, owner, state.chat)
-                await self._save_state(job_id, watcher, note.finished(view.last_seq))
             except asyncio.CancelledError:
                 await live.close()
                 raise

@@ -132,7 +132,7 @@ async def test_cancel_removes_a_queued_job_and_stops_a_running_one_at_its_next_s
     def pipeline(ctx: JobContext) -> Outcome:
         ctx.stage(Stage.TRAIN, "training")
         for step in range(1, 10_000):
-            if cancel_sent.is_set():
+            if cancel_sent.is_set() and ctx.job.id == running:
                 steps_after_cancel.append(step)
             ctx.check()
             time.sleep(0.005)

@@ -25,6 +25,7 @@ pytest_plugins = ["tests.fixtures_models"]
 
 def test_resident_is_loaded_frozen_on_cpu(resident: Resident) -> None:
     assert resident.device == torch.device("cpu") and resident.dtype == torch.float32
+    assert torch.get_num_threads() == 1  # the demo on CPU runs single-threaded
     assert resident.resolution == 64
     assert resident.unet is resident.pipeline.unet and resident.vae is resident.pipeline.vae
     for module in (resident.unet, resident.vae, resident.text_encoder):

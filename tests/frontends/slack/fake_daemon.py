@@ -98,7 +98,7 @@ class FakeDaemon:
             self._changed.notify_all()
 
     def client_state(self, job_id: str) -> bytes:
-        return self.jobs[job_id].client_state
+        return bytes(self.jobs[job_id].client_state)
 
     # -- the Daemon protocol --------------------------------------------------------------------------------
 

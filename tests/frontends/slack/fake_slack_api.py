@@ -54,6 +54,8 @@ class FakeSlack:
         self.uploads: dict[str, Upload] = {}
         self.no_access: set[str] = set()
         self.rate_limits: list[float] = []
+        # method -> Slack error code it answers with (ok: false), to drive the bot's failure paths.
+        self.failures: dict[str, str] = {}
         self.downloads: list[tuple[str, str]] = []
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
@@ -170,6 +172,8 @@ class FakeSlack:
                 return web.json_response(
                     {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": f"{wait:g}"}
                 )
+            if method in self.failures:
+                return web.json_response({"ok": False, "error": self.failures[method]})
             handler = getattr(self, "_" + method.replace(".", "_"), None)
             if handler is None:
                 return web.json_response({"ok": False, "error": "unknown_method"})

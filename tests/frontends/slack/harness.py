@@ -55,6 +55,7 @@ def signed_headers(body: str, secret: str = SECRET, timestamp: int | None = None
     """The two headers Slack adds to every request it sends to an app."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    assert signature is not None
     return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature}
 
 

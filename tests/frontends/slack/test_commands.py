@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -19,8 +20,8 @@ from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
 
 
-def _actions(message: dict[str, object]) -> list[dict[str, object]]:
-    return [block for block in message["blocks"] if block["type"] == "actions"]  # type: ignore[attr-defined,index]
+def _actions(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [block for block in message["blocks"] if block["type"] == "actions"]
 
 
 async def test_help_and_an_empty_command_explain_usage(bot: BotHarness, fake_daemon: FakeDaemon) -> None:
@@ -60,7 +61,7 @@ async def test_slash_command_end_to_end(bot: BotHarness, fake_slack: FakeSlack, 
     message = fake_slack.message("C1", state.ts)
     assert "Distilling name1" in message["text"] and "Waiting in the queue" in message["text"]
     [actions] = _actions(message)
-    button = actions["elements"][0]  # type: ignore[index]
+    button = actions["elements"][0]
     assert (button["action_id"], button["value"]) == ("distill_cancel", "job1")
     assert any("<@U1>" in json.dumps(block) for block in message["blocks"])
 

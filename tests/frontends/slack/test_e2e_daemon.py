@@ -29,7 +29,9 @@ pytestmark = pytest.mark.slow
 
 
 # One active job per user: small enough to reach the limit in a test, and each test uses its own users.
-DAEMON_ARGS = ("--user-active-limit", "1")
+# Two training steps and two regularization photos (the later flags win over FAST_JOB's): every stage still
+# runs and reports progress, in a fraction of the time.
+DAEMON_ARGS = ("--user-active-limit", "1", "--train-steps", "2", "--reg-images", "2")
 
 
 @dataclass

@@ -155,3 +155,12 @@ async def test_uploads_obey_the_allow_lists(fake_slack: FakeSlack, fake_daemon: 
     finally:
         await harness.close()
     assert fake_slack.downloads == [] and fake_daemon.submits == []
+
+
+async def test_a_file_the_bot_cannot_look_up_is_refused_clearly(
+    bot: BotHarness, fake_slack: FakeSlack, fake_daemon: FakeDaemon
+) -> None:
+    fake_slack.failures["files.info"] = "missing_scope"
+    await bot.event(upload_event([{"id": "F9999", "file_access": "check_file_info"}], "/distill", "Ev1"))
+    assert await _ephemeral(fake_slack) == files.UNREADABLE
+    assert fake_daemon.submits == []

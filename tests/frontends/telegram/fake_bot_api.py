@@ -13,6 +13,7 @@ pushing the same update twice is how a test models Telegram redelivering an upda
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -27,6 +28,9 @@ BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Distillery", "userna
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
 # Telegram gives private chats the user's (positive) id and supergroups ids below -100 * 10^10.
 GROUP_ID = -1001234567890
+# Message ids come from one counter for the whole test process: tests that share a daemon must not reuse an
+# idempotency key (chat, message id), just as Telegram never reuses a message id within a chat.
+_MESSAGE_IDS = itertools.count(1)
 
 
 @dataclass
@@ -82,7 +86,6 @@ class FakeBotApi:
         self.files: dict[str, tuple[bytes, int]] = {}
         self._pending: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1000)
-        self._message_ids: dict[int, itertools.count[int]] = {}
         self._file_ids = itertools.count(1)
         self._failures: dict[str, list[tuple[int, str, dict[str, Any]]]] = {}
         self._changed = asyncio.Condition()
@@ -116,8 +119,13 @@ class FakeBotApi:
     # -- what tests push ------------------------------------------------------------------------------------
 
     def _new_message(self, chat: dict[str, Any], sender: dict[str, Any], **fields: Any) -> dict[str, Any]:
-        counter = self._message_ids.setdefault(int(chat["id"]), itertools.count(1))
-        message = {"message_id": next(counter), "date": int(time.time()), "chat": chat, "from": sender, **fields}
+        message = {
+            "message_id": next(_MESSAGE_IDS),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": sender,
+            **fields,
+        }
         self.messages[(int(chat["id"]), message["message_id"])] = message
         return message
 
@@ -309,10 +317,8 @@ class FakeBotApi:
         timeout = min(float(params.get("timeout", 0) or 0), 0.25)  # short polls: a stopping bot waits less
         if not self._pending and timeout:
             async with self._changed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait_for(lambda: bool(self._pending)), timeout)
-                except TimeoutError:
-                    pass
         if request.transport is None or request.transport.is_closing():
             # A stopped bot's long poll: Telegram would keep these updates for the next poll, and so do we.
             return []

@@ -8,6 +8,7 @@ live until the final event, and another user's job is NOT_FOUND.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 from collections.abc import AsyncIterator
@@ -146,7 +147,10 @@ class FakeTrainer:
                 if event.HasField("finished"):
                     return
             async with self._changed:
-                await self._changed.wait_for(lambda: self.jobs[job_id].last_seq > last)
+                await self._changed.wait_for(functools.partial(self._beyond, job_id, last))
+
+    def _beyond(self, job_id: str, seq: int) -> bool:
+        return self.jobs[job_id].last_seq > seq
 
     def _visible(self, job_id: str, requester: pb.Requester) -> pb.Job:
         job = self.jobs.get(job_id)

@@ -21,7 +21,7 @@ from frontends.render import JobView
 from frontends.telegram.bot import HELP_TEXT, NOT_OWNER
 from frontends.telegram.reattach import ClientState
 from frontends.telegram.webhook import SECRET_HEADER
-from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to, sent_to
+from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to
 from tests.frontends.telegram.fake_bot_api import BOT_USER, GROUP_ID, FakeBotApi, group_chat, private_chat, user
 from tests.frontends.telegram.fakes import FakeTrainer
 

@@ -7,6 +7,8 @@ judges gets its sentence back; a redelivered update makes one job; Cancel works 
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,38 +20,61 @@ from distillery.v1 import distillery_pb2 as pb
 
 from daemon.pipeline.image import NOT_AN_IMAGE
 from frontends.client import DaemonClient
+from frontends.render import FINISHED_STATES
 from frontends.telegram.bot import NOT_OWNER, DistilleryBot
+from frontends.telegram.reattach import OFFLINE_NOTE
 from frontends.telegram.trainer import requester
-from tests.daemon_process import RunningDaemon, start_daemon
+from tests.daemon_process import start_daemon
 from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to
 from tests.frontends.telegram.fake_bot_api import GROUP_ID, Call, FakeBotApi, group_chat, private_chat, user
 
 pytestmark = pytest.mark.slow
 
 ANN, BEN, CY = 701, 702, 703
+# Twice the steps of tests.daemon_process.FAST_JOB, for a job of a few seconds with progress to show between
+# the confirmation and the summary at one edit a second; two active jobs per user, a limit easy to reach.
+DAEMON_ARGS = ("--train-steps", "12", "--user-active-limit", "2")
 # Small margin for loopback jitter between the bot's clock and the fake server's receipt times.
 JITTER = 0.1
 
 
+class Daemon:
+    """The module's real daemon; ``restart`` brings it back on the same socket and state (the last test)."""
+
+    def __init__(self, state_dir: Path, models: tuple[Path, Path]) -> None:
+        self.state_dir, self.models = state_dir, models
+        self.running = start_daemon(state_dir, models, *DAEMON_ARGS)
+        self.target = self.running.target
+
+    def stop(self) -> None:
+        status = self.running.stop()
+        assert status == 0, self.running.log_text()
+
+    async def start_again(self, timeout: float = 180.0) -> None:
+        """Start it on the same socket and wait (without blocking the loop the bot runs on) until it serves."""
+        socket = self.running.socket
+        self.running = start_daemon(self.state_dir, self.models, *DAEMON_ARGS, socket=socket, wait=False)
+        probe = DaemonClient(self.target)
+        try:
+            deadline = time.monotonic() + timeout
+            while not await probe.ready(timeout=1.0):
+                assert self.running.process.poll() is None, self.running.log_text()
+                assert time.monotonic() < deadline, self.running.log_text()
+                await asyncio.sleep(0.1)
+        finally:
+            await probe.close()
+
+
 @pytest.fixture(scope="module")
-def daemon(demo_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDaemon]:
-    """One real daemon for the module: 30 training steps so a job lasts long enough to show progress; two
-    active jobs per user so the limit is easy to reach."""
-    running = start_daemon(
-        tmp_path_factory.mktemp("telegram-e2e") / "state",
-        demo_models,
-        "--train-steps",
-        "30",
-        "--user-active-limit",
-        "2",
-    )
+def daemon(demo_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One real daemon for the module (starting one takes seconds; a demo job about two)."""
+    running = Daemon(tmp_path_factory.mktemp("telegram-e2e") / "state", demo_models)
     yield running
-    status = running.stop()
-    assert status == 0, running.log_text()
+    running.stop()
 
 
 @pytest.fixture
-async def client(daemon: RunningDaemon) -> AsyncIterator[DaemonClient]:
+async def client(daemon: Daemon) -> AsyncIterator[DaemonClient]:
     client = DaemonClient(daemon.target)
     yield client
     await client.close()
@@ -90,10 +115,11 @@ def check_progress(outcome: Outcome, name: str, min_gap: float) -> None:
     assert outcome.confirmation.text.startswith(f"Distilling {name}")
     assert "queue" in outcome.confirmation.text
     texts = [call.text for call in outcome.edits]
-    assert any("Stage: Training" in text and "step" in text and "[" in text for text in texts), texts
-    assert all(earlier != later for earlier, later in zip(texts, texts[1:], strict=False)), "an unchanged edit"
+    # At least one progress edit before the summary (a demo job is too short for many at 1 edit/s).
+    assert any(text.startswith(f"Distilling {name}\nStage: ") for text in texts[:-1]), texts
+    assert all(earlier != later for earlier, later in itertools.pairwise(texts)), "an unchanged edit"
     times = [outcome.confirmation.at] + [call.at for call in outcome.edits]
-    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert all(gap >= min_gap - JITTER for gap in gaps), gaps
     summary = outcome.summary.text
     assert summary.startswith(f"{name} is ready in ")
@@ -204,3 +230,56 @@ async def test_redelivery_makes_one_job_and_only_the_owner_can_cancel(
     assert len(replies) == 1  # one confirmation for the two deliveries
     await eventually(lambda: len(bot_api.calls_of("answerCallbackQuery")) == 2)
     assert bot_api.calls_of("answerCallbackQuery")[1].params["text"] != NOT_OWNER
+
+
+async def test_a_bot_restart_reattaches_and_the_chat_gets_its_summary(
+    bot_api: FakeBotApi, start_bot: StartBot, client: DaemonClient, image_server: str
+) -> None:
+    # Restarted while the job is in the queue or running: the new bot follows it live.
+    first = await start_bot(client)
+    live = bot_api.text(user(CY), private_chat(CY), f"/distill {image_server}/portrait.png")
+    bot_api.send(live)
+    live_progress = (await reply_to(bot_api, live)).result["message_id"]
+    await first.stop()
+    second = await start_bot(client)
+    summary = await final_edit(bot_api, CY, live_progress)
+    assert " is ready in " in summary.text
+
+    # Down while the job ends: the next bot still turns the progress message into the summary.
+    ended = bot_api.text(user(CY), private_chat(CY), f"/distill {image_server}/portrait.png")
+    bot_api.send(ended)
+    ended_progress = (await reply_to(bot_api, ended)).result["message_id"]
+    await second.stop()
+    [job] = await client.list_jobs(requester(CY), active_only=True)
+    while (await client.get_job(job.id, requester(CY))).state not in FINISHED_STATES:
+        await asyncio.sleep(0.1)
+    await start_bot(client)
+    summary = await final_edit(bot_api, CY, ended_progress)
+    assert summary.text.startswith(f"{job.lora_name} is ready in ")
+    # One confirmation per request, one LoRA file per job: nothing was sent twice across the restarts.
+    assert len(bot_api.calls_of("sendMessage", CY)) == 2
+    await eventually(lambda: len(bot_api.calls_of("sendDocument", CY)) == 2)
+    await asyncio.sleep(0.5)
+    assert len(bot_api.calls_of("sendDocument", CY)) == 2
+
+
+async def test_a_daemon_restart_mid_job_keeps_the_message_going(
+    bot_api: FakeBotApi, start_bot: StartBot, client: DaemonClient, daemon: Daemon, image_server: str
+) -> None:
+    """Last in the module: it restarts the shared daemon."""
+    await start_bot(client, offline_notice_after=0.5)
+    message = bot_api.text(user(ANN), private_chat(ANN), f"/distill {image_server}/portrait.png")
+    bot_api.send(message)
+    progress = (await reply_to(bot_api, message)).result["message_id"]
+    [job] = await client.list_jobs(requester(ANN), active_only=True)
+    while (await client.get_job(job.id, requester(ANN))).state == pb.JOB_STATE_QUEUED:
+        await asyncio.sleep(0.02)
+
+    await asyncio.to_thread(daemon.stop)  # SIGTERM: the running job goes back to the queue
+    await bot_api.wait_for(lambda call: OFFLINE_NOTE in call.text, timeout=30)
+    await daemon.start_again()
+    summary = await final_edit(bot_api, ANN, progress, timeout=120)
+    assert summary.text.startswith(f"{job.lora_name} is ready in ")
+    restarted = await client.get_job(job.id, requester(ANN))
+    assert restarted.state == pb.JOB_STATE_SUCCEEDED
+    assert len(bot_api.calls_of("sendMessage", ANN)) == 1  # the same message all along
