@@ -132,6 +132,8 @@ class Worker:
         self._cancelled: set[str] = set()
         self._stopping = threading.Event()
         self._announced: dict[str, int] = {}
+        # Both the worker thread and cancels on the gRPC side announce positions; one at a time, no repeats.
+        self._announce_lock = threading.Lock()
         self.current_stage: Stage | None = None
 
     # -- control from the gRPC side -------------------------------------------------------------------------
@@ -172,15 +174,16 @@ class Worker:
 
     def announce_positions(self) -> None:
         """Tell every queued job whose place changed where it now stands."""
-        for position, job_id in enumerate(self._queue.snapshot(), start=1):
-            if self._announced.get(job_id) == position:
-                continue
-            self._announced[job_id] = position
-            text = "You are next in the queue." if position == 1 else f"You are number {position} in the queue."
-            try:
-                self._journal.change(job_id, None, text, "queue", queue_position=position)
-            except DistilleryError:
-                log.warning("queued job %s vanished before its position was announced", job_id)
+        with self._announce_lock:
+            for position, job_id in enumerate(self._queue.snapshot(), start=1):
+                if self._announced.get(job_id) == position:
+                    continue
+                self._announced[job_id] = position
+                text = "You are next in the queue." if position == 1 else f"You are number {position} in the queue."
+                try:
+                    self._journal.change(job_id, None, text, "queue", queue_position=position)
+                except DistilleryError:
+                    log.warning("queued job %s vanished before its position was announced", job_id)
 
     # -- the thread -----------------------------------------------------------------------------------------
 

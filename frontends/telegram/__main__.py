@@ -15,27 +15,26 @@ from frontends.telegram.settings import Settings, SettingsError, load_settings
 log = logging.getLogger("frontends.telegram")
 
 
-class RedactSecrets(logging.Filter):
-    """Blanks the bot token (which is part of every Bot API URL) and other secrets in any log line."""
+class RedactingFormatter(logging.Formatter):
+    """Blanks the bot token (part of every Bot API URL) and other secrets anywhere in a formatted line,
+    tracebacks included."""
 
-    def __init__(self, *secrets: str | None) -> None:
-        super().__init__()
+    def __init__(self, fmt: str, secrets: list[str | None]) -> None:
+        super().__init__(fmt)
         self.secrets = [secret for secret in secrets if secret]
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if any(secret in message for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "<secret>")
-            record.msg, record.args = message, None
-        return True
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "<secret>")
+        return text
 
 
 def configure_logging(settings: Settings) -> None:
     """Log to stderr (journald adds timestamps under systemd) with secrets redacted."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(settings.token, settings.webhook_secret, settings.daemon_token))
+    secrets = [settings.token, settings.webhook_secret, settings.daemon_token]
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
     logging.basicConfig(level=settings.log_level, handlers=[handler], force=True)
     # httpx logs every request URL at INFO, and the token is in the URL; the redaction is the second guard.
     for noisy in ("httpx", "httpcore", "aiohttp.access"):

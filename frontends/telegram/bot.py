@@ -37,12 +37,14 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    ExtBot,
+    JobQueue,
     MessageHandler,
     filters,
 )
 
 from frontends.client import DaemonClient, DaemonError
-from frontends.commands import DISTILL_USAGE, UsageError, parse_distill
+from frontends.commands import DISTILL_USAGE, DistillArgs, UsageError, parse_distill
 from frontends.render import JobView, jobs_text, progress_text, summary_text
 from frontends.telegram.media import ImageRef, Refusal, download, image_of
 from frontends.telegram.progress import Clock, LiveMessage, Pacer, Shown, Sleep
@@ -53,7 +55,15 @@ from frontends.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
 
-TelegramApp = Application[Any, Any, Any, Any, Any, Any]
+# What ApplicationBuilder().build() makes, spelled out so that application.bot is typed.
+TelegramApp = Application[
+    ExtBot[None],
+    ContextTypes.DEFAULT_TYPE,
+    dict[Any, Any],
+    dict[Any, Any],
+    dict[Any, Any],
+    JobQueue[ContextTypes.DEFAULT_TYPE],
+]
 
 HELP_TEXT = (
     "I distill a LoRA of a person from one portrait.\n\n"
@@ -64,6 +74,9 @@ HELP_TEXT = (
 )
 NOT_OWNER = "Only the person who started this job can cancel it."
 UNEXPECTED = "Something went wrong on my side; please try again."
+FETCHING = "Fetching your picture..."
+# Seconds of download and submit after which the user gets a placeholder reply rather than silence.
+PLACEHOLDER_AFTER = 0.8
 # A caption that starts with the command, optionally addressed to a bot (groups): "/distill@mybot --noflip".
 CAPTION_COMMAND = re.compile(r"^/distill(?:@(\w+))?(?:\s+(.*))?$", re.DOTALL | re.IGNORECASE)
 UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
@@ -174,11 +187,11 @@ class DistilleryBot:
         if self.webhook is not None:
             # The webhook stays registered: Telegram keeps updates for us until we are back.
             await self.webhook.stop()
+        if application.running:
+            await application.stop()  # lets handlers in progress finish (and start their followers)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if application.running:
-            await application.stop()
         await application.shutdown()
 
     def _spawn(self, coroutine: Any, name: str) -> None:
@@ -260,7 +273,10 @@ class DistilleryBot:
                     text = f"{progress_text(view)}\n\nI lost track of this job: {follower.lost_reason}"
                 await live.finish(text, seq=view.last_seq)
                 if live.lost:  # the user deleted the progress message: the result still gets to the chat
-                    await self.pacer.call(state.chat, lambda: bot.send_message(state.chat, text))
+                    try:
+                        await self.pacer.call(state.chat, lambda: bot.send_message(state.chat, text))
+                    except TelegramError as error:  # e.g. the bot was removed from the group meanwhile
+                        log.info("job %s: could not send the summary to chat %s: %s", job_id, state.chat, error)
                 # Done before the extras: after a crash here, a lost preview beats sending everything twice.
                 await self._save_state(job_id, watcher, note.finished(view.last_seq))
                 if view.state == pb.JOB_STATE_SUCCEEDED:
@@ -283,28 +299,28 @@ class DistilleryBot:
     async def _send_results(self, view: JobView, owner: pb.Requester, chat_id: int) -> None:
         """After the summary: the preview picture (when there is one) and the LoRA file itself."""
         bot = self.application.bot
-        picture = await self.preview.preview(view, owner)
-        if picture:
-            await self.pacer.call(
-                chat_id, lambda: bot.send_photo(chat_id, picture, caption=f"{view.lora_name}: a first picture")
-            )
-        lora = view.lora
-        if not self.settings.send_lora_file or lora is None or lora.size_bytes > UPLOAD_LIMIT:
-            return
         try:
+            picture = await self.preview.preview(view, owner)
+            if picture:
+                caption = f"{view.lora_name}: a first picture"
+                await self.pacer.call(chat_id, lambda: bot.send_photo(chat_id, picture, caption=caption))
+            lora = view.lora
+            if not self.settings.send_lora_file or lora is None or lora.size_bytes > UPLOAD_LIMIT:
+                return
             data = await self.trainer.download_lora(view.lora_name, owner)
-        except DaemonError as error:
-            log.warning("job %s: could not fetch %s to send it: %s", view.job_id, view.lora_name, error.message)
-            return
-        await self.pacer.call(
-            chat_id,
-            lambda: bot.send_document(
+            await self.pacer.call(
                 chat_id,
-                data,
-                filename=f"{view.lora_name}.safetensors",
-                caption=f"{view.lora_name}.safetensors - load it as a LoRA in your Stable Diffusion UI.",
-            ),
-        )
+                lambda: bot.send_document(
+                    chat_id,
+                    data,
+                    filename=f"{view.lora_name}.safetensors",
+                    caption=f"{view.lora_name}.safetensors - load it as a LoRA in your Stable Diffusion UI.",
+                ),
+            )
+        except (DaemonError, TelegramError) as error:
+            # The summary already told the user how to use the LoRA by name; the extras are a convenience.
+            message = error.message if isinstance(error, DaemonError) else str(error)
+            log.warning("job %s: could not send the results of %s: %s", view.job_id, view.lora_name, message)
 
     # -- handlers -------------------------------------------------------------------------------------------
 
@@ -358,19 +374,28 @@ class DistilleryBot:
             self._recent_keys.popitem(last=False)
 
         who = requester(user.id, chat.id)
-        image = await download(context.bot, source) if source is not None else None
-        spec = DaemonClient.spec(
-            who,
-            url=args.url,
-            upload=image is not None,
-            subject_class=args.subject_class,
-            no_flip=args.no_flip,
-            idempotency_key=key,
-        )
-        reply = await self.trainer.submit(spec, image)
+        work = asyncio.ensure_future(self._fetch_and_submit(context.bot, who, args, source, key))
+        placeholder: Message | None = None
+        try:
+            # Fetching a slow link or a big photo can take seconds: answer within one anyway.
+            done, _ = await asyncio.wait({work}, timeout=PLACEHOLDER_AFTER)
+            if not done:
+                placeholder = await self._reply(message, FETCHING)
+            reply = await work
+        except (Refusal, DaemonError) as error:
+            if placeholder is None:
+                raise  # the error handler replies
+            text = error.message if isinstance(error, DaemonError) else str(error)
+            await self._edit_now(placeholder, text)
+            log.info("refused: %s", text)
+            return
+        finally:
+            work.cancel()  # only does something when this handler itself is cancelled (the bot is stopping)
         job = reply.job
         if reply.duplicate and ClientState.decode(job.client_state) is not None:
             log.info("job %s: the update for %s came again; it already has its message", job.id, key)
+            if placeholder is not None:
+                await self._edit_now(placeholder, "Already on it: see my first answer to this message.")
             return
         view = JobView(
             job_id=job.id,
@@ -380,20 +405,50 @@ class DistilleryBot:
             queue_position=reply.queue_position,
         )
         text = progress_text(view)
-        sent = await self.pacer.call(
-            chat.id,
-            lambda: context.bot.send_message(
+        if placeholder is None:
+            sent = await self.pacer.call(
                 chat.id,
-                text,
-                reply_markup=cancel_keyboard(job.id),
-                reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
-            ),
-        )
-        self.pacer.note_sent(chat.id)
+                lambda: context.bot.send_message(
+                    chat.id,
+                    text,
+                    reply_markup=cancel_keyboard(job.id),
+                    reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
+                ),
+            )
+            self.pacer.note_sent(chat.id)
+        else:
+            sent = placeholder
+            await self._edit_now(placeholder, text, cancel_keyboard(job.id))
         log.info("job %s (%s): accepted for user %s in chat %s", job.id, job.lora_name, user.id, chat.id)
         state = ClientState(bot=self.bot_id, chat=chat.id, message=sent.message_id)
         await self._save_state(job.id, who, state)
         self.follow(job.id, who, who, state, view, shown=Shown(text, keyboard=True))
+
+    async def _fetch_and_submit(
+        self, bot: ExtBot[None], who: pb.Requester, args: DistillArgs, source: ImageRef | None, key: str
+    ) -> pb.SubmitReply:
+        """Download the picture from Telegram (when the message has one) and submit the job."""
+        image = await download(bot, source) if source is not None else None
+        spec = DaemonClient.spec(
+            who,
+            url=args.url,
+            upload=image is not None,
+            subject_class=args.subject_class,
+            no_flip=args.no_flip,
+            idempotency_key=key,
+        )
+        return await self.trainer.submit(spec, image)
+
+    async def _edit_now(self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        """Edit one of the bot's own messages at the chat's next slot (placeholders, not progress)."""
+        chat_id = message.chat.id
+        await self.pacer.turn(chat_id)
+        await self.pacer.call(
+            chat_id,
+            lambda: self.application.bot.edit_message_text(
+                text, chat_id=chat_id, message_id=message.message_id, reply_markup=markup
+            ),
+        )
 
     async def cancel_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The Cancel button: only the job's owner may press it (the daemon checks too)."""

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from telegram.error import BadRequest, NetworkError, RetryAfter
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,18 @@ class LiveMessage:
             if "not modified" not in message:
                 # This text will not work (and "not modified" means it is already on screen): move on.
                 log.warning("Telegram refused an edit in chat %s: %s", self.chat_id, error)
+        except Forbidden as error:
+            # Blocked by the user or removed from the group: no edit will ever work again.
+            log.info("cannot edit in chat %s any more: %s", self.chat_id, error)
+            self.lost = True
+            return
         except NetworkError as error:  # includes TimedOut
             self._failures += 1
             log.info("edit in chat %s failed (%s), %d in a row", self.chat_id, error, self._failures)
             if self._failures < _NETWORK_ATTEMPTS:
                 return  # not shown: the loop tries again at the next slot
+        except TelegramError as error:
+            log.warning("Telegram refused an edit in chat %s: %s", self.chat_id, error)
         self._failures = 0
         self._shown = wanted
         if self._on_shown is not None:

@@ -102,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--daemon", f"daemon gRPC target (default {DEFAULT_DAEMON}, or unix:$DISTILLERY_SOCKET)")
     add("--daemon-token-file", "bearer token for a daemon on loopback TCP (or env DISTILLERY_TOKEN)")
     add("--allow-users", "comma-separated Telegram user ids allowed to use the bot (default: everyone)")
-    add("--allow-chats", "comma-separated chat ids whose members may use the bot (default: everyone)")
+    add(
+        "--allow-chats",
+        "comma-separated chat ids whose members may use the bot (default: everyone); group ids are "
+        "negative, so write --allow-chats=-100123,-100456",
+    )
     add("--webhook-url", "public HTTPS URL Telegram posts updates to; enables webhook mode")
     add("--webhook-listen", "address the webhook server binds (default 127.0.0.1, behind a reverse proxy)")
     add("--webhook-port", "port the webhook server binds (default 8443)", type=int)

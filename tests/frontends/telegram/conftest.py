@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from frontends.telegram.bot import DistilleryBot
+from frontends.telegram.bot import FETCHING, DistilleryBot
 from frontends.telegram.settings import Settings
 from frontends.telegram.trainer import PreviewSource, Trainer
 from tests.frontends.telegram.fake_bot_api import TOKEN, Call, FakeBotApi
@@ -26,13 +26,10 @@ async def bot_api() -> AsyncIterator[FakeBotApi]:
     await api.stop()
 
 
-def test_settings(api: FakeBotApi, **overrides: Any) -> Settings:
+def settings_for(api: FakeBotApi, **overrides: Any) -> Settings:
     """Settings pointing at the fake API; short polls so a stopping bot does not wait long."""
     settings = Settings(token=TOKEN, api_url=api.base_url, api_file_url=api.base_file_url, poll_timeout=1)
     return dataclasses.replace(settings, **overrides)
-
-
-test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @pytest.fixture
@@ -41,7 +38,7 @@ async def start_bot(bot_api: FakeBotApi) -> AsyncIterator[StartBot]:
     bots: list[DistilleryBot] = []
 
     async def start(trainer: Trainer, preview: PreviewSource | None = None, **overrides: Any) -> DistilleryBot:
-        bot = DistilleryBot(test_settings(bot_api, **overrides), trainer, preview=preview)
+        bot = DistilleryBot(settings_for(bot_api, **overrides), trainer, preview=preview)
         await bot.start()
         bots.append(bot)
         return bot
@@ -72,6 +69,24 @@ async def reply_to(api: FakeBotApi, message: dict[str, Any], timeout: float = 30
     return await api.wait_for(replies, timeout)
 
 
+async def answer(api: FakeBotApi, message: dict[str, Any], timeout: float = 30.0) -> str:
+    """The bot's answer to ``message``: its reply, or what a "Fetching your picture..." placeholder became."""
+    reply = await reply_to(api, message, timeout)
+    if reply.text != FETCHING:
+        return reply.text
+    chat_id, message_id = reply.chat_id, reply.result["message_id"]
+
+    def settled(call: Call) -> bool:
+        return (
+            call.method == "editMessageText"
+            and call.chat_id == chat_id
+            and int(call.params["message_id"]) == message_id
+            and call.result is not None
+        )
+
+    return (await api.wait_for(settled, timeout)).text
+
+
 async def final_edit(api: FakeBotApi, chat_id: int, message_id: int, timeout: float = 60.0) -> Call:
     """The edit that turned a progress message into its summary (the one without the Cancel button)."""
 
@@ -81,6 +96,7 @@ async def final_edit(api: FakeBotApi, chat_id: int, message_id: int, timeout: fl
             and call.chat_id == chat_id
             and int(call.params["message_id"]) == message_id
             and "reply_markup" not in call.params
+            and call.result is not None  # Telegram accepted it
         )
 
     return await api.wait_for(final, timeout)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 TOKEN = "123456789:TEST-token_for_the_fake_api"
 BOT_USER = {"id": 123456789, "is_bot": True, "first_name": "Distillery", "username": "distillery_test_bot"}
@@ -251,8 +251,8 @@ class FakeBotApi:
         if request.method == "POST" and request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:
-                if not hasattr(part, "filename"):
-                    continue
+                if not isinstance(part, BodyPartReader):
+                    continue  # PTB sends no nested multipart
                 if part.filename:
                     files[str(part.name)] = bytes(await part.read())
                 else:

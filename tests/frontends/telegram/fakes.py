@@ -65,6 +65,7 @@ class FakeTrainer:
         self.calls: list[tuple[str, Any]] = []
         self.uploads: list[bytes] = []
         self.submit_error: DaemonError | None = None
+        self.submit_delay = 0.0  # seconds a submit takes, like a slow image link
         # Raised by the next watch calls, one each, before any event: a daemon that is down or restarting.
         self.watch_errors: list[DaemonError] = []
         self._keys: dict[str, str] = {}
@@ -87,6 +88,7 @@ class FakeTrainer:
 
     async def submit(self, spec: pb.DistillSpec, image: bytes | None = None) -> pb.SubmitReply:
         self.calls.append(("submit", spec))
+        await asyncio.sleep(self.submit_delay)
         if self.submit_error is not None:
             raise self.submit_error
         owner = spec.requester
@@ -150,7 +152,7 @@ class FakeTrainer:
                 await self._changed.wait_for(functools.partial(self._beyond, job_id, last))
 
     def _beyond(self, job_id: str, seq: int) -> bool:
-        return self.jobs[job_id].last_seq > seq
+        return bool(self.jobs[job_id].last_seq > seq)
 
     def _visible(self, job_id: str, requester: pb.Requester) -> pb.Job:
         job = self.jobs.get(job_id)

@@ -8,6 +8,7 @@ user-visible paths with the real daemon.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import aiohttp
@@ -18,12 +19,15 @@ from distillery.v1 import distillery_pb2 as pb
 from frontends.client import OFFLINE, DaemonClient, DaemonError
 from frontends.commands import DISTILL_USAGE
 from frontends.render import JobView
-from frontends.telegram.bot import HELP_TEXT, NOT_OWNER
+from frontends.telegram.bot import FETCHING, HELP_TEXT, NOT_OWNER
 from frontends.telegram.reattach import ClientState
 from frontends.telegram.webhook import SECRET_HEADER
 from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to
 from tests.frontends.telegram.fake_bot_api import BOT_USER, GROUP_ID, FakeBotApi, group_chat, private_chat, user
 from tests.frontends.telegram.fakes import FakeTrainer
+
+# PTB 22 warns when RetryAfter is built with seconds (they become a timedelta in v23).
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
 
 ANN, BEN = 501, 502
 FAST = {"private_edit_interval": 0.05, "group_edit_interval": 0.1}
@@ -350,3 +354,58 @@ async def test_webhook_checks_the_secret_token(
         assert len(submits(trainer)) == 1
         async with session.post(url, data=b"not json", headers={SECRET_HEADER: "s3cret-token"}) as response:
             assert response.status == 400
+
+
+async def test_telegrams_retry_after_is_honoured(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer, **FAST)
+    message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://example.org/a.jpg")
+    bot_api.send(message)
+    progress_id = (await reply_to(bot_api, message)).result["message_id"]
+    bot_api.fail("editMessageText", 429, "Too Many Requests: retry after 1", retry_after=1)
+    await trainer.emit("job1", state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_CAPTION)
+    await bot_api.wait_for(lambda call: call.method == "editMessageText")
+    await trainer.finish("job1")
+    summary = await final_edit(bot_api, ANN, progress_id)
+    refused, *shown = bot_api.calls_of("editMessageText", ANN)
+    assert refused.result is None and shown[0].result is not None
+    assert shown[0].at - refused.at >= 0.95  # waited out retry_after before editing again
+    assert summary.text.startswith("lora1 is ready")
+
+
+async def test_a_slow_link_gets_a_placeholder_that_becomes_the_progress_message(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer, **FAST)
+    trainer.submit_delay = 1.5
+    message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://slow.example.org/a.jpg")
+    bot_api.send(message)
+    sent = time.monotonic()
+    placeholder = await reply_to(bot_api, message)
+    assert placeholder.text == FETCHING and placeholder.at - sent < 1.2
+    progress_id = placeholder.result["message_id"]
+    confirmed = await bot_api.wait_for(lambda call: call.method == "editMessageText")
+    assert confirmed.text == "Distilling lora1\nWaiting in the queue: next."
+    assert confirmed.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "cancel:job1"
+    state = await eventually(lambda: ClientState.decode(trainer.jobs["job1"].client_state))
+    assert state.message == progress_id
+    await trainer.finish("job1")
+    assert (await final_edit(bot_api, ANN, progress_id)).text.startswith("lora1 is ready")
+    assert len(bot_api.calls_of("sendMessage", ANN)) == 1
+
+
+async def test_a_slow_failure_is_written_into_the_placeholder(
+    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+) -> None:
+    await start_bot(trainer)
+    trainer.submit_delay = 1.2
+    trainer.submit_error = DaemonError(grpc.StatusCode.INVALID_ARGUMENT, "The image link did not answer in time.")
+    message = bot_api.text(user(ANN), private_chat(ANN), "/distill https://slow.example.org/a.jpg")
+    bot_api.send(message)
+    placeholder = await reply_to(bot_api, message)
+    edited = await bot_api.wait_for(lambda call: call.method == "editMessageText")
+    assert int(edited.params["message_id"]) == placeholder.result["message_id"]
+    assert edited.text == "The image link did not answer in time."
+    await asyncio.sleep(0.2)
+    assert len(bot_api.calls_of("sendMessage", ANN)) == 1

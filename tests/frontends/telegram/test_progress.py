@@ -11,6 +11,9 @@ from telegram.error import BadRequest, NetworkError, RetryAfter
 from frontends.telegram.progress import LiveMessage, Pacer, Shown, retry_after_seconds
 from tests.frontends.telegram.fakes import FakeClock
 
+# PTB 22 warns when RetryAfter is built with seconds (they become a timedelta in v23).
+pytestmark = pytest.mark.filterwarnings("ignore::telegram.warnings.PTBDeprecationWarning")
+
 PRIVATE, GROUP = 42, -100123
 
 
