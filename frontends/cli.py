@@ -5,6 +5,8 @@
     distillery watch <job id> --after 12
     distillery jobs | job <id> | cancel <id> | loras | lora <name> | download <name> | status
     distillery demo            # start a daemon on the demo preset, distill the astronaut, stop
+    distillery backup <dir> --state-dir <state>      # hot copy of the store while the daemon runs
+    distillery restore <dir> --state-dir <new state> # into a fresh state folder, then start the daemon
 
 The CLI speaks for the local user (platform "cli", user = login name) over the daemon's unix socket, or over
 loopback TCP with ``--address`` and ``--token-file``.
@@ -37,6 +39,9 @@ STATE_NAMES = {
     pb.JOB_STATE_FAILED: "failed",
     pb.JOB_STATE_CANCELLED: "cancelled",
 }
+
+
+STAGE_ORDER = ("prepare", "caption", "classify", "regularization", "train", "save")
 
 
 def requester(args: argparse.Namespace) -> pb.Requester:
@@ -98,8 +103,8 @@ class ProgressPrinter:
             return
         self._write(f"{view.lora_name} is ready ({duration(job.finished_at - job.created_at)}).")
         if job.stage_seconds:
-            order = ["prepare", "caption", "classify", "regularization", "train", "save"]
-            stages = sorted(job.stage_seconds.items(), key=lambda item: order.index(item[0]) if item[0] in order else 99)
+            order = {name: index for index, name in enumerate(STAGE_ORDER)}
+            stages = sorted(job.stage_seconds.items(), key=lambda item: order.get(item[0], len(order)))
             split = ", ".join(f"{stage} {seconds:.1f} s" for stage, seconds in stages)
             self._write(f"Time per stage: {split}")
         self._write(f"Stored in the daemon's store as LoRA {view.lora_name} (job {view.job_id}).")
@@ -307,7 +312,31 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="the daemon's queue, current job and models")
     demo = sub.add_parser("demo", help="run a whole /distill on the demo preset with a daemon of its own")
     demo.add_argument("--state-dir", default="state/demo")
+    backup = sub.add_parser("backup", help="hot, consistent copy of the daemon's store into a new folder")
+    backup.add_argument("target", help="new or empty folder for the copy")
+    backup.add_argument("--state-dir", default="state", help="the daemon's state folder (default ./state)")
+    restore = sub.add_parser("restore", help="put a backup into a fresh state folder (daemon stopped)")
+    restore.add_argument("backup", help="a folder written by `distillery backup`")
+    restore.add_argument("--state-dir", required=True, help="a state folder without a store")
     return parser
+
+
+def cmd_backup_restore(args: argparse.Namespace) -> int:
+    """Backup and restore work on the store's files, not through the daemon: they need no socket."""
+    from daemon.backup import BackupError, backup, restore
+
+    try:
+        if args.command == "backup":
+            summary = backup(Path(args.state_dir), Path(args.target))
+            where = args.target
+        else:
+            summary = restore(Path(args.backup), Path(args.state_dir))
+            where = args.state_dir
+    except BackupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.command}: {summary.jobs} jobs, {summary.loras} LoRAs, {summary.bytes} bytes in {where}")
+    return 0
 
 
 COMMANDS = {
@@ -327,6 +356,8 @@ COMMANDS = {
 async def run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return await cmd_demo(args)
+    if args.command in ("backup", "restore"):
+        return await asyncio.to_thread(cmd_backup_restore, args)
     token = Path(args.token_file).read_text().strip() if args.token_file else None
     client = DaemonClient(args.address or f"unix:{Path(args.socket).resolve()}", token)
     try:

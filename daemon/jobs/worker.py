@@ -179,7 +179,9 @@ class Worker:
                 if self._announced.get(job_id) == position:
                     continue
                 self._announced[job_id] = position
-                text = "You are next in the queue." if position == 1 else f"You are number {position} in the queue."
+                text = f"You are number {position} in the queue."
+                if position == 1:
+                    text = "You are next in the queue."
                 try:
                     self._journal.change(job_id, None, text, "queue", queue_position=position)
                 except DistilleryError:
