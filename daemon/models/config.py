@@ -42,6 +42,9 @@ class ModelConfig:
     captioner_model: str
     device: str = "auto"  # "auto": cuda when available, else cpu
     dtype: str = "auto"  # "auto": bf16 on cuda if supported, else fp16 on cuda; fp32 on cpu
+    # For a single-file base model: a local diffusers folder whose configs and tokenizer describe it (any SD 1.5
+    # diffusers folder). Empty: SD 1.5's configs shipped in daemon.models.sd15_arch plus SD 1.5's tokenizer.
+    base_config: str = ""
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from daemon.models.config import ModelConfig
+from daemon.models.config import SD15_BASE_MODEL, ModelConfig
 from daemon.models.demo import ensure_demo_models
+from daemon.models.sd15_arch import write_config_folder
 from daemon.pipeline.caption import Captioner, VlmCaptioner
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,28 @@ def resolve_model_config(cfg: ModelConfig, state_dir: Path) -> ModelConfig:
     return dataclasses.replace(cfg, base_model=str(base), captioner_model=str(captioner))
 
 
+def _load_single_file(path: Path, base_config: str, dtype: torch.dtype, extra: dict[str, Any]) -> Any:
+    """``from_single_file`` with local configs, so loading never asks the hub which architecture it is."""
+    from diffusers import StableDiffusionPipeline
+
+    if base_config:
+        return StableDiffusionPipeline.from_single_file(
+            str(path), config=base_config, local_files_only=True, dtype=dtype, **extra
+        )
+    from transformers import CLIPTokenizer
+
+    # The shipped SD 1.5 configs describe the weights; only the tokenizer's vocabulary (data, ~1.5 MB) comes
+    # from SD 1.5's own folder, found in the hub cache (or fetched once) like any hub model.
+    tokenizer = CLIPTokenizer.from_pretrained(SD15_BASE_MODEL, subfolder="tokenizer")
+    with tempfile.TemporaryDirectory(prefix="sd15-config-") as tmp:
+        tokenizer_folder = Path(tmp) / "tokenizer-src"
+        tokenizer.save_pretrained(tokenizer_folder)
+        folder = write_config_folder(Path(tmp) / "config", tokenizer_folder)
+        return StableDiffusionPipeline.from_single_file(
+            str(path), config=str(folder), local_files_only=True, dtype=dtype, **extra
+        )
+
+
 def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
     from diffusers import StableDiffusionPipeline
 
@@ -147,8 +171,7 @@ def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
     no_checker: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if cfg.is_single_file:
         path = Path(cfg.base_model)
-        pipe = StableDiffusionPipeline.from_single_file(str(path), dtype=dtype, **no_checker)
-        return pipe, sha256_files([path])
+        return _load_single_file(path, cfg.base_config, dtype, no_checker), sha256_files([path])
     folder = Path(cfg.base_model)
     if not folder.is_dir():
         # A hub id: fetch (or find in the cache) first, so the exact files loaded can be hashed.

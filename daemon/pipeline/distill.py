@@ -16,6 +16,7 @@ from daemon.jobs.worker import JobContext, Outcome
 from daemon.models.resident import Resident
 from daemon.pipeline.caption import Captioner
 from daemon.pipeline.classify import Classifier
+from daemon.pipeline.face import prepare_portrait
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.image import open_png
 from daemon.pipeline.regularization import load_or_build
@@ -51,6 +52,11 @@ class DistillPipeline:
         ctx.stage(Stage.PREPARE, f"Preparing {job.image_name}.")
         image = open_png(self.store.get_image(job.image_name))
         image_meta = self.store.get_image_meta(job.image_name)
+        # Face check and crop on the CPU, so a photo without a usable face is flagged before any GPU time.
+        prepared = prepare_portrait(image, self.train.resolution)
+        for warning in prepared.warnings:
+            ctx.note(warning)
+        image = prepared.image
 
         ctx.stage(Stage.CAPTION, "Describing the portrait.")
         caption = self.captioner.caption(image)
