@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check daemon frontends tests scripts
+	$(VENV)/bin/ruff check daemon frontends tests scripts bench
 	$(VENV)/bin/mypy
 
 protos: $(STAMP)

@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from daemon import logs
 from daemon.rpc.server import serve
 from daemon.settings import load_settings
 
@@ -14,11 +15,8 @@ from daemon.settings import load_settings
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the daemon until SIGTERM."""
     settings = load_settings(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Job ids on every line about a job; the bearer token is redacted wherever it would appear.
+    logs.configure(settings.log_level, [settings.token] if settings.token else [])
     # Libraries chatter at INFO (HTTP, model loading); the daemon's own lines are what operators need.
     for noisy in ("httpx", "urllib3", "diffusers", "transformers", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from daemon import logs
 from daemon.errors import BadInput, Conflict, Exhausted, NotFound, Unavailable
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
@@ -24,7 +25,7 @@ from daemon.jobs.model import Event, Job, JobState, LoraRecord, Requester, Stage
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import Worker
 from daemon.pipeline.fetch import fetch_url
-from daemon.pipeline.image import normalize_image
+from daemon.pipeline.image import SourceImage, normalize_image
 from daemon.pipeline.name import NameMinter
 from daemon.settings import Settings
 from daemon.store.lmdb_store import Store
@@ -106,6 +107,8 @@ class Distillery:
         self.captioner_model = settings.models.captioner_model
         self.started_at = time.time()
         self.draining = False
+        # Serialises the final capacity check with storing and queueing the job (see submit).
+        self._admit = asyncio.Lock()
 
     def attach(self, worker: Worker, minter: NameMinter, device: str) -> None:
         """Models are loaded: take jobs from now on."""
@@ -161,6 +164,21 @@ class Distillery:
 
         raw = await self._source_bytes(spec)
         image = await asyncio.to_thread(normalize_image, raw, self.settings.image)
+        # The check above refuses early, before any fetch; this one holds. Without the lock, a burst of
+        # submissions would all pass the first check before any of them is stored and overrun the limits.
+        async with self._admit:
+            if spec.idempotency_key:
+                existing = await asyncio.to_thread(
+                    self.store.find_idempotent, spec.requester.owner_key, spec.idempotency_key
+                )
+                if existing is not None:
+                    return self._duplicate(existing, request_hash)
+            await asyncio.to_thread(self._check_capacity, spec.requester)
+            return await self._store_new(spec, image, request_hash)
+
+    async def _store_new(self, spec: SubmitSpec, image: SourceImage, request_hash: str) -> Submitted:
+        """Mint a name and store the job with its image in one transaction, then queue it."""
+        assert self.worker is not None and self.minter is not None  # submit checked both
         source = spec.url or spec.image_name or "upload"
         minter = self.minter
         for _ in range(5):
@@ -187,6 +205,8 @@ class Distillery:
                 continue  # the name was taken between minting and storing: mint another
             if stored.id != job.id:
                 return self._duplicate(stored, request_hash)
+            # Every later line of this request (and of threads it starts) carries the job id.
+            logs.current_job.set(job.id)
             self.hub.publish(job.id, 1)
             self.worker.note_position(job.id, position)
             self.queue.push(job.id)
@@ -233,6 +253,7 @@ class Distillery:
 
     async def watch(self, job_id: str, after_seq: int, requester: Requester) -> AsyncIterator[Event]:
         """Events after after_seq from the log, then live ones, until the job's final event."""
+        logs.current_job.set(job_id)
         job = await asyncio.to_thread(self.visible_job, job_id, requester)
         last = after_seq
         while True:
@@ -260,6 +281,7 @@ class Distillery:
 
     def cancel(self, job_id: str, requester: Requester) -> Job:
         """Cancel a queued job at once, or a running one at its next step."""
+        logs.current_job.set(job_id)
         job = self.visible_job(job_id, requester)
         if job.state.finished:
             raise Conflict(f"That job already ended ({job.state.value}).")

@@ -65,6 +65,10 @@ class Settings:
     # Seconds a graceful stop waits for the running job to reach a safe point.
     stop_grace: float = 30.0
     log_level: str = "INFO"
+    # Group that owns the unix socket (mode 0660), so frontends in that group can connect; None keeps ours.
+    socket_group: str | None = None
+    # Prometheus text endpoint "127.0.0.1:PORT"; off unless set, and loopback only like --tcp.
+    metrics: str | None = None
 
 
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -75,6 +79,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--token-file", "token_file", str, "file holding the bearer token required on TCP"),
     ("--preset", "preset", str, "demo (tiny CPU models) or sd15"),
     ("--base-model", "base_model", str, "hub id, diffusers folder or single .safetensors file"),
+    ("--base-config", "base_config", str, "diffusers folder of configs+tokenizer for a single-file base model"),
     ("--captioner", "captioner", str, "hub id or folder of a transformers vision-language model"),
     ("--device", "device", str, "auto, cpu, cuda or cuda:N"),
     ("--dtype", "dtype", str, "auto, float32, float16 or bfloat16"),
@@ -83,6 +88,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--user-active-limit", "user_active_limit", int, "queued or running jobs per user"),
     ("--train-steps", "train_steps", int, "default training steps"),
     ("--log-level", "log_level", str, "DEBUG, INFO, WARNING"),
+    ("--socket-group", "socket_group", str, "group owning the unix socket (mode 0660) and its folder (0750)"),
+    ("--metrics", "metrics", str, "serve Prometheus metrics on this loopback host:port (off by default)"),
 ]
 
 
@@ -130,6 +137,9 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         _check_loopback(str(tcp))
         if not token:
             raise SystemExit("--tcp needs a token (--token-file or DISTILLERY_TOKEN)")
+    metrics = value("metrics")
+    if metrics:
+        _check_loopback(str(metrics), "--metrics")
     socket_value = value("socket")
     socket = Path(socket_value) if socket_value else state_dir / "distillery.sock"
 
@@ -139,6 +149,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         captioner_model=str(value("captioner", PRESETS[preset]["captioner"])),
         device=str(value("device", "auto")),
         dtype=str(value("dtype", "auto")),
+        base_config=str(value("base_config", "")),
     )
     train = TrainConfig.demo() if preset == "demo" else TrainConfig()
     if value("train_steps") is not None:
@@ -160,6 +171,8 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         queue_limit=int(value("queue_limit", 20)),
         user_active_limit=int(value("user_active_limit", 3)),
         log_level=str(value("log_level", "INFO")).upper(),
+        socket_group=str(value("socket_group")) if value("socket_group") else None,
+        metrics=str(metrics) if metrics else None,
     )
 
 
@@ -177,11 +190,11 @@ def _read_token(path: str | None, environ: Mapping[str, str]) -> str | None:
     return environ.get("DISTILLERY_TOKEN") or None
 
 
-def _check_loopback(address: str) -> None:
+def _check_loopback(address: str, flag: str = "--tcp") -> None:
     host = address.rsplit(":", 1)[0].strip("[]")
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
-        raise SystemExit(f"--tcp must be a loopback address (127.0.0.1:PORT or [::1]:PORT), not {address!r}")
+        raise SystemExit(f"{flag} must be a loopback address (127.0.0.1:PORT or [::1]:PORT), not {address!r}")

@@ -8,6 +8,7 @@ starts, health turns SERVING and systemd hears READY=1.
 from __future__ import annotations
 
 import asyncio
+import grp
 import logging
 import os
 import signal
@@ -16,15 +17,19 @@ import stat
 from pathlib import Path
 
 import grpc
+from aiohttp import web
 from distillery.v1 import distillery_pb2 as pb
 from distillery.v1 import distillery_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from daemon import logs
+from daemon.errors import NotFound
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import Worker
+from daemon.metrics import MetricsSource, start_metrics
 from daemon.models.resident import Resident, load_resident, resolve_model_config
 from daemon.pipeline.classify import CaptionClassifier
 from daemon.pipeline.distill import DistillPipeline
@@ -62,8 +67,31 @@ def _notify_systemd(message: str) -> None:
         sock.sendall(message.encode())
 
 
-def _prepare_socket(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _socket_gid(group: str | None) -> int:
+    """The numeric id of --socket-group, or -1 (chown's "leave as is")."""
+    if group is None:
+        return -1
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise SystemExit(f"--socket-group {group!r}: no such group") from None
+
+
+def _prepare_socket(path: Path, gid: int, state_dir: Path) -> None:
+    folder = path.parent
+    created = not folder.exists()
+    if created:
+        folder.mkdir(parents=True)
+    # The socket's own folder becomes owner + group only, so no other user can reach the socket even in the
+    # moment between its creation and the chmod below. Only a folder that is ours to lock down, though: one
+    # made just now, the state folder, or one holding nothing but the socket (/run/distillery); never a shared
+    # folder such as /tmp, /run or a home folder that a --socket flag happens to point into.
+    dedicated = created or folder.resolve() == state_dir or set(os.listdir(folder)) <= {path.name}
+    if dedicated and not folder.stat().st_mode & stat.S_ISVTX:
+        os.chown(folder, -1, gid)
+        os.chmod(folder, 0o750)
+    elif folder.stat().st_mode & stat.S_IRWXO:
+        log.warning("the socket's folder %s is open to other users; the socket itself is 0660", folder)
     if path.exists() or path.is_symlink():
         if not stat.S_ISSOCK(path.lstat().st_mode):
             raise SystemExit(f"{path} exists and is not a socket; refusing to replace it")
@@ -84,6 +112,7 @@ class Daemon:
         self.servers: list[grpc.aio.Server] = []
         self.worker: Worker | None = None
         self.stopping = asyncio.Event()
+        self.metrics: web.AppRunner | None = None
 
     def _new_server(self, interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
         server = grpc.aio.server(
@@ -102,11 +131,13 @@ class Daemon:
         """Bind the listeners and answer NOT_SERVING until the models are loaded."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.settings.socket is not None:
-            _prepare_socket(self.settings.socket)
+            gid = _socket_gid(self.settings.socket_group)
+            _prepare_socket(self.settings.socket, gid, self.settings.state_dir)
             server = self._new_server([])
             server.add_insecure_port(f"unix:{self.settings.socket}")
             await server.start()
-            # Owner and group only: the frontends run as members of the daemon's group.
+            # Owner and group only: the frontends run as members of the daemon's (or --socket-group's) group.
+            os.chown(self.settings.socket, -1, gid)
             os.chmod(self.settings.socket, 0o660)
             self.servers.append(server)
             log.info("listening on unix:%s", self.settings.socket)
@@ -117,6 +148,26 @@ class Daemon:
             await server.start()
             self.servers.append(server)
             log.info("listening on %s (port %d), token required", self.settings.tcp, port)
+        if self.settings.metrics is not None:
+            self.metrics = await start_metrics(self.settings.metrics, self._metrics_source())
+
+    def _metrics_source(self) -> MetricsSource:
+        def running_stage() -> str | None:
+            job_id = self.worker.current if self.worker is not None else None
+            if job_id is None:
+                return None
+            try:
+                return self.store.get_job(job_id).stage.value
+            except NotFound:  # finished and gone between the two reads
+                return None
+
+        return MetricsSource(
+            store=self.store,
+            queue_length=lambda: len(self.queue),
+            ready=lambda: self.core.ready,
+            device=lambda: self.core.device,
+            running_stage=running_stage,
+        )
 
     async def load(self) -> None:
         """Load the models, recover earlier jobs, start the worker and turn health to SERVING."""
@@ -132,6 +183,8 @@ class Daemon:
             reg_images=self.settings.reg_images,
         )
         self.worker = Worker(self.queue, self.journal, pipeline, max_attempts=MAX_ATTEMPTS)
+        worker = self.worker
+        logs.set_worker_lookup(lambda: worker.current)
         await asyncio.to_thread(self.core.recover, MAX_ATTEMPTS)
         self.core.attach(self.worker, NameMinter(resident.tokenizer), str(resident.device))
         self.worker.start()
@@ -155,6 +208,8 @@ class Daemon:
             if not stopped:
                 log.warning("the running job did not reach a safe point within %.0f s", self.settings.stop_grace)
         await asyncio.gather(*(server.stop(grace=2.0) for server in self.servers))
+        if self.metrics is not None:
+            await self.metrics.cleanup()
         self.store.close()
         log.info("stopped")
 
