@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -35,8 +36,12 @@ def test_there_are_units_for_the_daemon_and_both_bots() -> None:
     assert not any(line.startswith("PrivateDevices=") for line in daemon.splitlines())
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        # CI sets DISTILLERY_REQUIRE_SYSTEMD=1 (.ci/run), so the check can only be skipped on a developer's box.
+        if os.environ.get("DISTILLERY_REQUIRE_SYSTEMD") == "1":
+            pytest.fail("systemd-analyze is not installed (Debian package: systemd)")
+        pytest.skip("systemd-analyze is not installed")
     copies = []
     for unit in UNITS:
         copy = tmp_path / unit.name
