@@ -7,6 +7,7 @@ Hierarchy::
     │   ├── BadUrl                       not http(s), userinfo, private address, no answer, too big...
     │   └── BadImage                     not an image, truncated, animated, too small or too large
     ├── NotFound                         NOT_FOUND: unknown, or belongs to someone else
+    ├── Forbidden                        PERMISSION_DENIED: visible to the user, but not theirs to change
     ├── Exhausted                        RESOURCE_EXHAUSTED: queue, quota or store full
     ├── Conflict                         FAILED_PRECONDITION: the request clashes with the current state
     ├── Unavailable                      UNAVAILABLE: models not loaded yet, or the daemon is stopping
@@ -42,6 +43,10 @@ class BadImage(BadInput):
 
 class NotFound(DistilleryError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class Forbidden(DistilleryError):
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class Exhausted(DistilleryError):

@@ -9,6 +9,7 @@ LoRA or source image is NotFound, exactly as if it did not exist.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -18,17 +19,28 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from daemon import logs
-from daemon.errors import BadInput, Conflict, Exhausted, NotFound, Unavailable
+from daemon.errors import BadInput, Conflict, Exhausted, Forbidden, NotFound, Unavailable
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
-from daemon.jobs.model import Event, Job, JobState, LoraRecord, Requester, Stage, SubjectClass
+from daemon.jobs.model import (
+    Event,
+    GenerateParams,
+    Job,
+    JobKind,
+    JobState,
+    LoraRecord,
+    Requester,
+    Stage,
+    SubjectClass,
+)
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import Worker
 from daemon.pipeline.fetch import fetch_url
-from daemon.pipeline.image import SourceImage, normalize_image
+from daemon.pipeline.image import SourceImage, normalize_image, open_png
 from daemon.pipeline.name import NameMinter
+from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, resolve
 from daemon.settings import Settings
-from daemon.store.lmdb_store import Store
+from daemon.store.lmdb_store import Store, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +48,7 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_STATE = 4096
 # How long a watcher sleeps before re-reading the store when no wake-up came (a safety net, not the path).
 WATCH_POLL_S = 5.0
+MAX_DESCRIPTION = 500
 
 
 @dataclass
@@ -59,6 +72,20 @@ class SubmitSpec:
             source = f"url:{self.url}" if self.url else f"image:{self.image_name}"
         fields = [source, self.subject_class.value if self.subject_class else "", self.flip, self.train_steps]
         return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
+
+
+def serve_request_hash(request: ServeRequest) -> str:
+    """What makes two /serve requests with one idempotency key the same request."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(request), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class UserStats:
+    loras_owned: int
+    public_loras: int
+    distill_jobs: int
+    generate_jobs: int
+    images_generated: int
 
 
 @dataclass
@@ -102,6 +129,7 @@ class Distillery:
         self.queue = queue
         self.worker: Worker | None = None
         self.minter: NameMinter | None = None
+        self.generation: GenerationDefaults | None = None
         self.device = ""
         self.base_model = settings.models.base_model
         self.captioner_model = settings.models.captioner_model
@@ -110,11 +138,14 @@ class Distillery:
         # Serialises the final capacity check with storing and queueing the job (see submit).
         self._admit = asyncio.Lock()
 
-    def attach(self, worker: Worker, minter: NameMinter, device: str) -> None:
-        """Models are loaded: take jobs from now on."""
+    def attach(
+        self, worker: Worker, minter: NameMinter, device: str, generation: GenerationDefaults | None = None
+    ) -> None:
+        """Models are loaded: take jobs from now on (and generation ones when ``generation`` says how)."""
         self.worker = worker
         self.minter = minter
         self.device = device
+        self.generation = generation
 
     @property
     def ready(self) -> bool:
@@ -143,10 +174,7 @@ class Distillery:
 
     async def submit(self, spec: SubmitSpec) -> Submitted:
         """Validate, name, store and queue a /distill job; a repeated idempotency key returns the first job."""
-        if self.draining:
-            raise Unavailable("The distillery is restarting; send it again in a minute.")
-        if self.worker is None or self.minter is None:
-            raise Unavailable("The distillery is still loading its models; try again in a minute.")
+        self._check_ready()
         _check_requester(spec.requester)
         sources = sum(1 for present in (spec.url, spec.image_name, spec.upload is not None) if present)
         if sources != 1:
@@ -213,6 +241,85 @@ class Distillery:
             log.info("job %s (%s): accepted from %s, position %d", job.id, job.lora_name, source, position)
             return Submitted(job=stored, position=position, duplicate=False)
         raise Exhausted("The distillery could not find a free name; try again.")
+
+    def _check_ready(self) -> None:
+        if self.draining:
+            raise Unavailable("The distillery is restarting; send it again in a minute.")
+        if self.worker is None or self.minter is None:
+            raise Unavailable("The distillery is still loading its models; try again in a minute.")
+
+    async def generate(self, request: ServeRequest, requester: Requester, idempotency_key: str = "") -> Submitted:
+        """Validate and queue a /serve job; its LoRAs must be the requester's own or public ones."""
+        self._check_ready()
+        _check_requester(requester)
+        if self.generation is None:
+            raise Unavailable("This distillery does not generate images.")
+        request_hash = serve_request_hash(request)
+        if idempotency_key:
+            existing = await asyncio.to_thread(self.store.find_idempotent, requester.owner_key, idempotency_key)
+            if existing is not None:
+                return self._duplicate(existing, request_hash)
+        loras = [await asyncio.to_thread(self.get_lora, name, requester) for name, _ in request.loras]
+        params = resolve(request, loras, self.generation)
+        if request.adapt_image:
+            await asyncio.to_thread(self.visible_image, request.adapt_image, requester)
+        await asyncio.to_thread(self._check_capacity, requester)
+        adapt: SourceImage | None = None
+        if request.adapt_url:
+            raw = await fetch_url(request.adapt_url, self.settings.fetch)
+            adapt = await asyncio.to_thread(normalize_image, raw, self.settings.image)
+        async with self._admit:
+            if idempotency_key:
+                existing = await asyncio.to_thread(
+                    self.store.find_idempotent, requester.owner_key, idempotency_key
+                )
+                if existing is not None:
+                    return self._duplicate(existing, request_hash)
+            await asyncio.to_thread(self._check_capacity, requester)
+            return await self._store_generation(requester, params, adapt, idempotency_key, request_hash)
+
+    async def _store_generation(
+        self,
+        requester: Requester,
+        params: GenerateParams,
+        adapt: SourceImage | None,
+        idempotency_key: str,
+        request_hash: str,
+    ) -> Submitted:
+        assert self.worker is not None
+        job_id = new_job_id()
+        if adapt is not None:
+            # The fetched --adapt picture is stored like any source image: the job names it, its owner sees it.
+            params.adapt_image = f"{job_id}-adapt.png"
+        job = Job(
+            id=job_id,
+            lora_name="",
+            owner=requester,
+            source="serve",
+            image_name=params.adapt_image,
+            requested_class=None,
+            flip=False,
+            train_steps=0,
+            created_at=time.time(),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            kind=JobKind.GENERATE,
+            generate=params,
+        )
+        position = len(self.queue) + 1
+        images = "an image" if params.count == 1 else f"{params.count} images"
+        text = f"Generating {images}; you are number {position} in the queue."
+        first = self.journal.new_event(job, text, 1, "accepted", queue_position=position)
+        png, sha256 = (adapt.png, adapt.sha256) if adapt is not None else (None, "")
+        stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256)
+        if stored.id != job.id:
+            return self._duplicate(stored, request_hash)
+        logs.current_job.set(job.id)
+        self.hub.publish(job.id, 1)
+        self.worker.note_position(job.id, position)
+        self.queue.push(job.id)
+        log.info("job %s: generation of %d image(s) accepted, position %d", job.id, params.count, position)
+        return Submitted(job=stored, position=position, duplicate=False)
 
     def _duplicate(self, job: Job, request_hash: str) -> Submitted:
         if job.request_hash != request_hash:
@@ -310,10 +417,66 @@ class Distillery:
 
     def get_lora(self, name: str, requester: Requester) -> LoraRecord:
         """A LoRA its requester owns, or a public one."""
-        lora = self.store.get_lora(name)
+        try:
+            lora = self.store.get_lora(name)
+        except NotFound:
+            raise NotFound(f"There is no LoRA called {name}.") from None
         if not (lora.public or requester.owns(lora.owner)):
             raise NotFound(f"There is no LoRA called {name}.")
         return lora
+
+    def _owned_lora(self, name: str, requester: Requester) -> LoraRecord:
+        """A LoRA the requester may change: NotFound when they cannot see it, Forbidden when it is not theirs."""
+        _check_requester(requester)
+        lora = self.get_lora(name, requester)
+        if not requester.owns(lora.owner):
+            raise Forbidden(f"Only the owner of {name} can change or delete it.")
+        return lora
+
+    def update_lora(
+        self,
+        name: str,
+        requester: Requester,
+        public: bool | None = None,
+        description: str | None = None,
+        show_image: bool | None = None,
+    ) -> LoraRecord:
+        """Change what the owner may change: visibility, description, whether others see the source image."""
+        self._owned_lora(name, requester)
+        if description is not None and len(description) > MAX_DESCRIPTION:
+            raise BadInput(f"A description is limited to {MAX_DESCRIPTION} characters.")
+
+        def mutate(lora: LoraRecord) -> None:
+            if public is not None:
+                lora.public = public
+            if description is not None:
+                lora.description = description.strip()
+            if show_image is not None:
+                lora.show_image = show_image
+
+        lora = self.store.update_lora(name, mutate)
+        log.info("LoRA %s: public=%s show_image=%s", name, lora.public, lora.show_image)
+        return lora
+
+    def delete_lora(self, name: str, requester: Requester) -> bool:
+        """Delete the requester's LoRA and its source image; True when the image went too."""
+        self._owned_lora(name, requester)
+        image_deleted = self.store.delete_lora(name)
+        log.info("LoRA %s: deleted by its owner", name)
+        return image_deleted
+
+    def user_stats(self, requester: Requester) -> UserStats:
+        _check_requester(requester)
+        loras = [lora for lora in self.store.loras() if requester.owns(lora.owner)]
+        jobs = [job for job in self.store.jobs() if requester.owns(job.owner)]
+        generations = [job for job in jobs if job.kind == JobKind.GENERATE]
+        return UserStats(
+            loras_owned=len(loras),
+            public_loras=sum(1 for lora in loras if lora.public),
+            distill_jobs=len(jobs) - len(generations),
+            generate_jobs=len(generations),
+            images_generated=sum(len(job.outputs) for job in generations),
+        )
 
     def list_loras(self, requester: Requester, include_public: bool) -> list[LoraRecord]:
         """The requester's LoRAs, and public ones when asked."""
@@ -326,12 +489,37 @@ class Distillery:
         self.get_lora(name, requester)
         return self.store.lora_file(name)
 
+    def visible_image(self, name: str, requester: Requester) -> StoredImage:
+        """A stored image the requester may see: their own, or the source image of a public LoRA whose owner
+        chose to show it."""
+        missing = NotFound(f"There is no stored image {name}.")
+        try:
+            meta = self.store.get_image_meta(name)
+        except NotFound:
+            raise missing from None
+        if meta.owner_key == requester.owner_key:
+            return meta
+        if not meta.generated and name.endswith(".png"):
+            try:
+                lora = self.store.get_lora(name.removesuffix(".png"))
+            except NotFound:
+                raise missing from None
+            if lora.public and lora.show_image and lora.image_name == name:
+                return meta
+        raise missing
+
     def image(self, name: str, requester: Requester) -> bytes:
-        """A stored source image; only its owner may see it."""
-        meta = self.store.get_image_meta(name)
-        if meta.owner_key != requester.owner_key:
-            raise NotFound(f"There is no stored image {name}.")
+        """A stored image's PNG bytes, for whoever may see it."""
+        self.visible_image(name, requester)
         return self.store.get_image(name)
+
+    def image_info(self, name: str, requester: Requester) -> tuple[StoredImage, int, int]:
+        """The image's record and its pixel size (read from the PNG header)."""
+        meta = self.visible_image(name, requester)
+        if meta.generated:
+            return meta, int(meta.info.get("width", 0)), int(meta.info.get("height", 0))
+        with open_png(self.store.get_image(name)) as picture:
+            return meta, picture.width, picture.height
 
     def status(self) -> StatusReport:
         current_id = self.worker.current if self.worker else None

@@ -69,6 +69,8 @@ class Settings:
     socket_group: str | None = None
     # Prometheus text endpoint "127.0.0.1:PORT"; off unless set, and loopback only like --tcp.
     metrics: str | None = None
+    # LoRAs /serve keeps loaded between generations; the least recently used goes first past this.
+    lora_cache: int = 8
 
 
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -90,6 +92,9 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--log-level", "log_level", str, "DEBUG, INFO, WARNING"),
     ("--socket-group", "socket_group", str, "group owning the unix socket (mode 0660) and its folder (0750)"),
     ("--metrics", "metrics", str, "serve Prometheus metrics on this loopback host:port (off by default)"),
+    ("--lora-cache", "lora_cache", int, "LoRAs kept loaded for /serve between generations (default 8)"),
+    ("--ip-adapter", "ip_adapter", str, "IP-Adapter hub id or folder for /serve --adapt (default: off)"),
+    ("--ip-adapter-weight", "ip_adapter_weight", str, "its weights file (models/ip-adapter_sd15.safetensors)"),
 ]
 
 
@@ -150,12 +155,17 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         device=str(value("device", "auto")),
         dtype=str(value("dtype", "auto")),
         base_config=str(value("base_config", "")),
+        ip_adapter=str(value("ip_adapter", "")),
+        ip_adapter_weight=str(value("ip_adapter_weight", ModelConfig.ip_adapter_weight)),
     )
     train = TrainConfig.demo() if preset == "demo" else TrainConfig()
     if value("train_steps") is not None:
         train_overrides["steps"] = int(value("train_steps"))
     train = _with_overrides(train, train_overrides)
 
+    lora_cache = int(value("lora_cache", 8))
+    if lora_cache < 1:
+        raise SystemExit(f"--lora-cache must be at least 1, not {lora_cache}")
     allow_private = bool(value("allow_private_urls", False))
     return Settings(
         state_dir=state_dir,
@@ -173,6 +183,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         log_level=str(value("log_level", "INFO")).upper(),
         socket_group=str(value("socket_group")) if value("socket_group") else None,
         metrics=str(metrics) if metrics else None,
+        lora_cache=lora_cache,
     )
 
 

@@ -3,7 +3,10 @@
     distillery distill portrait.jpg --follow
     distillery distill https://example.org/me.jpg --class woman --noflip
     distillery watch <job id> --after 12
-    distillery jobs | job <id> | cancel <id> | loras | lora <name> | download <name> | status
+    distillery jobs | job <id> | cancel <id> | loras | lora <name> | download <name> | status | stats
+    distillery serve --out images "a portrait as an astronaut" --lora rifttami --n 2 --seed 7
+    distillery lora rifttami --makepublic | --description "..." | --showimage | --delete [--yes] | --download
+    distillery info <job id>-1.png       # a generated image's parameters
     distillery demo            # start a daemon on the demo preset, distill the astronaut, stop
     distillery backup <dir> --state-dir <state>      # hot copy of the store while the daemon runs
     distillery restore <dir> --state-dir <new state> # into a fresh state folder, then start the daemon
@@ -18,6 +21,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -30,7 +34,17 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from frontends.client import DaemonClient, DaemonError
-from frontends.render import JobView, bar, duration, usage_text
+from frontends.commands import UsageError, parse_lora, parse_serve
+from frontends.render import (
+    JobView,
+    bar,
+    duration,
+    generation_summary,
+    image_info_text,
+    lora_text,
+    stats_text,
+    usage_text,
+)
 
 STATE_NAMES = {
     pb.JOB_STATE_QUEUED: "queued",
@@ -78,7 +92,9 @@ class ProgressPrinter:
         if self._open_line and (event.stage != previous_stage or detail != "progress"):
             self.out.write("\n")
             self._open_line = False
-        if detail == "accepted":
+        if detail == "accepted" and self.view.generating:
+            self._write(f"Job {event.job_id}, queue position {event.accepted.queue_position}")
+        elif detail == "accepted":
             self._write(f"LoRA name: {event.accepted.lora_name}  (job {event.job_id})")
             self._write(f"Queue position: {event.accepted.queue_position}")
         elif detail == "finished":
@@ -97,6 +113,9 @@ class ProgressPrinter:
     def _finished(self) -> None:
         view = self.view
         job = view.job
+        if view.generating:
+            self._write(generation_summary(view))
+            return
         if view.state != pb.JOB_STATE_SUCCEEDED or job is None:
             state = STATE_NAMES.get(view.state, "ended")
             self._write(f"Job {view.job_id} {state}: {view.error or view.last_text}")
@@ -189,8 +208,79 @@ async def cmd_loras(client: DaemonClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_serve(client: DaemonClient, args: argparse.Namespace) -> int:
+    """Generate with the chat's /serve grammar, follow it, and save the images into --out."""
+    try:
+        serve = parse_serve(shlex.join(args.words))
+    except UsageError as error:
+        raise SystemExit(f"error: {error}") from None
+    printer = ProgressPrinter(sys.stdout, args.json)
+    printer.view.generate = serve.to_spec()
+    printer.view.kind = pb.JOB_KIND_GENERATE
+    status = await follow(client.generate(serve.to_spec(), requester(args), args.key or ""), printer)
+    out = Path(args.out)
+    for info in printer.view.images:
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / info.name
+        target.write_bytes(await client.get_image(info.name, requester(args)))
+        print(f"{target}  (seed {info.seed})")
+    return status
+
+
+async def cmd_info(client: DaemonClient, args: argparse.Namespace) -> int:
+    print(image_info_text(await client.image_info(args.name, requester(args))))
+    return 0
+
+
+async def cmd_stats(client: DaemonClient, args: argparse.Namespace) -> int:
+    print(stats_text(await client.user_stats(requester(args))))
+    return 0
+
+
+def _confirmed(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise SystemExit("error: add --yes to delete without a terminal to confirm on")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
 async def cmd_lora(client: DaemonClient, args: argparse.Namespace) -> int:
-    _print_message(await client.get_lora(args.name, requester(args)))
+    """Show a LoRA, or apply one owner action with the chat's /lora grammar."""
+    words = [word for word in args.words if word not in ("--yes", "-y")]
+    try:
+        lora = parse_lora(shlex.join([args.name, *words]))
+    except UsageError as error:
+        raise SystemExit(f"error: {error}") from None
+    who = requester(args)
+    if lora.action == "":
+        if args.json:
+            _print_message(await client.get_lora(lora.name, who))
+        else:
+            print(lora_text(await client.get_lora(lora.name, who), who))
+        return 0
+    if lora.action == "download":
+        data = await client.download_lora(lora.name, who)
+        target = Path(f"{lora.name}.safetensors")
+        target.write_bytes(data)
+        print(f"{target} ({len(data)} bytes)")
+        return 0
+    if lora.action == "delete":
+        if not _confirmed(f"Delete {lora.name} and its source picture for good?", len(words) < len(args.words)):
+            print("Kept.")
+            return 1
+        await client.delete_lora(lora.name, who)
+        print(f"Deleted {lora.name} and its source picture.")
+        return 0
+    changes: dict[str, dict[str, object]] = {
+        "makepublic": {"public": True},
+        "makeprivate": {"public": False},
+        "showimage": {"show_image": True},
+        "hideimage": {"show_image": False},
+        "description": {"description": lora.description},
+    }
+    updated = await client.update_lora(lora.name, who, **changes[lora.action])  # type: ignore[arg-type]
+    print(lora_text(updated, who))
     return 0
 
 
@@ -264,12 +354,27 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             target = state / f"{lora.name}.safetensors"
             target.write_bytes(await client.download_lora(lora.name, requester(args)))
             print(f"Saved a copy of the LoRA to {target}")
+            status = await demo_serve(client, args, lora.name, state)
         print(f"Demo finished in {time.monotonic() - started:.1f} s.")
         return status
     finally:
         await client.close()
         daemon.terminate()
         daemon.wait(timeout=60)
+
+
+async def demo_serve(client: DaemonClient, args: argparse.Namespace, name: str, state: Path) -> int:
+    """The demo's second half: generate with the new LoRA, as /serve would, and save the pictures."""
+    serve = parse_serve(f'"a portrait of {name} as an astronaut" --lora {name} --n 2 --seed 1')
+    print(f"\nGenerating with it: /serve {serve.prompt} --lora {name} --n 2 --seed 1")
+    printer = ProgressPrinter(sys.stdout, False)
+    printer.view.kind, printer.view.generate = pb.JOB_KIND_GENERATE, serve.to_spec()
+    status = await follow(client.generate(serve.to_spec(), requester(args)), printer)
+    for info in printer.view.images:
+        target = state / info.name
+        target.write_bytes(await client.get_image(info.name, requester(args)))
+        print(f"Saved {target} (seed {info.seed}; random-weight demo models draw noise, not a face)")
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,7 +407,23 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("job", "show a job"), ("cancel", "cancel a job")):
         sub.add_parser(name, help=text).add_argument("job")
     sub.add_parser("loras", help="list your LoRAs and public ones")
-    sub.add_parser("lora", help="show a LoRA").add_argument("name")
+    lora = sub.add_parser(
+        "lora",
+        help="show a LoRA, or change it: --makepublic, --makeprivate, --description TEXT, --showimage, "
+        "--hideimage, --delete [--yes], --download",
+    )
+    lora.add_argument("name")
+    lora.add_argument("words", nargs=argparse.REMAINDER, help="one option, as in the chat's /lora")
+    serve = sub.add_parser(
+        "serve",
+        help="generate images: PROMPT [--lora NAME[:W]] [--neg TEXT] [--seed N] [--cfg X] [--steps N] "
+        "[--ar W:H] [--adapt NAME.png|URL] [--adaptweight W] [--n 1..4], as the chat's /serve",
+    )
+    serve.add_argument("--out", default="images", help="folder for the images (default ./images)")
+    serve.add_argument("--key", help="idempotency key: the same key again returns the same job")
+    serve.add_argument("words", nargs=argparse.REMAINDER, help="the prompt and options")
+    sub.add_parser("info", help="a stored image's facts (a generated image's parameters)").add_argument("name")
+    sub.add_parser("stats", help="your LoRAs, jobs and generated images")
     download = sub.add_parser("download", help="save a LoRA's .safetensors")
     download.add_argument("name")
     download.add_argument("-o", "--output")
@@ -347,6 +468,9 @@ COMMANDS = {
     "cancel": cmd_cancel,
     "loras": cmd_loras,
     "lora": cmd_lora,
+    "serve": cmd_serve,
+    "info": cmd_info,
+    "stats": cmd_stats,
     "download": cmd_download,
     "image": cmd_image,
     "status": cmd_status,

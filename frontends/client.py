@@ -144,6 +144,15 @@ class DaemonClient:
         request = pb.WatchRequest(job_id=job_id, after_seq=after_seq, requester=requester)
         return self._stream(lambda: self._stub.Watch(request, metadata=self._metadata))
 
+    # -- generate -------------------------------------------------------------------------------------------
+
+    def generate(
+        self, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str = ""
+    ) -> AsyncIterator[pb.JobEvent]:
+        """Queue a generation and follow it; the FINISHED event names the images (fetch them with get_image)."""
+        request = pb.GenerateRequest(spec=spec, requester=requester, idempotency_key=idempotency_key)
+        return self._stream(lambda: self._stub.Generate(request, metadata=self._metadata))
+
     # -- jobs -----------------------------------------------------------------------------------------------
 
     async def get_job(self, job_id: str, requester: pb.Requester) -> pb.Job:
@@ -188,9 +197,42 @@ class DaemonClient:
         return await self._file(lambda: self._stub.DownloadLora(request, metadata=self._metadata))
 
     async def get_image(self, name: str, requester: pb.Requester) -> bytes:
-        """A stored source image (PNG) the requester owns."""
+        """A stored image (PNG): the requester's own source or generated image, or a shown public source."""
         request = pb.GetImageRequest(name=name, requester=requester)
         return await self._file(lambda: self._stub.GetImage(request, metadata=self._metadata))
+
+    async def image_info(self, name: str, requester: pb.Requester) -> pb.ImageInfo:
+        """A stored image's facts: a generated image's parameters, or the LoRA a source image made."""
+        request = pb.GetImageRequest(name=name, requester=requester)
+        return await self._call(lambda: self._stub.GetImageInfo(request, metadata=self._metadata))
+
+    async def update_lora(
+        self,
+        name: str,
+        requester: pb.Requester,
+        *,
+        public: bool | None = None,
+        description: str | None = None,
+        show_image: bool | None = None,
+    ) -> pb.Lora:
+        """Change the owner's settings of a LoRA; arguments left None stay as they are."""
+        request = pb.UpdateLoraRequest(name=name, requester=requester)
+        if public is not None:
+            request.public = public
+        if description is not None:
+            request.description = description
+        if show_image is not None:
+            request.show_image = show_image
+        return await self._call(lambda: self._stub.UpdateLora(request, metadata=self._metadata))
+
+    async def delete_lora(self, name: str, requester: pb.Requester) -> pb.DeleteLoraReply:
+        """Delete the requester's LoRA and its source image."""
+        request = pb.DeleteLoraRequest(name=name, requester=requester)
+        return await self._call(lambda: self._stub.DeleteLora(request, metadata=self._metadata))
+
+    async def user_stats(self, requester: pb.Requester) -> pb.UserStats:
+        request = pb.GetUserStatsRequest(requester=requester)
+        return await self._call(lambda: self._stub.GetUserStats(request, metadata=self._metadata))
 
     async def status(self) -> pb.Status:
         return await self._call(lambda: self._stub.GetStatus(pb.GetStatusRequest(), metadata=self._metadata))

@@ -1,12 +1,19 @@
-"""The chat commands' grammar, shared by both bots.
+"""The chat commands' grammar, shared by both bots and the CLI.
 
 ``/distill <image url> [--class man|woman|person] [--noflip]``
+``/serve <prompt> [--lora <name>[:weight] ...] [--neg <text>] [--seed N] [--cfg X] [--steps N] [--ar W:H]
+[--adapt <name>.png | <url>] [--adaptweight 0..1] [--n 1..4]``
+``/lora <name> [--makepublic | --makeprivate | --description "..." | --showimage | --hideimage | --delete |
+--download]``
 """
 
 from __future__ import annotations
 
+import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from distillery.v1 import distillery_pb2 as pb
 
 CLASS_CHOICES = ("man", "woman", "person")
 
@@ -66,3 +73,189 @@ def parse_distill(text: str, need_url: bool) -> DistillArgs:
     if not need_url and url:
         raise UsageError("Send either a photo or a link, not both.")
     return DistillArgs(url=url, subject_class=subject_class, no_flip=no_flip)
+
+
+SERVE_USAGE = (
+    "Usage: /serve <prompt> [--lora <name>[:weight]] (up to 5) [--neg <text>] [--seed N] [--cfg X] "
+    "[--steps N] [--ar W:H] [--adapt <name>.png or <url>] [--adaptweight 0..1] [--n 1..4]\n"
+    'Example: /serve "a portrait as an astronaut" --lora rifttami --n 2\n'
+    "A LoRA's name is its activation word: it is added to the prompt when you did not write it. "
+    "With several LoRAs each is weakened automatically unless you give a weight (name:0.8)."
+)
+
+LORA_USAGE = (
+    "Usage: /lora <name> shows a LoRA; /loras lists yours and the public ones.\n"
+    'Owners can add one of: --makepublic, --makeprivate, --description "...", --showimage, --hideimage '
+    "(whether others see the source picture of a public LoRA), --delete, or --download for the .safetensors "
+    "file (works in AUTOMATIC1111 and ComfyUI)."
+)
+
+# The options of /serve; every one takes a value ("--n 2" or "--n=2").
+_SERVE_OPTIONS = frozenset(
+    ("--lora", "--neg", "--seed", "--cfg", "--steps", "--ar", "--adapt", "--adaptweight", "--n")
+)
+LORA_ACTIONS = (
+    "--makepublic",
+    "--makeprivate",
+    "--description",
+    "--showimage",
+    "--hideimage",
+    "--delete",
+    "--download",
+)
+_NAME = re.compile(r"[a-z0-9]{2,40}")
+
+
+@dataclass
+class ServeArgs:
+    """A parsed /serve; None and 0 leave the daemon's defaults."""
+
+    prompt: str
+    loras: list[tuple[str, float | None]] = field(default_factory=list)
+    negative: str = ""
+    seed: int | None = None
+    cfg: float | None = None
+    steps: int = 0
+    aspect_ratio: str = ""
+    adapt_image: str = ""
+    adapt_url: str = ""
+    adapt_weight: float | None = None
+    count: int = 0
+
+    def to_spec(self) -> pb.GenerateSpec:
+        spec = pb.GenerateSpec(
+            prompt=self.prompt,
+            negative_prompt=self.negative,
+            steps=self.steps,
+            aspect_ratio=self.aspect_ratio,
+            count=self.count,
+        )
+        for name, weight in self.loras:
+            use = spec.loras.add(name=name)
+            if weight is not None:
+                use.weight = weight
+        if self.seed is not None:
+            spec.seed = self.seed
+        if self.cfg is not None:
+            spec.cfg = self.cfg
+        if self.adapt_image:
+            spec.adapt_image = self.adapt_image
+        elif self.adapt_url:
+            spec.adapt_url = self.adapt_url
+        if self.adapt_weight is not None:
+            spec.adapt_weight = self.adapt_weight
+        return spec
+
+
+def _words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError as error:
+        raise UsageError(f"I could not read that command ({error}).") from None
+
+
+def _number(option: str, value: str, kind: type[int] | type[float]) -> float:
+    try:
+        return kind(value)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise UsageError(f"{option} takes {what}, not {value!r}.") from None
+
+
+def lora_name(word: str) -> str:
+    """A LoRA name as users write it (any case, with or without .safetensors/.png)."""
+    name = word.strip().lower().removesuffix(".safetensors").removesuffix(".png")
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"{word!r} is not a LoRA name.")
+    return name
+
+
+def parse_serve(text: str) -> ServeArgs:
+    """Parse the words after /serve. The prompt is every word that is not an option or its value."""
+    words = _words(text)
+    prompt: list[str] = []
+    args = ServeArgs(prompt="")
+    index = 0
+    while index < len(words):
+        word = words[index]
+        option, _, inline = word.partition("=") if word.startswith("--") else (word, "", "")
+        if not word.startswith("--") or word == "--":
+            prompt.append(word)
+            index += 1
+            continue
+        if option not in _SERVE_OPTIONS:
+            raise UsageError(f"Unknown option {option}.")
+        if inline:
+            value = inline
+        else:
+            index += 1
+            if index >= len(words):
+                raise UsageError(f"{option} needs a value.")
+            value = words[index]
+        index += 1
+        if option == "--lora":
+            name, _, weight = value.partition(":")
+            args.loras.append((lora_name(name), _number("--lora weight", weight, float) if weight else None))
+        elif option == "--neg":
+            args.negative = value
+        elif option == "--seed":
+            args.seed = int(_number(option, value, int))
+        elif option == "--cfg":
+            args.cfg = _number(option, value, float)
+        elif option == "--steps":
+            args.steps = int(_number(option, value, int))
+            if args.steps < 1:
+                raise UsageError("--steps takes a positive number.")
+        elif option == "--ar":
+            if not re.fullmatch(r"\d+:\d+", value):
+                raise UsageError(f"--ar takes a ratio such as 2:3, not {value!r}.")
+            args.aspect_ratio = value
+        elif option == "--adapt":
+            if value.lower().startswith(("http://", "https://")):
+                args.adapt_url = value
+            elif value.lower().endswith(".png"):
+                args.adapt_image = value.lower()
+            else:
+                raise UsageError("--adapt takes a stored picture such as rifttami.png, or an image link.")
+        elif option == "--adaptweight":
+            args.adapt_weight = _number(option, value, float)
+        elif option == "--n":
+            args.count = int(_number(option, value, int))
+            if args.count < 1:
+                raise UsageError("--n takes 1 to 4.")
+    args.prompt = " ".join(prompt)
+    if not args.prompt and not args.loras:
+        raise UsageError("Write what to generate.")
+    return args
+
+
+@dataclass(frozen=True)
+class LoraArgs:
+    """A parsed /lora: the name, and at most one action (the option without its dashes), or "" to show it."""
+
+    name: str
+    action: str = ""
+    description: str = ""
+
+
+def parse_lora(text: str) -> LoraArgs:
+    """Parse the words after /lora."""
+    words = _words(text)
+    if not words:
+        raise UsageError("Name the LoRA.")
+    if words[0].startswith("--"):
+        raise UsageError("Name the LoRA first, then the option.")
+    name, rest = lora_name(words[0]), words[1:]
+    if not rest:
+        return LoraArgs(name=name)
+    option = rest[0]
+    if option not in LORA_ACTIONS:
+        raise UsageError(
+            f"Unknown option {option}." if option.startswith("--") else f"I did not understand {option!r}."
+        )
+    if option == "--description":
+        # Everything after it is the description ("" clears it), quoted or not.
+        return LoraArgs(name=name, action="description", description=" ".join(rest[1:]))
+    if len(rest) > 1:
+        raise UsageError("One option at a time.")
+    return LoraArgs(name=name, action=option.removeprefix("--"))

@@ -6,6 +6,7 @@ text is plain (no markup) so both platforms show it the same way; only ``bar`` d
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from distillery.v1 import distillery_pb2 as pb
@@ -19,6 +20,7 @@ STAGE_LABELS = {
     pb.STAGE_TRAIN: "Training",
     pb.STAGE_SAVE: "Saving",
     pb.STAGE_DONE: "Done",
+    pb.STAGE_GENERATE: "Generating",
 }
 CLASS_NAMES = {
     pb.SUBJECT_CLASS_MAN: "man",
@@ -65,10 +67,18 @@ class JobView:
     lora: pb.Lora | None = None
     progress_stage: int = pb.STAGE_UNSPECIFIED
     notes: list[str] = field(default_factory=list)
+    kind: int = pb.JOB_KIND_DISTILL
+    # Generation jobs: the request (set by the frontend that sent it, or from the job record), then the images.
+    generate: pb.GenerateSpec | None = None
+    images: list[pb.ImageInfo] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def generating(self) -> bool:
+        return bool(self.kind == pb.JOB_KIND_GENERATE)
 
     def apply(self, event: pb.JobEvent) -> None:
         """Fold one event in; events at or below last_seq (a replay overlap) are ignored."""
@@ -85,6 +95,7 @@ class JobView:
         if detail == "accepted":
             self.lora_name = event.accepted.lora_name
             self.queue_position = event.accepted.queue_position
+            self.kind = event.accepted.kind or self.kind
         elif detail == "queue":
             self.queue_position = event.queue.position
         elif detail == "progress":
@@ -98,9 +109,11 @@ class JobView:
         elif detail == "finished":
             self.job = event.finished.job if event.finished.HasField("job") else None
             self.lora = event.finished.lora if event.finished.HasField("lora") else None
+            self.images = list(event.finished.images)
             if self.job is not None:
                 self.error = self.job.error
                 self.lora_name = self.job.lora_name or self.lora_name
+                self._take_kind(self.job)
 
     def apply_job(self, job: pb.Job) -> None:
         """Seed the view from a job record (a frontend re-attaching after a restart)."""
@@ -108,11 +121,33 @@ class JobView:
         self.caption = job.caption
         self.subject_class = CLASS_NAMES.get(job.subject_class, "")
         self.error = job.error
+        self._take_kind(job)
+
+    def _take_kind(self, job: pb.Job) -> None:
+        self.kind = job.kind or self.kind
+        if job.HasField("generate"):
+            self.generate = job.generate
+        if job.output_images and not self.images:
+            # A record read back (not the FINISHED event) names its images; their details are a call away.
+            self.images = [pb.ImageInfo(name=name, generated=True) for name in job.output_images]
+
+
+def generation_title(view: JobView) -> str:
+    """``Generating 2 images with rifttami`` (or of the prompt alone)."""
+    spec = view.generate
+    count = spec.count if spec is not None and spec.count else 1
+    images = "an image" if count == 1 else f"{count} images"
+    names = ", ".join(use.name for use in spec.loras) if spec is not None else ""
+    return f"Generating {images} with {names}" if names else f"Generating {images}"
 
 
 def progress_text(view: JobView) -> str:
     """The live progress message: name, stage, and what the job has learned so far."""
-    lines = [f"Distilling {view.lora_name}" if view.lora_name else "Distilling"]
+    if view.generating:
+        title = generation_title(view)
+    else:
+        title = f"Distilling {view.lora_name}" if view.lora_name else "Distilling"
+    lines = [title]
     if view.state == pb.JOB_STATE_QUEUED:
         position = "next" if view.queue_position == 1 else f"number {view.queue_position}"
         lines.append(f"Waiting in the queue: {position}." if view.queue_position else "Waiting in the queue.")
@@ -123,7 +158,7 @@ def progress_text(view: JobView) -> str:
     if view.subject_class:
         lines.append(f"Class: {view.subject_class}")
     if view.total and view.stage == view.progress_stage:
-        unit = "step" if view.stage == pb.STAGE_TRAIN else "image"
+        unit = "step" if view.stage in (pb.STAGE_TRAIN, pb.STAGE_GENERATE) else "image"
         line = f"{bar(view.step, view.total)} {unit} {view.step}/{view.total}"
         if view.stage == pb.STAGE_TRAIN and view.loss:
             line += f", loss {view.loss:.4f}"
@@ -148,6 +183,8 @@ def summary_text(view: JobView) -> str:
     took = ""
     if job is not None and job.finished_at and job.created_at:
         took = f" in {duration(job.finished_at - job.created_at)}"
+    if view.generating:
+        return generation_summary(view, took)
     if view.state == pb.JOB_STATE_SUCCEEDED:
         lines = [f"{view.lora_name} is ready{took}."]
         if view.subject_class:
@@ -167,6 +204,109 @@ def message_text(view: JobView) -> str:
     return summary_text(view) if view.finished else progress_text(view)
 
 
+# The last line of a generation's summary; a platform without replies to pictures swaps it for its own way.
+INFO_HINT = "Reply /info to an image for all its parameters."
+
+
+def generation_summary(view: JobView, took: str = "") -> str:
+    """A finished generation: what was made and how to make it again."""
+    if view.state == pb.JOB_STATE_CANCELLED:
+        return "The generation was cancelled."
+    if view.state != pb.JOB_STATE_SUCCEEDED:
+        return f"The generation failed: {view.error or view.last_text or 'unknown error'}"
+    count = len(view.images)
+    lines = [f"{'Your image is' if count == 1 else f'Your {count} images are'} ready{took}."]
+    spec = view.generate
+    if spec is not None:
+        lines.append(f"Prompt: {spec.full_prompt or spec.prompt}")
+        if spec.loras:
+            lines.append("LoRAs: " + ", ".join(f"{use.name} ({use.weight:g})" for use in spec.loras))
+        seeds = f"seed {spec.seed}" if count <= 1 else f"seeds {spec.seed}-{spec.seed + count - 1}"
+        lines.append(f"{spec.width}x{spec.height}, {spec.steps} steps, CFG {spec.cfg:g}, {seeds}")
+    lines.append(INFO_HINT)
+    return "\n".join(lines)
+
+
+def image_caption(info: pb.ImageInfo) -> str:
+    """The caption under a generated image; it starts with the image's name, which /info looks up."""
+    loras = ", ".join(f"{use.name} {use.weight:g}" for use in info.loras)
+    return f"{info.name} - seed {info.seed}" + (f" - {loras}" if loras else "")
+
+
+def image_info_text(info: pb.ImageInfo) -> str:
+    """/info: a generated image's parameters as AUTOMATIC1111 writes them, or a source image's facts."""
+    if info.generated:
+        return f"{info.name} ({info.width}x{info.height})\n{info.parameters}"
+    made = f"; the source picture of {info.lora_name}" if info.lora_name else ""
+    return f"{info.name}: {info.width}x{info.height}, {info.size_bytes // 1024} KB{made}."
+
+
+def same_person(a: pb.Requester, b: pb.Requester) -> bool:
+    """Whether two requesters are one user (the chat they write from does not matter)."""
+    return (a.platform, a.workspace, a.user) == (b.platform, b.workspace, b.user)
+
+
+def lora_line(lora: pb.Lora, requester: pb.Requester) -> str:
+    """One line of /loras."""
+    whose = "yours" if same_person(lora.owner, requester) else "shared"
+    visibility = "public" if lora.public else "private"
+    line = f"{lora.name} - {CLASS_NAMES.get(lora.subject_class, 'person')}, {whose}, {visibility}"
+    return line + (f" - {lora.description}" if lora.description else "")
+
+
+def loras_text(loras: list[pb.Lora], requester: pb.Requester) -> str:
+    """/loras: the user's LoRAs first, then public ones."""
+    if not loras:
+        return "No LoRAs yet. Send /distill with a portrait to make one."
+    mine = [lora for lora in loras if same_person(lora.owner, requester)]
+    shared = [lora for lora in loras if not same_person(lora.owner, requester)]
+    lines = []
+    if mine:
+        lines += ["Your LoRAs:", *(lora_line(lora, requester) for lora in mine)]
+    if shared:
+        lines += ["Public LoRAs:", *(lora_line(lora, requester) for lora in shared)]
+    lines.append("/lora <name> for details; /serve <prompt> --lora <name> to use one.")
+    return "\n".join(lines)
+
+
+def lora_text(lora: pb.Lora, requester: pb.Requester) -> str:
+    """/lora <name>: everything a user may know about a LoRA."""
+    mine = same_person(lora.owner, requester)
+    created = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(lora.created_at)) if lora.created_at else "unknown"
+    training = lora.training
+    settings = ", ".join(
+        f"{key} {training[key]}"
+        for key in ("steps", "rank", "learning_rate", "resolution", "flip")
+        if key in training
+    )
+    lines = [
+        f"{lora.name}" + (f" - {lora.description}" if lora.description else ""),
+        f"Owner: {'you' if mine else lora.owner.user}; {'public' if lora.public else 'private'}",
+        f"Created: {created}",
+        f"Class: {CLASS_NAMES.get(lora.subject_class, 'person')}",
+        f"Caption: {lora.caption}" if lora.caption else "",
+        f"Base model: {lora.base_model}",
+        f"Training: {settings}" if settings else "",
+        f"Size: {lora.size_bytes / 1e6:.1f} MB",
+    ]
+    if mine:
+        shown = "others see it" if lora.show_image and lora.public else "only you see it"
+        lines.append(f"Source picture: {lora.image_name} ({shown})")
+    elif lora.show_image:
+        lines.append(f"Source picture: {lora.image_name}")
+    lines.append(f'Use it: /serve "a portrait of {lora.name} as an astronaut" --lora {lora.name}')
+    return "\n".join(line for line in lines if line)
+
+
+def stats_text(stats: pb.UserStats) -> str:
+    """A user's numbers (/stats)."""
+    return (
+        f"LoRAs: {stats.loras_owned} ({stats.public_loras} public)\n"
+        f"Distill jobs: {stats.distill_jobs}\n"
+        f"Generations: {stats.generate_jobs}, {stats.images_generated} images"
+    )
+
+
 STATE_WORDS = {
     pb.JOB_STATE_QUEUED: "queued",
     pb.JOB_STATE_RUNNING: "running",
@@ -182,7 +322,11 @@ def jobs_text(jobs: list[pb.Job]) -> str:
         return "You have no jobs yet. Send /distill with a portrait to start one."
     lines = ["Your jobs:"]
     for job in jobs:
-        line = f"{job.lora_name}: {STATE_WORDS.get(job.state, 'unknown')}"
+        label = job.lora_name
+        if job.kind == pb.JOB_KIND_GENERATE:
+            count = job.generate.count or 1
+            label = f"{'an image' if count == 1 else f'{count} images'} ({job.id})"
+        line = f"{label}: {STATE_WORDS.get(job.state, 'unknown')}"
         if job.state == pb.JOB_STATE_RUNNING:
             line += f" ({STAGE_LABELS.get(job.stage, 'working').lower()})"
         if job.error and job.state == pb.JOB_STATE_FAILED:

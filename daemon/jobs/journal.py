@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.jobs.hub import EventHub
 from daemon.jobs.model import Event, Job, LoraRecord
 from daemon.store.lmdb_store import Store
+
+if TYPE_CHECKING:
+    from daemon.jobs.worker import OutputImage
 
 Clock = Callable[[], float]
 
@@ -61,14 +64,15 @@ class Journal:
         text: str,
         lora: LoraRecord | None = None,
         lora_file: bytes | None = None,
+        images: Sequence[OutputImage] = (),
     ) -> tuple[Job, Event]:
-        """Record a job's final state and event, with the LoRA it made, in one transaction."""
+        """Record a job's final state and event, with the LoRA or images it made, in one transaction."""
         with self._lock:
             job = self._store.get_job(job_id)
             mutate(job)
             job.finished_at = self._clock()
             event = self.new_event(job, text, job.last_seq + 1, "finished")
-            self._store.finish_job(job, event, lora, lora_file)
+            self._store.finish_job(job, event, lora, lora_file, images)
         self._hub.publish(job_id, event.seq)
         return job, event
 

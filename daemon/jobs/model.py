@@ -42,6 +42,12 @@ class Stage(enum.StrEnum):
     TRAIN = "train"
     SAVE = "save"
     DONE = "done"
+    GENERATE = "generate"
+
+
+class JobKind(enum.StrEnum):
+    DISTILL = "distill"
+    GENERATE = "generate"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,32 @@ class Requester:
 
     def owns(self, owner: Requester) -> bool:
         return self.owner_key == owner.owner_key
+
+
+@dataclass
+class LoraUse:
+    """One LoRA in a generation, with the weight it is applied at (resolved when the job is accepted)."""
+
+    name: str
+    weight: float
+
+
+@dataclass
+class GenerateParams:
+    """A generation job's request as it will run: every default and the seed are filled in at submit."""
+
+    prompt: str  # as the user wrote it
+    full_prompt: str  # with each LoRA's name added where the prompt did not use it
+    loras: list[LoraUse]
+    negative_prompt: str
+    seed: int
+    cfg: float
+    steps: int
+    width: int
+    height: int
+    count: int
+    adapt_image: str = ""  # a stored image name; "" for none
+    adapt_weight: float = 0.0
 
 
 @dataclass
@@ -86,6 +118,9 @@ class Job:
     last_seq: int = 0
     client_state: bytes = b""
     attempts: int = 0
+    kind: JobKind = JobKind.DISTILL
+    generate: GenerateParams | None = None
+    outputs: list[str] = field(default_factory=list)  # generated image names, "<job id>-<n>.png"
 
 
 @dataclass
@@ -128,6 +163,8 @@ class LoraRecord:
     tokens: list[str]
     training: dict[str, str]
     public: bool = False
+    description: str = ""
+    show_image: bool = False  # others may see the source image while the LoRA is public
 
 
 def to_json(record: Job | Event | LoraRecord) -> bytes:
@@ -154,6 +191,11 @@ def job_from_json(raw: bytes) -> Job:
     data["state"] = JobState(data["state"])
     data["stage"] = Stage(data["stage"])
     data["client_state"] = bytes.fromhex(data["client_state"])
+    data["kind"] = JobKind(data.get("kind", JobKind.DISTILL.value))
+    generate = data.get("generate")
+    if generate is not None:
+        generate["loras"] = [LoraUse(**use) for use in generate["loras"]]
+        data["generate"] = GenerateParams(**generate)
     return Job(**data)
 
 

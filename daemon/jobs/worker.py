@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.errors import DistilleryError, JobCancelled
 from daemon.jobs.journal import Journal
-from daemon.jobs.model import Job, JobState, LoraRecord, Stage, SubjectClass
+from daemon.jobs.model import Job, JobKind, JobState, LoraRecord, Stage, SubjectClass
 from daemon.jobs.queue import JobQueue
 
 log = logging.getLogger(__name__)
@@ -25,12 +25,23 @@ PROGRESS_INTERVAL_S = 0.5
 
 
 @dataclass
-class Outcome:
-    """What a successful pipeline run hands back to be stored with the job's last event."""
+class OutputImage:
+    """A generated image: its name (``<job id>-<n>.png``), PNG bytes, and the facts GetImageInfo tells."""
 
-    lora: LoraRecord
-    lora_file: bytes
+    name: str
+    png: bytes
+    # JSON-safe: "seed", "width", "height", "parameters" (A1111 text), "loras" ([{"name", "weight"}]).
+    info: dict[str, Any]
+
+
+@dataclass
+class Outcome:
+    """What a successful pipeline run hands back to be stored with the job's last event, all at once."""
+
     summary: str
+    lora: LoraRecord | None = None  # a distill job's LoRA
+    lora_file: bytes | None = None
+    images: list[OutputImage] = field(default_factory=list)  # a generation job's images
 
 
 class JobContext:
@@ -238,7 +249,8 @@ class Worker:
         except Exception as error:
             log.exception("job %s: pipeline crashed", job_id)
             context.close_stage()
-            self._fail(context.job, f"Training failed because of an internal error ({type(error).__name__}).")
+            what = "Generation" if job.kind == JobKind.GENERATE else "Training"
+            self._fail(context.job, f"{what} failed because of an internal error ({type(error).__name__}).")
             return
         context.close_stage()
         elapsed = self._journal.now() - started
@@ -248,9 +260,15 @@ class Worker:
             job.state = JobState.SUCCEEDED
             job.stage = Stage.DONE
             job.stage_seconds = stage_seconds
+            job.outputs = [image.name for image in outcome.images]
 
         self._journal.finish(
-            job_id, succeed, f"{outcome.summary} ({elapsed:.0f} s)", outcome.lora, outcome.lora_file
+            job_id,
+            succeed,
+            f"{outcome.summary} ({elapsed:.0f} s)",
+            outcome.lora,
+            outcome.lora_file,
+            outcome.images,
         )
         log.info("job %s (%s): succeeded in %.1f s %s", job_id, job.lora_name, elapsed, stage_seconds)
 

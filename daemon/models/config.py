@@ -45,6 +45,10 @@ class ModelConfig:
     # For a single-file base model: a local diffusers folder whose configs and tokenizer describe it (any SD 1.5
     # diffusers folder). Empty: SD 1.5's configs shipped in daemon.models.sd15_arch plus SD 1.5's tokenizer.
     base_config: str = ""
+    # IP-Adapter for /serve --adapt: a hub id (h94/IP-Adapter) or a local folder laid out like it; empty: off.
+    ip_adapter: str = ""
+    # Its weights file within that folder; the CLIP image encoder is the ``image_encoder`` folder beside it.
+    ip_adapter_weight: str = "models/ip-adapter_sd15.safetensors"
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:

@@ -2,7 +2,8 @@
 
 ``load_resident`` runs once at start. Training borrows ``unet`` for a job (adding and then removing a LoRA
 adapter) and generation uses ``pipeline``; both see the same modules, so nothing is loaded twice. Everything is
-frozen (eval mode, ``requires_grad`` False); only LoRA parameters ever train.
+frozen (eval mode, ``requires_grad`` False); only LoRA parameters ever train. An optional IP-Adapter is loaded
+too, then taken off the UNet again: it goes on only for the generation that asks for it (``IpAdapter``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import hashlib
 import logging
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,50 @@ DEMO_SAMPLE_STEPS = 4
 
 
 @dataclass
+class IpAdapter:
+    """An IP-Adapter, loaded once, that is part of the UNet only inside ``attached``.
+
+    Loaded, an IP-Adapter swaps the UNet's cross-attention processors and adds an image projection that every
+    forward then insists on (``image_embeds``): training, regularization images and plain generations would all
+    break. So the loaded parts are kept here and the UNet gets its own processors back; ``attached`` swaps them
+    in for one generation and out again, which costs no I/O.
+    """
+
+    pipeline: Any  # the resident StableDiffusionPipeline; its image_encoder and feature_extractor stay registered
+    processors: dict[str, Any]  # processor name -> IP-Adapter processor, holding the to_k_ip/to_v_ip weights
+    projection: Any  # diffusers MultiIPAdapterImageProjection
+    plain: dict[str, Any]  # the processors the UNet had before the IP-Adapter came
+    source: str  # as configured, for the record
+
+    @contextmanager
+    def attached(self, scale: float) -> Iterator[None]:
+        """The IP-Adapter on the UNet at ``scale`` for the duration; off again however the block ends."""
+        unet = self.pipeline.unet
+        # set_attn_processor pops from the dict it is given: hand it a copy.
+        unet.set_attn_processor(dict(self.processors))
+        unet.encoder_hid_proj = self.projection
+        unet.config.encoder_hid_dim_type = "ip_image_proj"
+        try:
+            self.pipeline.set_ip_adapter_scale(scale)
+            yield
+        finally:
+            self.detach()
+
+    def detach(self) -> None:
+        """Give the UNet back its own attention processors and no image projection."""
+        unet = self.pipeline.unet
+        unet.set_attn_processor(dict(self.plain))
+        unet.encoder_hid_proj = None
+        unet.config.encoder_hid_dim_type = None
+
+
+@dataclass
 class Resident:
     """Everything loaded once and reused by every job.
 
     ``unet`` is shared: training adds its adapter and removes it again, and refuses to start while any other
-    LoRA is loaded, so whoever loads LoRAs into ``pipeline`` for generation unloads them
-    (``pipeline.unload_lora_weights()``) before handing it back.
+    LoRA is loaded. Generation keeps the LoRAs it used loaded in ``pipeline`` between jobs
+    (``daemon.pipeline.adapters``), so the distill pipeline unloads them all before it trains.
     """
 
     pipeline: Any  # diffusers.StableDiffusionPipeline
@@ -59,6 +99,13 @@ class Resident:
     base_model_hash: str
     resolution: int
     sample_steps: int = SAMPLE_STEPS
+    ip_adapter: IpAdapter | None = None
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: the VAE's factor times the UNet's downsampling."""
+        levels = len(self.unet.config.block_out_channels)
+        return int(self.pipeline.vae_scale_factor * 2 ** (levels - 1))
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image], resolution: int) -> torch.Tensor:
@@ -167,7 +214,8 @@ def _load_single_file(path: Path, base_config: str, dtype: torch.dtype, extra: d
 def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
     from diffusers import StableDiffusionPipeline
 
-    # No safety checker: the daemon only generates class images for training, and it saves ~1 GB of VRAM.
+    # No safety checker (it would hold ~1 GB of VRAM beside the models): class images never leave the daemon,
+    # and /serve images go back only to the person who asked, on the operator's own machine (see README).
     no_checker: dict[str, Any] = {"safety_checker": None, "requires_safety_checker": False}
     if cfg.is_single_file:
         path = Path(cfg.base_model)
@@ -178,6 +226,37 @@ def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
         folder = Path(StableDiffusionPipeline.download(cfg.base_model, safety_checker=None))
     pipe = StableDiffusionPipeline.from_pretrained(folder, dtype=dtype, **no_checker)  # type: ignore[no-untyped-call]
     return pipe, sha256_files(unet_weight_files(folder))
+
+
+def load_ip_adapter(pipe: Any, cfg: ModelConfig) -> IpAdapter | None:
+    """Load the configured IP-Adapter and its CLIP image encoder into ``pipe``, then take it off the UNet again.
+
+    A local folder is read with ``local_files_only``, so it never reaches the hub; a hub id is fetched (or found
+    in the cache) like the base model.
+    """
+    if not cfg.ip_adapter:
+        return None
+    subfolder, _, weight_name = cfg.ip_adapter_weight.rpartition("/")
+    local = Path(cfg.ip_adapter).is_dir()
+    logger.info("loading IP-Adapter %s (%s)", cfg.ip_adapter, cfg.ip_adapter_weight)
+    plain = dict(pipe.unet.attn_processors)
+    pipe.load_ip_adapter(
+        cfg.ip_adapter,
+        subfolder=subfolder,
+        weight_name=weight_name,
+        image_encoder_folder="image_encoder",
+        local_files_only=local or None,
+    )
+    unet = pipe.unet
+    processors = dict(unet.attn_processors)
+    projection = unet.encoder_hid_proj
+    ip_modules = [p for p in processors.values() if isinstance(p, torch.nn.Module)]
+    for module in (pipe.image_encoder, projection, *ip_modules):
+        module.requires_grad_(False)
+        module.eval()
+    adapter = IpAdapter(pipe, processors, projection, plain, cfg.ip_adapter)
+    adapter.detach()
+    return adapter
 
 
 def load_resident(cfg: ModelConfig) -> Resident:
@@ -206,6 +285,7 @@ def load_resident(cfg: ModelConfig) -> Resident:
     # PyTorch SDPA (flash / memory-efficient kernels) for both training and generation.
     pipe.unet.set_attn_processor(AttnProcessor2_0())  # type: ignore[no-untyped-call]
     pipe.vae.set_attn_processor(AttnProcessor2_0())  # type: ignore[no-untyped-call]
+    ip_adapter = load_ip_adapter(pipe, cfg)
     captioner = VlmCaptioner(cfg.captioner_model, device=device, dtype=dtype)
     resolution = int(pipe.vae_scale_factor * pipe.unet.config.sample_size)
     return Resident(
@@ -222,4 +302,5 @@ def load_resident(cfg: ModelConfig) -> Resident:
         base_model_hash=base_hash,
         resolution=resolution,
         sample_steps=DEMO_SAMPLE_STEPS if cfg.preset == "demo" else SAMPLE_STEPS,
+        ip_adapter=ip_adapter,
     )

@@ -1,7 +1,9 @@
 """The /distill pipeline as the worker runs it: prepare, caption, classify, regularization, train, save.
 
 Naming, fetching and validation happen before a job is queued (daemon/service.py), so a job that reaches the
-worker always has its name and its stored source image. Each stage reports through the JobContext.
+worker always has its name and its stored source image. Each stage reports through the JobContext. The LoRAs
+that generation keeps loaded are unloaded first: the regularization images and the new LoRA must come from the
+bare base model.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 from daemon.jobs.model import LoraRecord, Stage, SubjectClass
 from daemon.jobs.worker import JobContext, Outcome
 from daemon.models.resident import Resident
+from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.caption import Captioner
 from daemon.pipeline.classify import Classifier
 from daemon.pipeline.face import prepare_portrait
@@ -46,10 +49,14 @@ class DistillPipeline:
     store: Store
     train: TrainConfig
     reg_images: int
+    adapters: AdapterCache  # generation's LoRAs in the shared pipeline
 
     def __call__(self, ctx: JobContext) -> Outcome:
         job = ctx.job
         ctx.stage(Stage.PREPARE, f"Preparing {job.image_name}.")
+        # Before anything uses the UNet: a generation LoRA left on would be in the class images and baked into
+        # the new LoRA (train_lora refuses to start over one).
+        self.adapters.clear()
         image = open_png(self.store.get_image(job.image_name))
         image_meta = self.store.get_image_meta(job.image_name)
         # Face check and crop on the CPU, so a photo without a usable face is flagged before any GPU time.

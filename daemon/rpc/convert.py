@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from distillery.v1 import distillery_pb2 as pb
 
-from daemon.jobs.model import Event, Job, JobState, LoraRecord, Requester, Stage, SubjectClass
-from daemon.service import StatusReport, SubmitSpec
+from daemon.jobs.model import (
+    Event,
+    GenerateParams,
+    Job,
+    JobKind,
+    JobState,
+    LoraRecord,
+    Requester,
+    Stage,
+    SubjectClass,
+)
+from daemon.pipeline.serve_request import ServeRequest
+from daemon.service import StatusReport, SubmitSpec, UserStats
+from daemon.store.lmdb_store import StoredImage
 
 _CLASS_TO_PB = {
     SubjectClass.MAN: pb.SUBJECT_CLASS_MAN,
@@ -29,7 +41,9 @@ _STAGE_TO_PB = {
     Stage.TRAIN: pb.STAGE_TRAIN,
     Stage.SAVE: pb.STAGE_SAVE,
     Stage.DONE: pb.STAGE_DONE,
+    Stage.GENERATE: pb.STAGE_GENERATE,
 }
+_KIND_TO_PB = {JobKind.DISTILL: pb.JOB_KIND_DISTILL, JobKind.GENERATE: pb.JOB_KIND_GENERATE}
 
 
 def requester_from_pb(message: pb.Requester) -> Requester:
@@ -70,8 +84,46 @@ def spec_from_pb(spec: pb.DistillSpec, upload: bytes | None) -> SubmitSpec:
     )
 
 
+def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
+    """A ServeRequest from the wire; unset optional fields stay None so the daemon's defaults apply."""
+    adapt = spec.WhichOneof("adapt")
+    return ServeRequest(
+        prompt=spec.prompt,
+        loras=[(use.name.strip(), use.weight if use.HasField("weight") else None) for use in spec.loras],
+        negative_prompt=spec.negative_prompt,
+        seed=spec.seed if spec.HasField("seed") else None,
+        cfg=spec.cfg if spec.HasField("cfg") else None,
+        steps=spec.steps,
+        aspect_ratio=spec.aspect_ratio,
+        adapt_image=spec.adapt_image.strip() if adapt == "adapt_image" else "",
+        adapt_url=spec.adapt_url.strip() if adapt == "adapt_url" else "",
+        adapt_weight=spec.adapt_weight if spec.HasField("adapt_weight") else None,
+        count=spec.count,
+    )
+
+
+def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
+    """The request as the job runs it: every default filled in."""
+    spec = pb.GenerateSpec(
+        prompt=params.prompt,
+        loras=[pb.LoraWeight(name=use.name, weight=use.weight) for use in params.loras],
+        negative_prompt=params.negative_prompt,
+        seed=params.seed,
+        cfg=params.cfg,
+        steps=params.steps,
+        count=params.count,
+        full_prompt=params.full_prompt,
+        width=params.width,
+        height=params.height,
+    )
+    if params.adapt_image:
+        spec.adapt_image = params.adapt_image
+        spec.adapt_weight = params.adapt_weight
+    return spec
+
+
 def job_to_pb(job: Job) -> pb.Job:
-    return pb.Job(
+    message = pb.Job(
         id=job.id,
         lora_name=job.lora_name,
         state=_STATE_TO_PB[job.state],
@@ -93,7 +145,12 @@ def job_to_pb(job: Job) -> pb.Job:
         client_state=job.client_state,
         attempts=job.attempts,
         idempotency_key=job.idempotency_key,
+        kind=_KIND_TO_PB[job.kind],
+        output_images=job.outputs,
     )
+    if job.generate is not None:
+        message.generate.CopyFrom(generate_params_to_pb(job.generate))
+    return message
 
 
 def lora_to_pb(lora: LoraRecord) -> pb.Lora:
@@ -113,11 +170,44 @@ def lora_to_pb(lora: LoraRecord) -> pb.Lora:
         public=lora.public,
         training=lora.training,
         tokens=lora.tokens,
+        description=lora.description,
+        show_image=lora.show_image,
     )
 
 
-def event_to_pb(event: Event, job: Job | None = None, lora: LoraRecord | None = None) -> pb.JobEvent:
-    """An event; a "finished" one carries the final job (and its LoRA) that the caller looked up."""
+def image_info_to_pb(meta: StoredImage, width: int, height: int) -> pb.ImageInfo:
+    info = meta.info
+    return pb.ImageInfo(
+        name=meta.name,
+        generated=meta.generated,
+        job_id=meta.job_id,
+        width=width,
+        height=height,
+        size_bytes=meta.size,
+        seed=int(info.get("seed", 0)),
+        parameters=str(info.get("parameters", "")),
+        loras=[pb.LoraWeight(name=use["name"], weight=use["weight"]) for use in info.get("loras", [])],
+        lora_name="" if meta.generated else meta.name.removesuffix(".png"),
+    )
+
+
+def user_stats_to_pb(stats: UserStats) -> pb.UserStats:
+    return pb.UserStats(
+        loras_owned=stats.loras_owned,
+        public_loras=stats.public_loras,
+        distill_jobs=stats.distill_jobs,
+        generate_jobs=stats.generate_jobs,
+        images_generated=stats.images_generated,
+    )
+
+
+def event_to_pb(
+    event: Event,
+    job: Job | None = None,
+    lora: LoraRecord | None = None,
+    images: list[pb.ImageInfo] | None = None,
+) -> pb.JobEvent:
+    """An event; a "finished" one carries the final job (and its LoRA or images) that the caller looked up."""
     message = pb.JobEvent(
         job_id=event.job_id,
         seq=event.seq,
@@ -127,7 +217,10 @@ def event_to_pb(event: Event, job: Job | None = None, lora: LoraRecord | None = 
         text=event.text,
     )
     if event.kind == "accepted":
-        message.accepted.CopyFrom(pb.Accepted(lora_name=event.lora_name, queue_position=event.queue_position))
+        # Only distill jobs are named at acceptance, so the name tells the kind without a second lookup.
+        kind = pb.JOB_KIND_DISTILL if event.lora_name else pb.JOB_KIND_GENERATE
+        accepted = pb.Accepted(lora_name=event.lora_name, queue_position=event.queue_position, kind=kind)
+        message.accepted.CopyFrom(accepted)
     elif event.kind == "queue":
         message.queue.CopyFrom(pb.QueuePosition(position=event.queue_position))
     elif event.kind == "progress":
@@ -148,6 +241,7 @@ def event_to_pb(event: Event, job: Job | None = None, lora: LoraRecord | None = 
             finished.job.CopyFrom(job_to_pb(job))
         if lora is not None:
             finished.lora.CopyFrom(lora_to_pb(lora))
+        finished.images.extend(images or [])
         message.finished.CopyFrom(finished)
     return message
 

@@ -31,9 +31,12 @@ from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import Worker
 from daemon.metrics import MetricsSource, start_metrics
 from daemon.models.resident import Resident, load_resident, resolve_model_config
+from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.classify import CaptionClassifier
 from daemon.pipeline.distill import DistillPipeline
+from daemon.pipeline.generate import GeneratePipeline, JobRunner
 from daemon.pipeline.name import NameMinter
+from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.rpc.auth import TokenInterceptor
 from daemon.rpc.servicer import DistilleryServicer
 from daemon.service import Distillery
@@ -174,19 +177,30 @@ class Daemon:
         resident = await asyncio.to_thread(load_models, self.settings)
         self.core.base_model = resident.base_model
         self.core.captioner_model = getattr(resident.captioner, "name", self.settings.models.captioner_model)
-        pipeline = DistillPipeline(
+        # One LoRA cache for both pipelines: generation fills it, distillation empties it before training.
+        adapters = AdapterCache(resident.pipeline, self.settings.lora_cache)
+        distill = DistillPipeline(
             resident=resident,
             captioner=resident.captioner,
             classifier=CaptionClassifier(),
             store=self.store,
             train=self.settings.train,
             reg_images=self.settings.reg_images,
+            adapters=adapters,
         )
-        self.worker = Worker(self.queue, self.journal, pipeline, max_attempts=MAX_ATTEMPTS)
+        generate = GeneratePipeline(resident=resident, store=self.store, adapters=adapters)
+        runner = JobRunner(distill=distill, generate=generate)
+        self.worker = Worker(self.queue, self.journal, runner, max_attempts=MAX_ATTEMPTS)
         worker = self.worker
         logs.set_worker_lookup(lambda: worker.current)
         await asyncio.to_thread(self.core.recover, MAX_ATTEMPTS)
-        self.core.attach(self.worker, NameMinter(resident.tokenizer), str(resident.device))
+        generation = GenerationDefaults(
+            resolution=resident.resolution,
+            size_multiple=resident.size_multiple,
+            steps=resident.sample_steps,
+            adapt_available=resident.ip_adapter is not None,
+        )
+        self.core.attach(self.worker, NameMinter(resident.tokenizer), str(resident.device), generation=generation)
         self.worker.start()
         await asyncio.to_thread(self.worker.announce_positions)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

@@ -15,8 +15,8 @@ import grpc
 from distillery.v1 import distillery_pb2 as pb
 from distillery.v1 import distillery_pb2_grpc as pb_grpc
 
-from daemon.errors import BadImage, BadInput, DistilleryError
-from daemon.jobs.model import Event, JobState, Requester
+from daemon.errors import BadImage, BadInput, DistilleryError, NotFound
+from daemon.jobs.model import Event, JobKind, JobState, Requester
 from daemon.rpc import convert
 from daemon.service import Distillery, Submitted
 
@@ -114,17 +114,39 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
     def _event_to_pb(self, event: Event) -> pb.JobEvent:
         if event.kind != "finished":
             return convert.event_to_pb(event)
-        job = self._core.store.get_job(event.job_id)
-        lora = None
-        if job.state == JobState.SUCCEEDED:
-            lora = self._core.store.get_lora(job.lora_name)
-        return convert.event_to_pb(event, job, lora)
+        store = self._core.store
+        job = store.get_job(event.job_id)
+        lora, images = None, []
+        # What the job made may have been deleted since (a LoRA by its owner): the event still replays.
+        if job.state == JobState.SUCCEEDED and job.kind == JobKind.DISTILL:
+            try:
+                lora = store.get_lora(job.lora_name)
+            except NotFound:
+                lora = None
+        elif job.state == JobState.SUCCEEDED:
+            for name in job.outputs:
+                meta = store.get_image_meta(name)
+                images.append(
+                    convert.image_info_to_pb(meta, meta.info.get("width", 0), meta.info.get("height", 0))
+                )
+        return convert.event_to_pb(event, job, lora, images)
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.JobEvent]:
+        requester = convert.requester_from_pb(request.requester)
+        try:
+            submitted = await self._core.generate(
+                convert.serve_request_from_pb(request.spec), requester, request.idempotency_key
+            )
+        except DistilleryError as error:
+            await _abort(context, error)
+        async for event in self._follow(submitted.job.id, 0, submitted.job.owner, context):
+            yield event
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
-    async def GetJob(
-        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> pb.Job:
+    async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]) -> pb.Job:
         requester = convert.requester_from_pb(request.requester)
         return convert.job_to_pb(await self._run(context, self._core.visible_job, request.job_id, requester))
 
@@ -182,6 +204,41 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         data = await self._run(context, self._core.image, request.name, requester)
         for chunk in _chunks(request.name, data):
             yield chunk
+
+    async def GetImageInfo(
+        self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.ImageInfo:
+        requester = convert.requester_from_pb(request.requester)
+        meta, width, height = await self._run(context, self._core.image_info, request.name, requester)
+        return convert.image_info_to_pb(meta, width, height)
+
+    async def UpdateLora(
+        self, request: pb.UpdateLoraRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.Lora:
+        requester = convert.requester_from_pb(request.requester)
+        lora = await self._run(
+            context,
+            self._core.update_lora,
+            request.name,
+            requester,
+            request.public if request.HasField("public") else None,
+            request.description if request.HasField("description") else None,
+            request.show_image if request.HasField("show_image") else None,
+        )
+        return convert.lora_to_pb(lora)
+
+    async def DeleteLora(
+        self, request: pb.DeleteLoraRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.DeleteLoraReply:
+        requester = convert.requester_from_pb(request.requester)
+        image_deleted = await self._run(context, self._core.delete_lora, request.name, requester)
+        return pb.DeleteLoraReply(name=request.name, image_deleted=image_deleted)
+
+    async def GetUserStats(
+        self, request: pb.GetUserStatsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.UserStats:
+        requester = convert.requester_from_pb(request.requester)
+        return convert.user_stats_to_pb(await self._run(context, self._core.user_stats, requester))
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[object, object]

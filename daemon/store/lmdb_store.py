@@ -9,7 +9,7 @@ jobs       job id                                          Job as JSON
 events     job id + "/" + seq (8 bytes, big-endian)        Event as JSON
 names      LoRA name                                       job id; never deleted, so never reused
 idem       owner key + NUL + idempotency key               job id
-images     "<name>.png"                                    {"owner", "sha256", "size"} as JSON
+images     "<name>.png" or "<job id>-<n>.png"              {"owner", "sha256", "size", "job", ...} JSON
 loras      LoRA name                                       LoraRecord as JSON
 blobs      blob key + NUL + chunk index (4 bytes)          up to 256 KiB of a blob
 meta       counter name                                    integer as text
@@ -22,13 +22,14 @@ Every method is one transaction under one lock: transactions never cross threads
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import lmdb
 
@@ -43,6 +44,9 @@ from daemon.jobs.model import (
     lora_from_json,
     to_json,
 )
+
+if TYPE_CHECKING:
+    from daemon.jobs.worker import OutputImage
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,23 @@ class StoredImage:
     owner_key: str
     sha256: str
     size: int
+    job_id: str = ""  # the job that brought (source) or made (generated) it
+    generated: bool = False
+    # Generated images: "seed", "width", "height", "parameters", "loras" (see worker.OutputImage).
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _image_meta(name: str, raw: bytes) -> StoredImage:
+    meta = json.loads(raw)
+    return StoredImage(
+        name=name,
+        owner_key=meta["owner"],
+        sha256=meta["sha256"],
+        size=meta["size"],
+        job_id=meta.get("job", ""),
+        generated=bool(meta.get("generated", False)),
+        info=meta.get("info", {}),
+    )
 
 
 def _event_key(job_id: str, seq: int) -> bytes:
@@ -175,10 +196,16 @@ class Store:
                 if existing is not None:
                     return self._job(txn, bytes(existing).decode())
                 txn.put(self._idem_key(job), job.id.encode(), db=self._db["idem"])
-            if not txn.put(job.lora_name.encode(), job.id.encode(), db=self._db["names"], overwrite=False):
+            names = self._db["names"]
+            if job.lora_name and not txn.put(job.lora_name.encode(), job.id.encode(), db=names, overwrite=False):
                 raise Conflict(f"The name {job.lora_name} is taken.")
             if image_png is not None:
-                meta = {"owner": job.owner.owner_key, "sha256": image_sha256, "size": len(image_png)}
+                meta = {
+                    "owner": job.owner.owner_key,
+                    "sha256": image_sha256,
+                    "size": len(image_png),
+                    "job": job.id,
+                }
                 txn.put(job.image_name.encode(), json.dumps(meta).encode(), db=self._db["images"])
                 self._put_blob(txn, f"image/{job.image_name}", image_png)
             job.last_seq = first_event.seq
@@ -225,13 +252,31 @@ class Store:
 
         self._write(txn_fn)
 
-    def finish_job(self, job: Job, event: Event, lora: LoraRecord | None, lora_file: bytes | None) -> None:
-        """Record a job's last event with its LoRA (when it made one), all or nothing."""
+    def finish_job(
+        self,
+        job: Job,
+        event: Event,
+        lora: LoraRecord | None,
+        lora_file: bytes | None,
+        images: Sequence[OutputImage] = (),
+    ) -> None:
+        """Record a job's last event with its LoRA or its images (when it made any), all or nothing."""
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             if lora is not None and lora_file is not None:
                 txn.put(lora.name.encode(), to_json(lora), db=self._db["loras"])
                 self._put_blob(txn, f"lora/{lora.name}", lora_file)
+            for image in images:
+                meta = {
+                    "owner": job.owner.owner_key,
+                    "sha256": hashlib.sha256(image.png).hexdigest(),
+                    "size": len(image.png),
+                    "job": job.id,
+                    "generated": True,
+                    "info": image.info,
+                }
+                txn.put(image.name.encode(), json.dumps(meta).encode(), db=self._db["images"])
+                self._put_blob(txn, f"image/{image.name}", image.png)
             job.last_seq = event.seq
             txn.put(_event_key(job.id, event.seq), to_json(event), db=self._db["events"])
             txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
@@ -294,10 +339,19 @@ class Store:
             raw = txn.get(name.encode(), db=self._db["images"])
             if raw is None:
                 raise NotFound(f"There is no stored image {name}.")
-            meta = json.loads(bytes(raw))
-            return StoredImage(name=name, owner_key=meta["owner"], sha256=meta["sha256"], size=meta["size"])
+            return _image_meta(name, bytes(raw))
 
         return self._read(txn_fn)
+
+    def put_image(self, name: str, owner_key: str, png: bytes, sha256: str, job_id: str = "") -> None:
+        """Store an image that no job record carries (an --adapt picture fetched for a generation)."""
+        meta = {"owner": owner_key, "sha256": sha256, "size": len(png), "job": job_id}
+
+        def txn_fn(txn: lmdb.Transaction) -> None:
+            txn.put(name.encode(), json.dumps(meta).encode(), db=self._db["images"])
+            self._put_blob(txn, f"image/{name}", png)
+
+        self._write(txn_fn)
 
     def get_image(self, name: str) -> bytes:
         """The stored PNG, or NotFound."""
@@ -327,6 +381,39 @@ class Store:
     def loras(self) -> list[LoraRecord]:
         """Every LoRA, by name."""
         return self._read(lambda txn: [lora_from_json(bytes(v)) for _, v in txn.cursor(db=self._db["loras"])])
+
+    def update_lora(self, name: str, mutate: Callable[[LoraRecord], None]) -> LoraRecord:
+        """Change a LoRA record in one transaction (read, mutate, write), or NotFound."""
+
+        def txn_fn(txn: lmdb.Transaction) -> LoraRecord:
+            raw = txn.get(name.encode(), db=self._db["loras"])
+            if raw is None:
+                raise NotFound(f"There is no LoRA called {name}.")
+            lora = lora_from_json(bytes(raw))
+            mutate(lora)
+            txn.put(name.encode(), to_json(lora), db=self._db["loras"])
+            return lora
+
+        return self._write(txn_fn)
+
+    def delete_lora(self, name: str) -> bool:
+        """Remove a LoRA, its file and its source image in one transaction; True when the image went too.
+
+        The name stays in ``names``, so it is never minted again.
+        """
+
+        def txn_fn(txn: lmdb.Transaction) -> bool:
+            raw = txn.get(name.encode(), db=self._db["loras"])
+            if raw is None:
+                raise NotFound(f"There is no LoRA called {name}.")
+            lora = lora_from_json(bytes(raw))
+            txn.delete(name.encode(), db=self._db["loras"])
+            self._delete_blob(txn, f"lora/{name}")
+            image_deleted = txn.delete(lora.image_name.encode(), db=self._db["images"])
+            self._delete_blob(txn, f"image/{lora.image_name}")
+            return bool(image_deleted)
+
+        return self._write(txn_fn)
 
     # -- regularization sets (the RegCache protocol) --------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The Slack bot's listeners on a slack-bolt AsyncApp: /distill, image uploads, the Cancel button.
+"""The Slack bot's listeners on a slack-bolt AsyncApp: /distill, image uploads, the Cancel button, and the
+commands that use and manage LoRAs (their work is in serve.py and library.py).
 
 Every listener answers Slack at once (a slash command within its 3 s, events and button clicks immediately)
 and leaves the long work to tasks: submitting, following the job for minutes, posting results. The sync App
@@ -16,7 +17,8 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
@@ -24,13 +26,14 @@ import grpc
 from distillery.v1 import distillery_pb2 as pb
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from frontends.client import DaemonClient, DaemonError
 from frontends.commands import UsageError, parse_distill
 from frontends.render import jobs_text
-from frontends.slack import blocks
+from frontends.slack import blocks, library, serve
 from frontends.slack.daemon import Daemon, slack_requester
 from frontends.slack.files import UNREADABLE, FileRefused, SlackFile, check_file, download, new_session
 from frontends.slack.jobs import Followers, source_image
@@ -48,11 +51,39 @@ COMMAND = "/distill"
 _DISTILL_WORD = re.compile(r"(?:^|\s)/distill(?=\s|$)", re.IGNORECASE)
 # Slack wraps links in message text as <https://...> or <https://...|label>.
 _SLACK_LINK = re.compile(r"<(https?://[^>|\s]+)(?:\|[^>]*)?>")
+# Desktop clients' smart punctuation turns "--lora" into an em dash and quotes into curly ones.
+_SMART_PUNCTUATION = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+_DASH_OPTION = re.compile(r"(?:^|(?<=\s))[\u2014\u2013](?=[a-z])")
 
 
 def plain_words(text: str) -> str:
     """Slack's message markup back to what the user typed: unwrap links, undo its three HTML escapes."""
     return html.unescape(_SLACK_LINK.sub(r"\1", text))
+
+
+def command_words(text: str) -> str:
+    """plain_words, with smart quotes and an em dash before an option turned back into what was meant."""
+    return _DASH_OPTION.sub("--", plain_words(text).translate(_SMART_PUNCTUATION)).strip()
+
+
+@dataclass(frozen=True)
+class SlashCommand:
+    """A slash command past the allow-lists: who asked from where, the words, and Slack's id of the request."""
+
+    requester: pb.Requester
+    text: str
+    trigger_id: str = ""
+
+
+CommandHandler = Callable[["SlackBot", AsyncAck, SlashCommand], Awaitable[None]]
+# The commands besides /distill, each answered in the ack by its handler (see serve.py and library.py).
+COMMANDS: dict[str, CommandHandler] = {
+    "/serve": serve.on_serve,
+    "/info": library.on_info,
+    "/loras": library.on_loras,
+    "/lora": library.on_lora,
+    "/stats": library.on_stats,
+}
 
 
 class RecentKeys:
@@ -193,6 +224,9 @@ class SlackBot:
         async def on_distill(ack: AsyncAck, command: dict[str, Any]) -> None:
             await self.on_command(ack, command)
 
+        for name, handler in COMMANDS.items():
+            app.command(name)(self._slash_listener(handler))
+
         @app.event("message")
         async def on_message(event: dict[str, Any], body: dict[str, Any]) -> None:
             # Every message of the channels the bot is in arrives here; only uploads with /distill matter.
@@ -206,9 +240,76 @@ class SlackBot:
             requester = slack_requester(team, body["user"]["id"], (body.get("channel") or {}).get("id", ""))
             self.spawn(self.cancel(str(action.get("value", "")), requester), requester)
 
+        @app.action(blocks.DELETE_ACTION)
+        async def on_delete(
+            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+        ) -> None:
+            await ack()
+            requester = self._clicker(body)
+            if requester is not None:
+                self.spawn(
+                    library.delete_clicked(self, requester, str(action.get("value", "")), respond), requester
+                )
+
+        @app.action(blocks.KEEP_ACTION)
+        async def on_keep(
+            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+        ) -> None:
+            await ack()
+            requester = self._clicker(body)
+            if requester is not None:
+                self.spawn(library.keep_clicked(self, requester, str(action.get("value", "")), respond), requester)
+
+        @app.shortcut(blocks.INFO_SHORTCUT)
+        async def on_info_shortcut(ack: AsyncAck, body: dict[str, Any]) -> None:
+            await ack()
+            requester = self._clicker(body)
+            if requester is not None:
+                self.spawn(library.info_of_message(self, requester, body.get("message") or {}), requester)
+
         @app.error
         async def on_error(error: Exception, body: dict[str, Any]) -> None:
             self.report(error, _requester_of(body))
+
+    def _slash_listener(self, handler: CommandHandler) -> Callable[[AsyncAck, dict[str, Any]], Awaitable[None]]:
+        """A slash command's listener: the allow-lists exactly as for /distill, then the handler."""
+
+        async def listener(ack: AsyncAck, command: dict[str, Any]) -> None:
+            team, user = command.get("team_id", ""), command.get("user_id", "")
+            channel = command.get("channel_id", "")
+            if not self.allowed(team, channel, user):
+                await ack(blocks.NOT_ALLOWED)
+                return
+            request = SlashCommand(
+                requester=slack_requester(team, user, channel),
+                text=command_words(command.get("text") or ""),
+                trigger_id=str(command.get("trigger_id") or ""),
+            )
+            await handler(self, ack, request)
+
+        return listener
+
+    def _clicker(self, body: dict[str, Any]) -> pb.Requester | None:
+        """Who clicked a button or shortcut, when the allow-lists admit them (else they are told so)."""
+        requester = _requester_of(body)
+        if requester is None:
+            return None
+        if not self.allowed(requester.workspace, requester.chat, requester.user):
+            self.spawn(self.tell(requester, blocks.NOT_ALLOWED))
+            return None
+        return requester
+
+    def track(self, task: asyncio.Task[T]) -> None:
+        """Keep a task started elsewhere until it ends (close() cancels it with the others)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def within_ack(self, work: Awaitable[str]) -> str:
+        """The text of an ack that needs the daemon: its answer, its refusal, or a note that it was slow."""
+        try:
+            return await self._within_ack(work)
+        except DaemonError as error:
+            return error.message
 
     async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         """/distill help | jobs | <url> [--class ...] [--noflip]: answered in the ack, within Slack's 3 s."""
@@ -216,7 +317,7 @@ class SlackBot:
         if not self.allowed(team, channel, user):
             await ack(blocks.NOT_ALLOWED)
             return
-        text = plain_words(command.get("text") or "").strip()
+        text = command_words(command.get("text") or "")
         word = text.split(maxsplit=1)[0].lower() if text else ""
         if word in ("", "help", "-h", "--help"):
             await ack(blocks.usage_text())

@@ -13,10 +13,13 @@ from typing import Any
 
 from distillery.v1 import distillery_pb2 as pb
 
-from frontends.commands import DISTILL_USAGE
-from frontends.render import JobView, message_text
+from frontends.commands import DISTILL_USAGE, LORA_USAGE, SERVE_USAGE
+from frontends.render import INFO_HINT, JobView, generation_title, message_text
 
 CANCEL_ACTION = "distill_cancel"
+DELETE_ACTION = "lora_delete"
+KEEP_ACTION = "lora_keep"
+INFO_SHORTCUT = "image_info"
 # Slack refuses a section whose text is longer than 3000 characters.
 _SECTION_LIMIT = 3000
 
@@ -31,7 +34,14 @@ NO_IMAGE = "That upload has no image in it; attach a JPEG, PNG or WebP photo."
 _SLACK_USAGE = (
     "Or upload a photo with /distill (and any options) in the message text; start the message with a word, "
     "e.g. `me /distill --class woman`, so that Slack does not take it for a command.\n"
-    "`/distill jobs` lists your jobs; `/distill help` shows this."
+    "`/distill jobs` lists your jobs; `/distill help` shows this.\n"
+    "`/serve <prompt> --lora <name>` makes pictures with LoRAs; `/loras` lists them, `/lora <name>` shows "
+    "one, `/info <image name>` tells how a picture was made, `/stats` counts what you made."
+)
+# Telegram users reply /info to a picture; Slack has no replies to files, so the summary says what works here.
+_SLACK_INFO = (
+    "/info <image name> (the name starts each picture's comment) or the picture's ... menu > Image info "
+    "shows all its parameters."
 )
 
 
@@ -48,9 +58,28 @@ def usage_text() -> str:
     return "\n".join(lines)
 
 
-def usage_error_text(problem: str) -> str:
-    """A command the bot could not read: what was wrong, then how to say it."""
-    return f"{problem}\n\n{usage_text()}"
+def usage_error_text(problem: str, usage: str = "") -> str:
+    """A command the bot could not read: what was wrong, then how to say it (/distill's usage by default)."""
+    return f"{problem}\n\n{usage or usage_text()}"
+
+
+def serve_usage_text() -> str:
+    """/serve's usage; the shared text fits Slack as it is."""
+    return SERVE_USAGE
+
+
+def lora_usage_text() -> str:
+    """/lora's usage; the shared text fits Slack as it is."""
+    return LORA_USAGE
+
+
+def generation_accepted_text(view: JobView, queue_position: int, duplicate: bool) -> str:
+    """The ack of a /serve: what will be made and where the job stands in the queue."""
+    title = generation_title(view)
+    if duplicate:
+        return f"That request is already running: {title[0].lower()}{title[1:]}."
+    where = "It is next in the queue." if queue_position <= 1 else f"It is number {queue_position} in the queue."
+    return f"{title}. {where} Progress will appear in this channel."
 
 
 def accepted_text(reply: pb.SubmitReply) -> str:
@@ -83,8 +112,9 @@ def _context(markdown: str) -> Block:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
 
 
-def cancel_button(job_id: str) -> Block:
+def cancel_button(job_id: str, generating: bool = False) -> Block:
     """The owner's Cancel button; the confirmation keeps a stray click from killing minutes of training."""
+    outcome = "Generation stops and no picture is kept." if generating else "Training stops and nothing is saved."
     return {
         "type": "actions",
         "block_id": "distill_actions",
@@ -97,7 +127,7 @@ def cancel_button(job_id: str) -> Block:
                 "text": {"type": "plain_text", "text": "Cancel"},
                 "confirm": {
                     "title": {"type": "plain_text", "text": "Cancel this job?"},
-                    "text": {"type": "plain_text", "text": "Training stops and nothing is saved."},
+                    "text": {"type": "plain_text", "text": outcome},
                     "confirm": {"type": "plain_text", "text": "Cancel it"},
                     "deny": {"type": "plain_text", "text": "Keep going"},
                 },
@@ -111,11 +141,47 @@ def job_content(view: JobView, owner: str, note: str = "") -> Content:
 
     ``note`` is a passing remark such as "reconnecting to the trainer"; it is shown under the progress.
     """
-    text = message_text(view)
+    text = _slack_wording(message_text(view))
     blocks = [_plain_section(text), _context(f"Requested by <@{owner}>")] if owner else [_plain_section(text)]
     if not view.finished:
         if note:
             blocks.append(_context(note))
         if view.job_id:
-            blocks.append(cancel_button(view.job_id))
+            blocks.append(cancel_button(view.job_id, view.generating))
     return Content(text=text, blocks=blocks)
+
+
+def _slack_wording(text: str) -> str:
+    lines = [_SLACK_INFO if line == INFO_HINT else line for line in text.splitlines()]
+    return "\n".join(lines)
+
+
+def delete_confirmation(name: str, owner: str) -> list[Block]:
+    """The ephemeral question before /lora <name> --delete; the buttons carry the name and who asked."""
+    value = f"{owner}:{name}"
+    text = (
+        f"Delete {name}? The LoRA and its source picture are removed for good, "
+        "and the name is never given out again."
+    )
+    return [
+        _plain_section(text),
+        {
+            "type": "actions",
+            "block_id": "lora_delete_actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": DELETE_ACTION,
+                    "value": value,
+                    "style": "danger",
+                    "text": {"type": "plain_text", "text": "Delete"},
+                },
+                {
+                    "type": "button",
+                    "action_id": KEEP_ACTION,
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Keep"},
+                },
+            ],
+        },
+    ]

@@ -47,25 +47,55 @@ class Daemon(Protocol):
 
     async def get_image(self, name: str, requester: pb.Requester) -> bytes: ...
 
+    def generate(
+        self, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str = ""
+    ) -> AsyncIterator[pb.JobEvent]: ...
+
+    async def image_info(self, name: str, requester: pb.Requester) -> pb.ImageInfo: ...
+
+    async def get_lora(self, name: str, requester: pb.Requester) -> pb.Lora: ...
+
+    async def list_loras(self, requester: pb.Requester, include_public: bool = True) -> list[pb.Lora]: ...
+
+    async def update_lora(
+        self,
+        name: str,
+        requester: pb.Requester,
+        *,
+        public: bool | None = None,
+        description: str | None = None,
+        show_image: bool | None = None,
+    ) -> pb.Lora: ...
+
+    async def delete_lora(self, name: str, requester: pb.Requester) -> pb.DeleteLoraReply: ...
+
+    async def download_lora(self, name: str, requester: pb.Requester) -> bytes: ...
+
+    async def user_stats(self, requester: pb.Requester) -> pb.UserStats: ...
+
 
 @dataclass(frozen=True)
 class ClientState:
     """The bot's note on a job: where its progress message is and the last event it shows.
 
     Kept in the daemon (Job.client_state) so a restarted bot finds every message it must keep updating
-    without any state of its own. ``done`` marks a job whose final message is already shown.
+    without any state of its own. ``done`` marks a job whose final message is already shown; ``images``
+    counts a generation's pictures already uploaded, so a restart in the middle uploads none twice.
     """
 
     channel: str
     ts: str
     seq: int = 0
     done: bool = False
+    images: int = 0
 
     def encode(self) -> bytes:
         """Compact JSON, far below the daemon's 4 KiB limit."""
         note: dict[str, object] = {"channel": self.channel, "ts": self.ts, "seq": self.seq}
         if self.done:
             note["done"] = True
+        if self.images:
+            note["images"] = self.images
         return json.dumps(note, separators=(",", ":")).encode()
 
     @classmethod
@@ -77,8 +107,9 @@ class ClientState:
             note = json.loads(data)
             channel, ts = note["channel"], note["ts"]
             seq, done = int(note.get("seq", 0)), bool(note.get("done", False))
+            images = int(note.get("images", 0))
         except (ValueError, KeyError, TypeError):
             return None
         if not isinstance(channel, str) or not isinstance(ts, str) or not channel or not ts:
             return None
-        return cls(channel=channel, ts=ts, seq=max(seq, 0), done=done)
+        return cls(channel=channel, ts=ts, seq=max(seq, 0), done=done, images=max(images, 0))

@@ -3,12 +3,14 @@
 A job lives in the daemon, never in a stream: the follower watches it from the last event it showed, and when
 the stream breaks (the daemon restarted, a network hiccup) it watches again from there with a growing pause,
 showing a "reconnecting" line meanwhile. After each edit it writes its re-attach note (channel, message ts,
-sequence shown) onto the job, which is all a restarted bot needs to pick the message up again.
+sequence shown) onto the job, which is all a restarted bot needs to pick the message up again. A finished
+generation's pictures go into the message's thread, one upload each, counted in the note as they go.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -18,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from frontends.client import DaemonError
-from frontends.render import JobView
+from frontends.render import JobView, image_caption
 from frontends.slack.blocks import Content, job_content
 from frontends.slack.daemon import ClientState, Daemon, platform_requester
 from frontends.slack.progress import ChannelPacer, LiveMessage, Sleep, paced_call
@@ -82,13 +84,18 @@ class Followers:
         """The owner of a job this process follows (None for jobs it does not know)."""
         return self._owners.get(job_id)
 
-    def start(self, job: pb.Job, queue_position: int = 0) -> None:
-        """Post a new job message in the owner's channel (their DM if the bot cannot post there) and follow."""
+    def start(self, job: pb.Job, queue_position: int = 0, generate: pb.GenerateSpec | None = None) -> None:
+        """Post a new job message in the owner's channel (their DM if the bot cannot post there) and follow.
+
+        ``generate`` is the request as sent, for a generation job whose record does not carry it.
+        """
         if job.id in self._tasks:
             return
         view = JobView()
         view.apply_job(job)
         view.queue_position = queue_position
+        if view.generate is None and generate is not None:
+            view.generate = generate
         self._spawn(job, self._post_and_follow(job, view))
 
     def resume(self, job: pb.Job, state: ClientState) -> None:
@@ -187,10 +194,18 @@ class Followers:
         live = LiveMessage(self.client, self.pacer, state.channel, state.ts, shown=shown, on_shown=record)
         try:
             if await self._watch_until_finished(job.id, view, live, owner):
+                if view.generating and not view.images and job.output_images:
+                    # Resumed from the job record (it ended while the bot was away): no FINISHED event.
+                    view.images = await self._image_infos(job)
                 live.show(job_content(view, owner), view.last_seq)
                 await live.flush()
-                await self._post_result_image(view, state)
-                await self._save(job.id, ClientState(state.channel, state.ts, view.last_seq, done=True))
+                images = 0
+                if view.generating:
+                    images = await self._post_images(job, view, state)
+                else:
+                    await self._post_result_image(view, state)
+                final = ClientState(state.channel, state.ts, view.last_seq, done=True, images=images)
+                await self._save(job.id, final)
             else:
                 await live.flush()
         finally:
@@ -218,6 +233,44 @@ class Followers:
             await self._sleep(pause)
             pause = min(pause * 2, longest)
         return True
+
+    async def _post_images(self, job: pb.Job, view: JobView, state: ClientState) -> int:
+        """Upload a finished generation's pictures into the job message's thread, each with its caption;
+        returns how many are done with."""
+        if view.state != pb.JOB_STATE_SUCCEEDED:
+            return 0
+        # The note counts uploads already made: a job resumed after a restart continues after them.
+        for number in range(state.images, len(view.images)):
+            info = view.images[number]
+            name = info.name
+            try:
+                # Generated images are private to their owner, like source images.
+                data = await self.daemon.get_image(name, job.owner)
+                upload = functools.partial(
+                    self.client.files_upload_v2,
+                    channel=state.channel,
+                    thread_ts=state.ts,
+                    file=data,
+                    filename=name,
+                    title=name,
+                    initial_comment=image_caption(info),
+                )
+                await paced_call(self.pacer, state.channel, upload)
+            except (DaemonError, SlackApiError) as error:
+                # The other pictures may still make it; /info and GetImage keep this one available.
+                log.warning("job %s: could not post %s: %s", view.job_id, name, error)
+            await self._save(job.id, ClientState(state.channel, state.ts, view.last_seq, images=number + 1))
+        return max(len(view.images), state.images)
+
+    async def _image_infos(self, job: pb.Job) -> list[pb.ImageInfo]:
+        infos = []
+        for name in job.output_images:
+            try:
+                infos.append(await self.daemon.image_info(name, job.owner))
+            except DaemonError as error:
+                log.warning("job %s: no facts about %s: %s", job.id, name, error.message)
+                infos.append(pb.ImageInfo(name=name))
+        return infos
 
     async def _post_result_image(self, view: JobView, state: ClientState) -> None:
         if self.result_image is None or view.state != pb.JOB_STATE_SUCCEEDED:

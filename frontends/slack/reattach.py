@@ -3,7 +3,8 @@
 The daemon keeps the bot's note on each job (channel, message ts, last sequence shown), so the bot asks the
 daemon, not its own disk. Active jobs are resumed from their note; a job accepted just before the bot died,
 before its message was posted, gets a new message in its channel; a job that finished while the bot was down
-gets its final message. The daemon may itself be down when the bot starts, so this retries until it answers.
+gets its final message, and a generation the pictures not uploaded yet. The daemon may itself be down when
+the bot starts, so this retries until it answers.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ def _pick_up(job: pb.Job, followers: Followers) -> bool:
         log.info("job %s: posting the message a previous run did not get to", job.id)
         followers.start(job)
         return True
-    if state.done or (finished and state.seq >= job.last_seq):
+    if state.done:
+        return False
+    # A generation whose final message is shown may still owe pictures (the bot stopped while uploading).
+    owes_images = job.kind == pb.JOB_KIND_GENERATE and job.state == pb.JOB_STATE_SUCCEEDED
+    if finished and state.seq >= job.last_seq and not owes_images:
         return False
     log.info("job %s: re-attaching to %s/%s after event %d", job.id, state.channel, state.ts, state.seq)
     followers.resume(job, state)

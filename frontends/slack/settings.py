@@ -58,6 +58,9 @@ class SlackSettings:
     ack_wait: float = 2.0
     # Same cap as the daemon's image limit; bigger uploads are refused before they are downloaded.
     max_image_bytes: int = 20 * _MIB
+    # /lora <name> --download uploads at most this much. Slack takes files up to 1 GB, but the bot holds the
+    # whole file in memory to upload it; an SD 1.5 LoRA is tens of MB, and bigger ones go through the CLI.
+    max_upload_bytes: int = 200 * _MIB
     # What to upload under a finished job: nothing yet, or the stored source picture the LoRA was trained on
     # (the daemon has no generated previews yet; this is the hook they will use).
     result_image: ResultImage = "none"

@@ -6,6 +6,10 @@ caption ``/distill`` (Telegram does not treat captions as commands, so a Message
 job is followed by a task of its own, so a multi-minute job never holds a handler. Expected mistakes raise
 UsageError, Refusal or DaemonError and one error handler turns each into a reply.
 
+``/serve <prompt> [options]`` takes the same road: the Generate stream's first event (ACCEPTED) names the job,
+the progress message follows it (reading the rest of that stream first), and a finished generation's images go
+to the chat captioned with their names. /info, /loras, /lora and /stats live in ``library``.
+
 Redelivered updates: the idempotency key is the chat and message id, so the daemon returns the first job
 (``duplicate``); a duplicate that already has a progress message (its ClientState) is left alone.
 """
@@ -13,11 +17,14 @@ Redelivered updates: the idempotency key is the chat and message id, so the daem
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import re
 import time
 from collections import OrderedDict
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 import grpc
 from distillery.v1 import distillery_pb2 as pb
@@ -25,6 +32,7 @@ from telegram import (
     Chat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputMediaPhoto,
     Message,
     ReplyParameters,
     Update,
@@ -44,8 +52,17 @@ from telegram.ext import (
 )
 
 from frontends.client import DaemonClient, DaemonError
-from frontends.commands import DISTILL_USAGE, DistillArgs, UsageError, parse_distill
-from frontends.render import JobView, jobs_text, progress_text, summary_text
+from frontends.commands import (
+    DISTILL_USAGE,
+    LORA_USAGE,
+    SERVE_USAGE,
+    DistillArgs,
+    UsageError,
+    parse_distill,
+    parse_serve,
+)
+from frontends.render import JobView, image_caption, jobs_text, progress_text, summary_text
+from frontends.telegram.library import INFO_USAGE, LoraCommands
 from frontends.telegram.media import ImageRef, Refusal, download, image_of
 from frontends.telegram.progress import Clock, LiveMessage, Pacer, Shown, Sleep
 from frontends.telegram.reattach import ClientState, Follower, unfinished_jobs
@@ -54,6 +71,7 @@ from frontends.telegram.trainer import NoPreview, PreviewSource, Trainer, reques
 from frontends.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What ApplicationBuilder().build() makes, spelled out so that application.bot is typed.
 TelegramApp = Application[
@@ -66,15 +84,23 @@ TelegramApp = Application[
 ]
 
 HELP_TEXT = (
-    "I distill a LoRA of a person from one portrait.\n\n"
+    "I distill a LoRA of a person from one portrait, and generate pictures with it.\n\n"
     f"{DISTILL_USAGE}\n\n"
+    f"{SERVE_USAGE}\n\n"
+    "/info - reply it to one of my pictures (or /info <image name>) for how it was made\n"
+    "/loras - your LoRAs and the public ones\n"
+    f"{LORA_USAGE}\n\n"
     "/jobs - your jobs and their state\n"
+    "/stats - your numbers\n"
     "/help - this text\n\n"
     "While a job runs, its message shows the progress; the Cancel button under it stops the job."
 )
 NOT_OWNER = "Only the person who started this job can cancel it."
 UNEXPECTED = "Something went wrong on my side; please try again."
 FETCHING = "Fetching your picture..."
+STARTING = "Sending your request to the generator..."
+# Telegram's limit for a photo upload; bigger images go as files.
+PHOTO_LIMIT = 10 * 1024 * 1024
 # Seconds of download and submit after which the user gets a placeholder reply rather than silence.
 PLACEHOLDER_AFTER = 0.8
 # A caption that starts with the command, optionally addressed to a bot (groups): "/distill@mybot --noflip".
@@ -86,6 +112,21 @@ _RECENT_KEYS = 10_000
 
 def cancel_keyboard(job_id: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup([[InlineKeyboardButton("Cancel", callback_data=f"cancel:{job_id}")]])
+
+
+def usage_for(update: object) -> str:
+    """The usage text of the command an update carries (that of /distill when it is none of the others)."""
+    message = update.effective_message if isinstance(update, Update) else None
+    text = (message.text or message.caption or "") if message is not None else ""
+    command = text.split(maxsplit=1)[0].split("@")[0].lower() if text.strip() else ""
+    return {"/serve": SERVE_USAGE, "/lora": LORA_USAGE, "/info": INFO_USAGE}.get(command, DISTILL_USAGE)
+
+
+async def _close(events: AsyncIterator[pb.JobEvent]) -> None:
+    """Stop reading a Generate stream the bot no longer needs (the job goes on; only the stream ends)."""
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def command_words(text: str) -> str:
@@ -112,6 +153,7 @@ class DistilleryBot:
         self.clock = clock
         self.sleep = sleep
         self.pacer = Pacer(settings.private_edit_interval, settings.group_edit_interval, clock, sleep)
+        self.library = LoraCommands(self)
         self.application: TelegramApp = self._build_application()
         self.webhook: WebhookServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,6 +184,9 @@ class DistilleryBot:
             )
         )
         application.add_handler(CommandHandler("jobs", self.jobs, filters=messages))
+        application.add_handler(CommandHandler("serve", self.serve, filters=messages))
+        for handler in self.library.handlers(messages):
+            application.add_handler(handler)
         application.add_handler(CallbackQueryHandler(self.cancel_button, pattern=r"^cancel:"))
         application.add_error_handler(self.on_error)
         return application
@@ -235,8 +280,12 @@ class DistilleryBot:
         state: ClientState,
         view: JobView,
         shown: Shown | None,
+        events: AsyncIterator[pb.JobEvent] | None = None,
     ) -> None:
-        """Edit ``state.message`` as the job's events arrive, in a task of its own, until the final summary."""
+        """Edit ``state.message`` as the job's events arrive, in a task of its own, until the final summary.
+
+        ``events`` is the stream a generation came from, read before watching; then the images go to the chat.
+        """
         bot = self.application.bot
         keyboard = cancel_keyboard(job_id)
 
@@ -262,6 +311,7 @@ class DistilleryBot:
             offline_after=self.settings.offline_notice_after,
             clock=self.clock,
             sleep=self.sleep,
+            events=events,
         )
 
         async def run() -> None:
@@ -279,7 +329,9 @@ class DistilleryBot:
                         log.info("job %s: could not send the summary to chat %s: %s", job_id, state.chat, error)
                 # Done before the extras: after a crash here, a lost preview beats sending everything twice.
                 await self._save_state(job_id, watcher, note.finished(view.last_seq))
-                if view.state == pb.JOB_STATE_SUCCEEDED:
+                if view.state == pb.JOB_STATE_SUCCEEDED and view.generating:
+                    await self._send_images(view, owner, state.chat)
+                elif view.state == pb.JOB_STATE_SUCCEEDED:
                     await self._send_results(view, owner, state.chat)
             except asyncio.CancelledError:
                 await live.close()
@@ -322,23 +374,49 @@ class DistilleryBot:
             message = error.message if isinstance(error, DaemonError) else str(error)
             log.warning("job %s: could not send the results of %s: %s", view.job_id, view.lora_name, message)
 
+    async def _send_images(self, view: JobView, owner: pb.Requester, chat_id: int) -> None:
+        """A finished generation's images, captioned with their names (which /info looks up)."""
+        bot = self.application.bot
+        try:
+            pictures = [(info, await self.trainer.get_image(info.name, owner)) for info in view.images]
+            photos = [(info, data) for info, data in pictures if len(data) <= PHOTO_LIMIT]
+            if len(photos) == 1:
+                info, data = photos[0]
+                await self.pacer.call(chat_id, lambda: bot.send_photo(chat_id, data, caption=image_caption(info)))
+            elif photos:
+                media = [InputMediaPhoto(data, caption=image_caption(info)) for info, data in photos]
+                await self.pacer.call(chat_id, lambda: bot.send_media_group(chat_id, media))
+            # Telegram takes photos of up to 10 MB; a bigger PNG still arrives whole, as a file.
+            for info, data in pictures:
+                if len(data) > PHOTO_LIMIT:
+                    send = functools.partial(
+                        bot.send_document, chat_id, data, filename=info.name, caption=image_caption(info)
+                    )
+                    await self.pacer.call(chat_id, send)
+        except (DaemonError, TelegramError) as error:
+            message = error.message if isinstance(error, DaemonError) else str(error)
+            log.warning("job %s: could not send its images: %s", view.job_id, message)
+            with contextlib.suppress(TelegramError):
+                text = f"I could not send the images: {message}"
+                await self.pacer.call(chat_id, lambda: bot.send_message(chat_id, text))
+
     # -- handlers -------------------------------------------------------------------------------------------
 
     async def help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/start and /help."""
         if update.effective_message is not None:
-            await self._reply(update.effective_message, HELP_TEXT)
+            await self.reply(update.effective_message, HELP_TEXT)
 
     async def jobs(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/jobs: the user's jobs, newest first."""
-        user, chat, message = self._origin(update)
-        self._check_allowed(user, chat)
+        user, chat, message = self.origin(update)
+        self.check_allowed(user, chat)
         jobs = await self.trainer.list_jobs(requester(user.id, chat.id), limit=15)
-        await self._reply(message, jobs_text(jobs))
+        await self.reply(message, jobs_text(jobs))
 
     async def distill_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """``/distill <url> [flags]``, or ``/distill [flags]`` as a reply to a photo."""
-        _, _, message = self._origin(update)
+        _, _, message = self.origin(update)
         replied = message.reply_to_message
         source = image_of(replied)
         if replied is not None and source is None and not command_words(message.text or ""):
@@ -347,7 +425,7 @@ class DistilleryBot:
 
     async def distill_caption(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """A photo or file whose caption is ``/distill [flags]``."""
-        _, _, message = self._origin(update)
+        _, _, message = self.origin(update)
         match = CAPTION_COMMAND.match(message.caption or "")
         if match is None:
             return
@@ -362,41 +440,19 @@ class DistilleryBot:
     async def _distill(
         self, update: Update, context: ContextTypes.DEFAULT_TYPE, words: str, source: ImageRef | None
     ) -> None:
-        user, chat, message = self._origin(update)
-        self._check_allowed(user, chat)
+        user, chat, message = self.origin(update)
+        self.check_allowed(user, chat)
         args = parse_distill(words, need_url=source is None)
-        key = f"tg:{chat.id}:{message.message_id}"
-        if key in self._recent_keys:
-            log.info("update for %s delivered again while handled here; ignored", key)
+        key = self._first_delivery(chat, message)
+        if key is None:
             return
-        self._recent_keys[key] = None
-        while len(self._recent_keys) > _RECENT_KEYS:
-            self._recent_keys.popitem(last=False)
-
         who = requester(user.id, chat.id)
         work = asyncio.ensure_future(self._fetch_and_submit(context.bot, who, args, source, key))
-        placeholder: Message | None = None
-        try:
-            # Fetching a slow link or a big photo can take seconds: answer within one anyway.
-            done, _ = await asyncio.wait({work}, timeout=PLACEHOLDER_AFTER)
-            if not done:
-                placeholder = await self._reply(message, FETCHING)
-            reply = await work
-        except (Refusal, DaemonError) as error:
-            if placeholder is None:
-                raise  # the error handler replies
-            text = error.message if isinstance(error, DaemonError) else str(error)
-            await self._edit_now(placeholder, text)
-            log.info("refused: %s", text)
+        answered = await self._answer_soon(message, work, FETCHING)
+        if answered is None:
             return
-        finally:
-            work.cancel()  # only does something when this handler itself is cancelled (the bot is stopping)
+        reply, placeholder = answered
         job = reply.job
-        if reply.duplicate and ClientState.decode(job.client_state) is not None:
-            log.info("job %s: the update for %s came again; it already has its message", job.id, key)
-            if placeholder is not None:
-                await self._edit_now(placeholder, "Already on it: see my first answer to this message.")
-            return
         view = JobView(
             job_id=job.id,
             lora_name=job.lora_name,
@@ -404,11 +460,89 @@ class DistilleryBot:
             stage=job.stage or pb.STAGE_QUEUED,
             queue_position=reply.queue_position,
         )
+        await self._confirm_and_follow(chat, message, who, job, view, placeholder, key)
+
+    async def serve(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/serve <prompt> [options]``: generate images, follow the job like a distillation, send the images."""
+        user, chat, message = self.origin(update)
+        self.check_allowed(user, chat)
+        spec = parse_serve(command_words(message.text or "")).to_spec()
+        key = self._first_delivery(chat, message)
+        if key is None:
+            return
+        who = requester(user.id, chat.id)
+        events = self.trainer.generate(spec, who, key)
+        work = asyncio.ensure_future(self._accepted(events, who))
+        answered = await self._answer_soon(message, work, STARTING)
+        if answered is None:
+            await _close(events)
+            return
+        (accepted, job), placeholder = answered
+        view = JobView(job_id=job.id, kind=pb.JOB_KIND_GENERATE, generate=spec)
+        view.apply(accepted)
+        if not await self._confirm_and_follow(chat, message, who, job, view, placeholder, key, events):
+            await _close(events)
+
+    async def _accepted(self, events: AsyncIterator[pb.JobEvent], who: pb.Requester) -> tuple[pb.JobEvent, pb.Job]:
+        """The ACCEPTED event that opens a Generate stream, and the job record (its note tells a redelivery)."""
+        async for event in events:
+            return event, await self.trainer.get_job(event.job_id, who)
+        raise DaemonError(grpc.StatusCode.UNKNOWN, "The trainer ended the request without an answer.")
+
+    def _first_delivery(self, chat: Chat, message: Message) -> str | None:
+        """A command's idempotency key (chat and message id), or None when this process already took it."""
+        key = f"tg:{chat.id}:{message.message_id}"
+        if key in self._recent_keys:
+            log.info("update for %s delivered again while handled here; ignored", key)
+            return None
+        self._recent_keys[key] = None
+        while len(self._recent_keys) > _RECENT_KEYS:
+            self._recent_keys.popitem(last=False)
+        return key
+
+    async def _answer_soon(
+        self, message: Message, work: asyncio.Future[T], waiting: str
+    ) -> tuple[T, Message | None] | None:
+        """Await ``work``, replying ``waiting`` when it takes long; None when its refusal went into that reply."""
+        placeholder: Message | None = None
+        try:
+            # Fetching a slow link or a big photo can take seconds: answer within one anyway.
+            done, _ = await asyncio.wait({work}, timeout=PLACEHOLDER_AFTER)
+            if not done:
+                placeholder = await self.reply(message, waiting)
+            return await work, placeholder
+        except (Refusal, DaemonError) as error:
+            if placeholder is None:
+                raise  # the error handler replies
+            text = error.message if isinstance(error, DaemonError) else str(error)
+            await self._edit_now(placeholder, text)
+            log.info("refused: %s", text)
+            return None
+        finally:
+            work.cancel()  # only does something when this handler itself is cancelled (the bot is stopping)
+
+    async def _confirm_and_follow(
+        self,
+        chat: Chat,
+        message: Message,
+        who: pb.Requester,
+        job: pb.Job,
+        view: JobView,
+        placeholder: Message | None,
+        key: str,
+        events: AsyncIterator[pb.JobEvent] | None = None,
+    ) -> bool:
+        """Show the progress message (or say a redelivered command is in hand) and follow the job."""
+        if ClientState.decode(job.client_state) is not None:
+            log.info("job %s: the update for %s came again; it already has its message", job.id, key)
+            if placeholder is not None:
+                await self._edit_now(placeholder, "Already on it: see my first answer to this message.")
+            return False
         text = progress_text(view)
         if placeholder is None:
             sent = await self.pacer.call(
                 chat.id,
-                lambda: context.bot.send_message(
+                lambda: self.application.bot.send_message(
                     chat.id,
                     text,
                     reply_markup=cancel_keyboard(job.id),
@@ -419,10 +553,11 @@ class DistilleryBot:
         else:
             sent = placeholder
             await self._edit_now(placeholder, text, cancel_keyboard(job.id))
-        log.info("job %s (%s): accepted for user %s in chat %s", job.id, job.lora_name, user.id, chat.id)
+        log.info("job %s (%s): accepted for user %s in chat %s", job.id, job.lora_name, who.user, chat.id)
         state = ClientState(bot=self.bot_id, chat=chat.id, message=sent.message_id)
         await self._save_state(job.id, who, state)
-        self.follow(job.id, who, who, state, view, shown=Shown(text, keyboard=True))
+        self.follow(job.id, who, who, state, view, shown=Shown(text, keyboard=True), events=events)
+        return True
 
     async def _fetch_and_submit(
         self, bot: ExtBot[None], who: pb.Requester, args: DistillArgs, source: ImageRef | None, key: str
@@ -478,7 +613,7 @@ class DistilleryBot:
         """The one place errors become replies: usage, refusals and daemon errors say what went wrong."""
         error = context.error
         if isinstance(error, UsageError):
-            text = f"{error}\n\n{DISTILL_USAGE}"
+            text = f"{error}\n\n{usage_for(update)}"
         elif isinstance(error, (Refusal, DaemonError)):
             text = error.message if isinstance(error, DaemonError) else str(error)
             log.info("refused: %s", text)
@@ -491,13 +626,13 @@ class DistilleryBot:
             if update.callback_query is not None:
                 await update.callback_query.answer(text[:200], show_alert=True)
             elif update.effective_message is not None:
-                await self._reply(update.effective_message, text)
+                await self.reply(update.effective_message, text)
         except TelegramError as send_error:
             log.warning("could not tell the chat about an error: %s", send_error)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    async def _reply(self, message: Message, text: str) -> Message:
+    async def reply(self, message: Message, text: str) -> Message:
         """Answer a message as a reply (quoted in groups, so it is clear whom the bot answers), paced."""
         chat_id = message.chat.id
         reply = ReplyParameters(message.message_id, allow_sending_without_reply=True)
@@ -508,13 +643,13 @@ class DistilleryBot:
         return sent
 
     @staticmethod
-    def _origin(update: Update) -> tuple[User, Chat, Message]:
+    def origin(update: Update) -> tuple[User, Chat, Message]:
         user, chat, message = update.effective_user, update.effective_chat, update.effective_message
         if user is None or chat is None or message is None:
             raise Refusal("I can only take this from a person in a chat.")
         return user, chat, message
 
-    def _check_allowed(self, user: User, chat: Chat) -> None:
+    def check_allowed(self, user: User, chat: Chat) -> None:
         if not self.settings.allows(user.id, chat.id):
             raise Refusal(
                 "You are not allowed to use this bot. Ask its operator to add your "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
 import grpc
@@ -108,8 +108,11 @@ class Follower:
         clock: Clock,
         sleep: Sleep,
         backoff: Sequence[float] = BACKOFF,
+        events: AsyncIterator[pb.JobEvent] | None = None,
     ) -> None:
         self.trainer = trainer
+        # The stream the job came from (Generate follows its job): read first, then Watch after a break.
+        self.events = events
         self.job_id = job_id
         self.watcher = watcher
         self.view = view
@@ -131,7 +134,10 @@ class Follower:
         offline_since: float | None = None
         while True:
             try:
-                async for event in self.trainer.watch(self.job_id, self.watcher, after_seq=self.view.last_seq):
+                events, self.events = self.events, None
+                if events is None:
+                    events = self.trainer.watch(self.job_id, self.watcher, after_seq=self.view.last_seq)
+                async for event in events:
                     failures, offline_since = 0, None
                     self.view.apply(event)
                     if event.WhichOneof("detail") == "finished":

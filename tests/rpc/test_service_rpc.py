@@ -27,6 +27,7 @@ from daemon.jobs.model import LoraRecord, Stage, SubjectClass
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import JobContext, Outcome, Worker
 from daemon.pipeline.name import NameMinter
+from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.rpc.auth import TokenInterceptor
 from daemon.rpc.servicer import DistilleryServicer
 from daemon.service import Distillery
@@ -97,7 +98,13 @@ class Api:
     socket: Path
 
 
-async def start_api(tmp_path: Path, *flags: str, gated: bool = False) -> tuple[Api, Callable[[], object]]:
+async def start_api(
+    tmp_path: Path,
+    *flags: str,
+    gated: bool = False,
+    pipeline: Callable[[threading.Event], Callable[[JobContext], Outcome]] = fake_distill,
+    generation: GenerationDefaults | None = None,
+) -> tuple[Api, Callable[[], object]]:
     settings = load_settings(["--state-dir", str(tmp_path), *flags])
     store = Store(settings.store)
     queue = JobQueue()
@@ -107,8 +114,8 @@ async def start_api(tmp_path: Path, *flags: str, gated: bool = False) -> tuple[A
     release = threading.Event()
     if not gated:
         release.set()
-    worker = Worker(queue, journal, fake_distill(release))
-    core.attach(worker, NameMinter(build_tokenizer(WORDS)), "cpu")
+    worker = Worker(queue, journal, pipeline(release))
+    core.attach(worker, NameMinter(build_tokenizer(WORDS)), "cpu", generation)
     worker.start()
     server = grpc.aio.server()
     pb_grpc.add_DistilleryServicer_to_server(DistilleryServicer(core), server)

@@ -34,6 +34,13 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_TRAIN: _ClassVar[Stage]
     STAGE_SAVE: _ClassVar[Stage]
     STAGE_DONE: _ClassVar[Stage]
+    STAGE_GENERATE: _ClassVar[Stage]
+
+class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_KIND_UNSPECIFIED: _ClassVar[JobKind]
+    JOB_KIND_DISTILL: _ClassVar[JobKind]
+    JOB_KIND_GENERATE: _ClassVar[JobKind]
 SUBJECT_CLASS_UNSPECIFIED: SubjectClass
 SUBJECT_CLASS_MAN: SubjectClass
 SUBJECT_CLASS_WOMAN: SubjectClass
@@ -53,6 +60,10 @@ STAGE_REGULARIZATION: Stage
 STAGE_TRAIN: Stage
 STAGE_SAVE: Stage
 STAGE_DONE: Stage
+STAGE_GENERATE: Stage
+JOB_KIND_UNSPECIFIED: JobKind
+JOB_KIND_DISTILL: JobKind
+JOB_KIND_GENERATE: JobKind
 
 class Requester(_message.Message):
     __slots__ = ("platform", "workspace", "user", "chat")
@@ -105,7 +116,7 @@ class SubmitReply(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., queue_position: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "lora_name", "state", "stage", "owner", "source", "image_name", "requested_class", "subject_class", "caption", "flip", "train_steps", "error", "created_at", "started_at", "finished_at", "stage_seconds", "last_seq", "client_state", "attempts", "idempotency_key")
+    __slots__ = ("id", "lora_name", "state", "stage", "owner", "source", "image_name", "requested_class", "subject_class", "caption", "flip", "train_steps", "error", "created_at", "started_at", "finished_at", "stage_seconds", "last_seq", "client_state", "attempts", "idempotency_key", "kind", "generate", "output_images")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +145,9 @@ class Job(_message.Message):
     CLIENT_STATE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_IMAGES_FIELD_NUMBER: _ClassVar[int]
     id: str
     lora_name: str
     state: JobState
@@ -155,15 +169,20 @@ class Job(_message.Message):
     client_state: bytes
     attempts: int
     idempotency_key: str
-    def __init__(self, id: _Optional[str] = ..., lora_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., source: _Optional[str] = ..., image_name: _Optional[str] = ..., requested_class: _Optional[_Union[SubjectClass, str]] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., flip: _Optional[bool] = ..., train_steps: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., client_state: _Optional[bytes] = ..., attempts: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    kind: JobKind
+    generate: GenerateSpec
+    output_images: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., lora_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., source: _Optional[str] = ..., image_name: _Optional[str] = ..., requested_class: _Optional[_Union[SubjectClass, str]] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., flip: _Optional[bool] = ..., train_steps: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., client_state: _Optional[bytes] = ..., attempts: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., generate: _Optional[_Union[GenerateSpec, _Mapping]] = ..., output_images: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Accepted(_message.Message):
-    __slots__ = ("lora_name", "queue_position")
+    __slots__ = ("lora_name", "queue_position", "kind")
     LORA_NAME_FIELD_NUMBER: _ClassVar[int]
     QUEUE_POSITION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
     lora_name: str
     queue_position: int
-    def __init__(self, lora_name: _Optional[str] = ..., queue_position: _Optional[int] = ...) -> None: ...
+    kind: JobKind
+    def __init__(self, lora_name: _Optional[str] = ..., queue_position: _Optional[int] = ..., kind: _Optional[_Union[JobKind, str]] = ...) -> None: ...
 
 class QueuePosition(_message.Message):
     __slots__ = ("position",)
@@ -200,12 +219,14 @@ class Classified(_message.Message):
     def __init__(self, subject_class: _Optional[_Union[SubjectClass, str]] = ..., from_user: _Optional[bool] = ...) -> None: ...
 
 class Finished(_message.Message):
-    __slots__ = ("job", "lora")
+    __slots__ = ("job", "lora", "images")
     JOB_FIELD_NUMBER: _ClassVar[int]
     LORA_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     job: Job
     lora: Lora
-    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., lora: _Optional[_Union[Lora, _Mapping]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[ImageInfo]
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., lora: _Optional[_Union[Lora, _Mapping]] = ..., images: _Optional[_Iterable[_Union[ImageInfo, _Mapping]]] = ...) -> None: ...
 
 class JobEvent(_message.Message):
     __slots__ = ("job_id", "seq", "time", "state", "stage", "text", "accepted", "queue", "progress", "captioned", "classified", "finished")
@@ -290,7 +311,7 @@ class SetClientStateRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., requester: _Optional[_Union[Requester, _Mapping]] = ..., client_state: _Optional[bytes] = ...) -> None: ...
 
 class Lora(_message.Message):
-    __slots__ = ("name", "owner", "job_id", "subject_class", "caption", "instance_prompt", "base_model", "base_model_hash", "image_name", "image_sha256", "size_bytes", "created_at", "public", "training", "tokens")
+    __slots__ = ("name", "owner", "job_id", "subject_class", "caption", "instance_prompt", "base_model", "base_model_hash", "image_name", "image_sha256", "size_bytes", "created_at", "public", "training", "tokens", "description", "show_image")
     class TrainingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -313,6 +334,8 @@ class Lora(_message.Message):
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SHOW_IMAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: Requester
     job_id: str
@@ -328,7 +351,9 @@ class Lora(_message.Message):
     public: bool
     training: _containers.ScalarMap[str, str]
     tokens: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., job_id: _Optional[str] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., base_model: _Optional[str] = ..., base_model_hash: _Optional[str] = ..., image_name: _Optional[str] = ..., image_sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., public: _Optional[bool] = ..., training: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[str]] = ...) -> None: ...
+    description: str
+    show_image: bool
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., job_id: _Optional[str] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., base_model: _Optional[str] = ..., base_model_hash: _Optional[str] = ..., image_name: _Optional[str] = ..., image_sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., public: _Optional[bool] = ..., training: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., show_image: _Optional[bool] = ...) -> None: ...
 
 class GetLoraRequest(_message.Message):
     __slots__ = ("name", "requester")
@@ -369,6 +394,130 @@ class FileChunk(_message.Message):
     total_bytes: int
     data: bytes
     def __init__(self, filename: _Optional[str] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UpdateLoraRequest(_message.Message):
+    __slots__ = ("name", "requester", "public", "description", "show_image")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SHOW_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    requester: Requester
+    public: bool
+    description: str
+    show_image: bool
+    def __init__(self, name: _Optional[str] = ..., requester: _Optional[_Union[Requester, _Mapping]] = ..., public: _Optional[bool] = ..., description: _Optional[str] = ..., show_image: _Optional[bool] = ...) -> None: ...
+
+class DeleteLoraRequest(_message.Message):
+    __slots__ = ("name", "requester")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    requester: Requester
+    def __init__(self, name: _Optional[str] = ..., requester: _Optional[_Union[Requester, _Mapping]] = ...) -> None: ...
+
+class DeleteLoraReply(_message.Message):
+    __slots__ = ("name", "image_deleted")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_DELETED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    image_deleted: bool
+    def __init__(self, name: _Optional[str] = ..., image_deleted: _Optional[bool] = ...) -> None: ...
+
+class LoraWeight(_message.Message):
+    __slots__ = ("name", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class GenerateSpec(_message.Message):
+    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    CFG_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ASPECT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    ADAPT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ADAPT_URL_FIELD_NUMBER: _ClassVar[int]
+    ADAPT_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FULL_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
+    negative_prompt: str
+    seed: int
+    cfg: float
+    steps: int
+    aspect_ratio: str
+    adapt_image: str
+    adapt_url: str
+    adapt_weight: float
+    count: int
+    full_prompt: str
+    width: int
+    height: int
+    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class GenerateRequest(_message.Message):
+    __slots__ = ("spec", "requester", "idempotency_key")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    spec: GenerateSpec
+    requester: Requester
+    idempotency_key: str
+    def __init__(self, spec: _Optional[_Union[GenerateSpec, _Mapping]] = ..., requester: _Optional[_Union[Requester, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ImageInfo(_message.Message):
+    __slots__ = ("name", "generated", "job_id", "width", "height", "size_bytes", "seed", "parameters", "loras", "lora_name")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    LORAS_FIELD_NUMBER: _ClassVar[int]
+    LORA_NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    generated: bool
+    job_id: str
+    width: int
+    height: int
+    size_bytes: int
+    seed: int
+    parameters: str
+    loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
+    lora_name: str
+    def __init__(self, name: _Optional[str] = ..., generated: _Optional[bool] = ..., job_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., seed: _Optional[int] = ..., parameters: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., lora_name: _Optional[str] = ...) -> None: ...
+
+class GetUserStatsRequest(_message.Message):
+    __slots__ = ("requester",)
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    requester: Requester
+    def __init__(self, requester: _Optional[_Union[Requester, _Mapping]] = ...) -> None: ...
+
+class UserStats(_message.Message):
+    __slots__ = ("loras_owned", "public_loras", "distill_jobs", "generate_jobs", "images_generated")
+    LORAS_OWNED_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_LORAS_FIELD_NUMBER: _ClassVar[int]
+    DISTILL_JOBS_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_JOBS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_GENERATED_FIELD_NUMBER: _ClassVar[int]
+    loras_owned: int
+    public_loras: int
+    distill_jobs: int
+    generate_jobs: int
+    images_generated: int
+    def __init__(self, loras_owned: _Optional[int] = ..., public_loras: _Optional[int] = ..., distill_jobs: _Optional[int] = ..., generate_jobs: _Optional[int] = ..., images_generated: _Optional[int] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()

@@ -94,6 +94,31 @@ class DistilleryStub:
                 request_serializer=distillery_dot_v1_dot_distillery__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=distillery_dot_v1_dot_distillery__pb2.Status.FromString,
                 _registered_method=True)
+        self.Generate = channel.unary_stream(
+                '/distillery.v1.Distillery/Generate',
+                request_serializer=distillery_dot_v1_dot_distillery__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=distillery_dot_v1_dot_distillery__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.GetImageInfo = channel.unary_unary(
+                '/distillery.v1.Distillery/GetImageInfo',
+                request_serializer=distillery_dot_v1_dot_distillery__pb2.GetImageRequest.SerializeToString,
+                response_deserializer=distillery_dot_v1_dot_distillery__pb2.ImageInfo.FromString,
+                _registered_method=True)
+        self.UpdateLora = channel.unary_unary(
+                '/distillery.v1.Distillery/UpdateLora',
+                request_serializer=distillery_dot_v1_dot_distillery__pb2.UpdateLoraRequest.SerializeToString,
+                response_deserializer=distillery_dot_v1_dot_distillery__pb2.Lora.FromString,
+                _registered_method=True)
+        self.DeleteLora = channel.unary_unary(
+                '/distillery.v1.Distillery/DeleteLora',
+                request_serializer=distillery_dot_v1_dot_distillery__pb2.DeleteLoraRequest.SerializeToString,
+                response_deserializer=distillery_dot_v1_dot_distillery__pb2.DeleteLoraReply.FromString,
+                _registered_method=True)
+        self.GetUserStats = channel.unary_unary(
+                '/distillery.v1.Distillery/GetUserStats',
+                request_serializer=distillery_dot_v1_dot_distillery__pb2.GetUserStatsRequest.SerializeToString,
+                response_deserializer=distillery_dot_v1_dot_distillery__pb2.UserStats.FromString,
+                _registered_method=True)
 
 
 class DistilleryServicer:
@@ -181,6 +206,42 @@ class DistilleryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Generate(self, request, context):
+        """Generate images with up to five LoRAs on the resident pipeline, through the same queue and worker as
+        training. The first event is ACCEPTED (job id, queue position); the FINISHED event names the images,
+        which GetImage returns. Closing the stream does not cancel the job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetImageInfo(self, request, context):
+        """A stored image's facts: a generated image's parameters (also in its PNG text), or a source image's LoRA.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLora(self, request, context):
+        """Owner only: make a LoRA public or private, describe it, show or hide its source image.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLora(self, request, context):
+        """Owner only: remove the LoRA and its source image. The name is never given out again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserStats(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DistilleryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -243,6 +304,31 @@ def add_DistilleryServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=distillery_dot_v1_dot_distillery__pb2.GetStatusRequest.FromString,
                     response_serializer=distillery_dot_v1_dot_distillery__pb2.Status.SerializeToString,
+            ),
+            'Generate': grpc.unary_stream_rpc_method_handler(
+                    servicer.Generate,
+                    request_deserializer=distillery_dot_v1_dot_distillery__pb2.GenerateRequest.FromString,
+                    response_serializer=distillery_dot_v1_dot_distillery__pb2.JobEvent.SerializeToString,
+            ),
+            'GetImageInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImageInfo,
+                    request_deserializer=distillery_dot_v1_dot_distillery__pb2.GetImageRequest.FromString,
+                    response_serializer=distillery_dot_v1_dot_distillery__pb2.ImageInfo.SerializeToString,
+            ),
+            'UpdateLora': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLora,
+                    request_deserializer=distillery_dot_v1_dot_distillery__pb2.UpdateLoraRequest.FromString,
+                    response_serializer=distillery_dot_v1_dot_distillery__pb2.Lora.SerializeToString,
+            ),
+            'DeleteLora': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLora,
+                    request_deserializer=distillery_dot_v1_dot_distillery__pb2.DeleteLoraRequest.FromString,
+                    response_serializer=distillery_dot_v1_dot_distillery__pb2.DeleteLoraReply.SerializeToString,
+            ),
+            'GetUserStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserStats,
+                    request_deserializer=distillery_dot_v1_dot_distillery__pb2.GetUserStatsRequest.FromString,
+                    response_serializer=distillery_dot_v1_dot_distillery__pb2.UserStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -569,6 +655,141 @@ class Distillery:
             '/distillery.v1.Distillery/GetStatus',
             distillery_dot_v1_dot_distillery__pb2.GetStatusRequest.SerializeToString,
             distillery_dot_v1_dot_distillery__pb2.Status.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Generate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/distillery.v1.Distillery/Generate',
+            distillery_dot_v1_dot_distillery__pb2.GenerateRequest.SerializeToString,
+            distillery_dot_v1_dot_distillery__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImageInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distillery.v1.Distillery/GetImageInfo',
+            distillery_dot_v1_dot_distillery__pb2.GetImageRequest.SerializeToString,
+            distillery_dot_v1_dot_distillery__pb2.ImageInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLora(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distillery.v1.Distillery/UpdateLora',
+            distillery_dot_v1_dot_distillery__pb2.UpdateLoraRequest.SerializeToString,
+            distillery_dot_v1_dot_distillery__pb2.Lora.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLora(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distillery.v1.Distillery/DeleteLora',
+            distillery_dot_v1_dot_distillery__pb2.DeleteLoraRequest.SerializeToString,
+            distillery_dot_v1_dot_distillery__pb2.DeleteLoraReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distillery.v1.Distillery/GetUserStats',
+            distillery_dot_v1_dot_distillery__pb2.GetUserStatsRequest.SerializeToString,
+            distillery_dot_v1_dot_distillery__pb2.UserStats.FromString,
             options,
             channel_credentials,
             insecure,

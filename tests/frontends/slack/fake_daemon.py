@@ -1,8 +1,10 @@
-"""An in-memory daemon behind the bot's Daemon protocol: jobs, an event log per job, ownership, idempotency.
+"""An in-memory daemon behind the bot's Daemon protocol: jobs, an event log per job, ownership, idempotency,
+LoRAs and generated pictures.
 
 Tests drive it by hand: ``emit`` appends an event to a job (waking its watchers), ``finish`` ends it,
+``finish_generation`` ends a generation job with its pictures, ``add_lora`` stores a LoRA,
 ``break_watches`` makes every open stream fail as when the daemon restarts, ``offline`` makes every call
-fail as when it is down, and ``fail_submit`` queues an error for the next submission.
+fail as when it is down, and ``fail_submit`` queues an error for the next submission (or generation).
 """
 
 from __future__ import annotations
@@ -33,6 +35,13 @@ class FakeDaemon:
         self.watches: list[tuple[str, int]] = []
         self.states: list[tuple[str, bytes]] = []
         self.cancels: list[tuple[str, pb.Requester]] = []
+        self.generates: list[tuple[pb.GenerateSpec, pb.Requester, str]] = []
+        self.loras: dict[str, pb.Lora] = {}
+        self.lora_files: dict[str, bytes] = {}
+        self.image_infos: dict[str, pb.ImageInfo] = {}
+        self.updates: list[tuple[str, pb.UpdateLoraRequest]] = []
+        self.deleted: list[str] = []
+        self.image_fetches: list[str] = []
         self.submit_errors: list[DaemonError] = []
         self.submit_delay = 0.0
         self.offline = False
@@ -90,6 +99,48 @@ class FakeDaemon:
         if state == pb.JOB_STATE_SUCCEEDED:
             finished.lora.CopyFrom(pb.Lora(name=job.lora_name, job_id=job.id))
         return await self.emit(job_id, "Finished.", state=state, stage=job.stage, finished=finished)
+
+    def add_lora(self, name: str, owner: str, *, public: bool = False, size: int = 0) -> pb.Lora:
+        """A stored LoRA of a Slack user of the test team; its file is ``size`` bytes (a few by default)."""
+        data = b"safetensors" * max(size // 11, 1)
+        lora = pb.Lora(
+            name=name,
+            owner=pb.Requester(platform="slack", workspace="T0TEAM", user=owner),
+            subject_class=pb.SUBJECT_CLASS_WOMAN,
+            caption="a woman in a suit",
+            base_model="tiny-sd",
+            image_name=f"{name}.png",
+            size_bytes=size or len(data),
+            created_at=1_700_000_000,
+            public=public,
+        )
+        self.loras[name] = lora
+        self.lora_files[name] = data
+        return lora
+
+    async def finish_generation(self, job_id: str, count: int = 2) -> pb.JobEvent:
+        """End a generation job with ``count`` pictures, stored for GetImage and GetImageInfo."""
+        job = self.jobs[job_id]
+        job.state, job.stage = pb.JOB_STATE_SUCCEEDED, pb.STAGE_DONE
+        job.finished_at = job.created_at + 12
+        finished = pb.Finished(job=job)
+        for number in range(1, count + 1):
+            name = f"{job_id}-{number}.png"
+            info = pb.ImageInfo(
+                name=name,
+                generated=True,
+                job_id=job_id,
+                width=job.generate.width,
+                height=job.generate.height,
+                seed=job.generate.seed + number - 1,
+                parameters=f"{job.generate.full_prompt}\nSteps: 20, Seed: {job.generate.seed + number - 1}",
+                loras=job.generate.loras,
+            )
+            self.images[name] = b"\x89PNG generated " + name.encode()
+            self.image_infos[name] = info
+            job.output_images.append(name)
+            finished.images.append(info)
+        return await self.emit(job_id, "Finished.", state=job.state, stage=job.stage, finished=finished)
 
     async def break_watches(self) -> None:
         """Every open watch fails with UNAVAILABLE, as when the daemon restarts."""
@@ -208,4 +259,133 @@ class FakeDaemon:
 
     async def get_image(self, name: str, requester: pb.Requester) -> bytes:
         self._check_online()
+        self.image_fetches.append(name)
         return self.images[name]
+
+    async def generate(
+        self, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str = ""
+    ) -> AsyncIterator[pb.JobEvent]:
+        self._check_online()
+        self.generates.append((spec, requester, idempotency_key))
+        if self.submit_delay:
+            await asyncio.sleep(self.submit_delay)
+        if self.submit_errors:
+            raise self.submit_errors.pop(0)
+        owner = _owner_key(requester)
+        job_id = self._keys.get((owner, idempotency_key)) if idempotency_key else None
+        if job_id is None:
+            job_id = await self._new_generation(spec, requester, idempotency_key)
+        # As the daemon does: the stream replays the job from its start, ACCEPTED first, then follows it.
+        async for event in self.watch(job_id, requester):
+            yield event
+
+    async def _new_generation(self, spec: pb.GenerateSpec, requester: pb.Requester, key: str) -> str:
+        for use in spec.loras:
+            lora = self.loras.get(use.name)
+            if lora is None or not (lora.public or _owner_key(lora.owner) == _owner_key(requester)):
+                raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no LoRA called {use.name}.")
+        job_id = f"job{next(self._ids)}"
+        run = pb.GenerateSpec()
+        run.CopyFrom(spec)
+        # What the daemon fills in: the prompt as run, the seed, the size and each LoRA's weight.
+        names = " ".join(use.name for use in spec.loras if use.name not in spec.prompt)
+        run.full_prompt = f"{spec.prompt} {names}".strip()
+        run.seed = spec.seed if spec.HasField("seed") else 1234
+        run.cfg = spec.cfg if spec.HasField("cfg") else 7.0
+        run.steps = spec.steps or 20
+        run.width = run.height = 512
+        run.count = spec.count or 1
+        for use in run.loras:
+            if not use.HasField("weight"):
+                use.weight = 0.8
+        position = 1 + sum(1 for job in self.jobs.values() if job.state in ACTIVE)
+        self.jobs[job_id] = pb.Job(
+            id=job_id,
+            kind=pb.JOB_KIND_GENERATE,
+            generate=run,
+            state=pb.JOB_STATE_QUEUED,
+            stage=pb.STAGE_QUEUED,
+            owner=requester,
+            created_at=1000.0,
+            idempotency_key=key,
+        )
+        self.events[job_id] = []
+        if key:
+            self._keys[(_owner_key(requester), key)] = job_id
+        accepted = pb.Accepted(queue_position=position, kind=pb.JOB_KIND_GENERATE)
+        await self.emit(job_id, "Accepted.", accepted=accepted)
+        return job_id
+
+    async def image_info(self, name: str, requester: pb.Requester) -> pb.ImageInfo:
+        self._check_online()
+        info = self.image_infos.get(name)
+        job = self.jobs.get(info.job_id) if info is not None else None
+        if info is None or job is None or _owner_key(job.owner) != _owner_key(requester):
+            raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no image called {name}.")
+        return info
+
+    def _lora(self, name: str, requester: pb.Requester, *, owner_only: bool = False) -> pb.Lora:
+        lora = self.loras.get(name)
+        mine = lora is not None and _owner_key(lora.owner) == _owner_key(requester)
+        if lora is None or not (mine or lora.public):
+            raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no LoRA called {name}.")
+        if owner_only and not mine:
+            raise DaemonError(grpc.StatusCode.PERMISSION_DENIED, f"Only the owner of {name} can change it.")
+        return lora
+
+    async def get_lora(self, name: str, requester: pb.Requester) -> pb.Lora:
+        self._check_online()
+        return self._lora(name, requester)
+
+    async def list_loras(self, requester: pb.Requester, include_public: bool = True) -> list[pb.Lora]:
+        self._check_online()
+        mine = [lora for lora in self.loras.values() if _owner_key(lora.owner) == _owner_key(requester)]
+        shared = [lora for lora in self.loras.values() if lora.public and lora not in mine]
+        return mine + (shared if include_public else [])
+
+    async def update_lora(
+        self,
+        name: str,
+        requester: pb.Requester,
+        *,
+        public: bool | None = None,
+        description: str | None = None,
+        show_image: bool | None = None,
+    ) -> pb.Lora:
+        self._check_online()
+        lora = self._lora(name, requester, owner_only=True)
+        request = pb.UpdateLoraRequest(name=name, requester=requester)
+        if public is not None:
+            request.public = lora.public = public
+        if description is not None:
+            request.description = lora.description = description
+        if show_image is not None:
+            request.show_image = lora.show_image = show_image
+        self.updates.append((name, request))
+        return lora
+
+    async def delete_lora(self, name: str, requester: pb.Requester) -> pb.DeleteLoraReply:
+        self._check_online()
+        self._lora(name, requester, owner_only=True)
+        del self.loras[name]
+        self.deleted.append(name)
+        return pb.DeleteLoraReply(name=name, image_deleted=True)
+
+    async def download_lora(self, name: str, requester: pb.Requester) -> bytes:
+        self._check_online()
+        self._lora(name, requester)
+        return self.lora_files[name]
+
+    async def user_stats(self, requester: pb.Requester) -> pb.UserStats:
+        self._check_online()
+        owner = _owner_key(requester)
+        mine = [lora for lora in self.loras.values() if _owner_key(lora.owner) == owner]
+        jobs = [job for job in self.jobs.values() if _owner_key(job.owner) == owner]
+        generations = [job for job in jobs if job.kind == pb.JOB_KIND_GENERATE]
+        return pb.UserStats(
+            loras_owned=len(mine),
+            public_loras=sum(1 for lora in mine if lora.public),
+            distill_jobs=len(jobs) - len(generations),
+            generate_jobs=len(generations),
+            images_generated=sum(len(job.output_images) for job in generations),
+        )

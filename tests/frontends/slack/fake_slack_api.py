@@ -4,7 +4,8 @@ Web API methods under ``/api/<method>`` (auth.test, chat.postMessage, chat.updat
 conversations.open, files.info, files.getUploadURLExternal, files.completeUploadExternal,
 apps.connections.open), the upload URLs files_upload_v2 posts to, private files under ``/files-pri/`` that
 need the bot token (and answer Slack's HTML sign-in page otherwise, with HTTP 200 as Slack does), public
-images under ``/images/`` for the daemon to fetch, and a Socket Mode websocket under ``/socket``.
+images under ``/images/`` for the daemon to fetch, a response_url under ``/respond`` (recorded in
+``responses``), and a Socket Mode websocket under ``/socket``.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class FakeSlack:
         # method -> Slack error code it answers with (ok: false), to drive the bot's failure paths.
         self.failures: dict[str, str] = {}
         self.downloads: list[tuple[str, str]] = []
+        self.responses: list[dict[str, Any]] = []
         self._ts = itertools.count(1)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -72,6 +74,10 @@ class FakeSlack:
         return f"{self.url}/api/"
 
     @property
+    def response_url(self) -> str:
+        return f"{self.url}/respond"
+
+    @property
     def file_prefix(self) -> str:
         return f"{self.url}/files-pri/"
 
@@ -82,6 +88,7 @@ class FakeSlack:
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{path:.*}", self._private_file)
         app.router.add_get("/images/{name}", self._public_file)
+        app.router.add_post("/respond", self._respond)
         app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -261,6 +268,11 @@ class FakeSlack:
             return web.Response(body=LOGIN_PAGE, content_type="text/html")
         item = self.files[file_id]
         return web.Response(body=self.file_data[file_id], content_type=item["mimetype"])
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        self.changed.set()
+        return web.Response(text="ok")
 
     async def _public_file(self, request: web.Request) -> web.Response:
         found = self.public.get(request.match_info["name"])

@@ -59,8 +59,16 @@ def signed_headers(body: str, secret: str = SECRET, timestamp: int | None = None
     return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature}
 
 
-def slash_body(text: str, user: str = "U1", channel: str = "C1", team: str = TEAM, trigger: str = "") -> str:
-    """A /distill slash command as Slack form-encodes it."""
+def slash_body(
+    text: str,
+    user: str = "U1",
+    channel: str = "C1",
+    team: str = TEAM,
+    trigger: str = "",
+    command: str = "/distill",
+    response_url: str = "https://hooks.slack.invalid/commands/1",
+) -> str:
+    """A slash command (/distill unless told) as Slack form-encodes it."""
     return urlencode(
         {
             "token": "deprecated-verification-token",
@@ -70,10 +78,10 @@ def slash_body(text: str, user: str = "U1", channel: str = "C1", team: str = TEA
             "channel_name": "general",
             "user_id": user,
             "user_name": f"user-{user}",
-            "command": "/distill",
+            "command": command,
             "text": text,
             "api_app_id": "A0APP",
-            "response_url": "https://hooks.slack.invalid/commands/1",
+            "response_url": response_url,
             "trigger_id": trigger or f"trigger-{next(_triggers)}",
         }
     )
@@ -104,8 +112,18 @@ def upload_event(
     }
 
 
-def cancel_body(job_id: str, user: str, channel: str = "C1", ts: str = "") -> str:
-    """A click on the Cancel button (block_actions), form-encoded as payload=<json>."""
+def cancel_body(
+    job_id: str,
+    user: str,
+    channel: str = "C1",
+    ts: str = "",
+    *,
+    action_id: str = "distill_cancel",
+    block_id: str = "distill_actions",
+    response_url: str = "https://hooks.slack.invalid/actions/1",
+) -> str:
+    """A click on a button (the Cancel button unless told), form-encoded as payload=<json>; ``job_id`` is
+    the button's value."""
     payload = {
         "type": "block_actions",
         "team": {"id": TEAM, "domain": "test"},
@@ -115,16 +133,35 @@ def cancel_body(job_id: str, user: str, channel: str = "C1", ts: str = "") -> st
         "trigger_id": f"trigger-{next(_triggers)}",
         "channel": {"id": channel, "name": "general"},
         "container": {"type": "message", "message_ts": ts, "channel_id": channel},
-        "response_url": "https://hooks.slack.invalid/actions/1",
+        "response_url": response_url,
         "actions": [
             {
                 "type": "button",
-                "action_id": "distill_cancel",
-                "block_id": "distill_actions",
+                "action_id": action_id,
+                "block_id": block_id,
                 "value": job_id,
                 "action_ts": str(time.time()),
             }
         ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def shortcut_body(callback_id: str, message: dict[str, Any], user: str = "U1", channel: str = "C1") -> str:
+    """A message shortcut (message_action) on ``message``, form-encoded as payload=<json>."""
+    payload = {
+        "type": "message_action",
+        "callback_id": callback_id,
+        "team": {"id": TEAM, "domain": "test"},
+        "user": {"id": user, "team_id": TEAM, "username": f"user-{user}"},
+        "channel": {"id": channel, "name": "general"},
+        "api_app_id": "A0APP",
+        "token": "deprecated-verification-token",
+        "trigger_id": f"trigger-{next(_triggers)}",
+        "action_ts": str(time.time()),
+        "message_ts": message.get("ts", "1700000000.000001"),
+        "message": message,
+        "response_url": "https://hooks.slack.invalid/actions/2",
     }
     return urlencode({"payload": json.dumps(payload)})
 
@@ -171,14 +208,32 @@ class BotHarness:
             return response.status, await response.text()
 
     async def command(self, text: str, **fields: Any) -> tuple[int, str]:
-        """/distill <text>; returns the status and the text of the ack (shown only to the user)."""
+        """/distill <text> (or ``command=``); returns the status and the text of the ack (shown only to the
+        user)."""
+        status, body = await self.ack_of(text, **fields)
+        return status, str(body.get("text", ""))
+
+    async def ack_of(self, text: str, **fields: Any) -> tuple[int, dict[str, Any]]:
+        """A slash command; returns the status and the whole ack (text, blocks), a JSON body or plain text."""
         status, body = await self.post(slash_body(text, **fields), "application/x-www-form-urlencoded")
         if body.startswith("{"):
-            return status, str(json.loads(body).get("text", ""))
-        return status, body
+            reply = json.loads(body)
+            assert isinstance(reply, dict)
+            return status, reply
+        return status, {"text": body}
 
     async def event(self, envelope: dict[str, Any], headers: dict[str, str] | None = None) -> tuple[int, str]:
         return await self.post(json.dumps(envelope), "application/json", headers)
 
     async def click_cancel(self, job_id: str, user: str, channel: str = "C1") -> tuple[int, str]:
         return await self.post(cancel_body(job_id, user, channel), "application/x-www-form-urlencoded")
+
+    async def click(self, action_id: str, value: str, user: str, channel: str = "C1") -> tuple[int, str]:
+        """A click on a button of an ephemeral message; the bot answers through the fake's response_url."""
+        body = cancel_body(
+            value, user, channel, action_id=action_id, block_id="any", response_url=self.fake.response_url
+        )
+        return await self.post(body, "application/x-www-form-urlencoded")
+
+    async def shortcut(self, callback_id: str, message: dict[str, Any], user: str = "U1") -> tuple[int, str]:
+        return await self.post(shortcut_body(callback_id, message, user), "application/x-www-form-urlencoded")

@@ -276,3 +276,37 @@ async def test_the_job_message_survives_a_daemon_restart(
     assert any("not answering" in blocks for blocks in shown), "the message said the trainer was away"
     attempts = (await client.get_job(job.id, platform_requester())).attempts
     assert attempts >= 1
+
+
+async def test_serve_with_a_fresh_lora_uploads_real_pictures(
+    bot: BotHarness, fake_slack: FakeSlack, client: DaemonClient, portrait_png: bytes
+) -> None:
+    url = fake_slack.add_public("portrait.png", portrait_png)
+    await bot.command(url, user="UG1", channel="C6")
+    trained = await _job_of(client, "UG1")
+    await _final(bot, client, trained.id)
+    name = trained.lora_name
+
+    status, ack = await bot.command(
+        f'"a portrait of {name} as an astronaut" --lora {name} --n 2 --steps 2 --seed 5',
+        command="/serve",
+        user="UG1",
+        channel="C6",
+    )
+    assert status == 200 and ack.startswith(f"Generating 2 images with {name}."), ack
+    jobs = await client.list_jobs(pb.Requester(platform="slack", workspace="T0TEAM", user="UG1"))
+    [generation] = [job for job in jobs if job.kind == pb.JOB_KIND_GENERATE]
+    state, text = await _final(bot, client, generation.id)
+    assert state.channel == "C6" and state.images == 2
+    assert text.startswith("Your 2 images are ready") and f"LoRAs: {name}" in text and "seeds 5-6" in text
+
+    # The pictures in the job message's thread: real PNGs, each captioned with its name and seed.
+    pictures = [upload for upload in fake_slack.uploads.values() if upload.completed.get("thread_ts") == state.ts]
+    assert [upload.filename for upload in pictures] == [f"{generation.id}-1.png", f"{generation.id}-2.png"]
+    for number, upload in enumerate(pictures):
+        assert Image.open(io.BytesIO(upload.data)).format == "PNG"
+        assert upload.completed["initial_comment"].startswith(f"{upload.filename} - seed {5 + number}")
+
+    # /info on a picture's name gives its parameters as the daemon stored them.
+    status, info = await bot.command(pictures[0].filename, command="/info", user="UG1")
+    assert status == 200 and info.startswith(f"{pictures[0].filename} (") and "Seed: 5" in info

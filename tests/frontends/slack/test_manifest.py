@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import yaml
 
-from frontends.slack.app import COMMAND
+from frontends.slack import blocks
+from frontends.slack.app import COMMAND, COMMANDS
 from frontends.slack.settings import SlackSettings
 
 FOLDER = Path(__file__).resolve().parents[3] / "frontends" / "slack"
 NEEDED_SCOPES = {
-    "commands",  # the slash command
+    "commands",  # the slash commands and the message shortcut
     "chat:write",  # post and update the job message, ephemeral replies
     "chat:write.public",  # post in public channels the bot was not invited to
     "im:write",  # the DM fallback (conversations.open)
@@ -37,9 +38,14 @@ def _load(name: str) -> dict[str, Any]:
 def test_manifest_grants_what_the_bot_uses(name: str) -> None:
     manifest = _load(name)
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == NEEDED_SCOPES
-    [command] = manifest["features"]["slash_commands"]
-    assert command["command"] == COMMAND and command["should_escape"] is False
-    assert "--class man|woman|person" in command["usage_hint"]
+    commands = {command["command"]: command for command in manifest["features"]["slash_commands"]}
+    # Every command the bot listens to is in the app, and nothing the bot would not answer.
+    assert set(commands) == {COMMAND, *COMMANDS} == {"/distill", "/serve", "/info", "/loras", "/lora", "/stats"}
+    assert all(command["should_escape"] is False and command["description"] for command in commands.values())
+    assert "--class man|woman|person" in commands[COMMAND]["usage_hint"]
+    assert "--lora" in commands["/serve"]["usage_hint"] and "--delete" in commands["/lora"]["usage_hint"]
+    [shortcut] = manifest["features"]["shortcuts"]
+    assert (shortcut["type"], shortcut["callback_id"]) == ("message", blocks.INFO_SHORTCUT)
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == NEEDED_EVENTS
     assert settings["interactivity"]["is_enabled"] is True  # the Cancel button
@@ -50,7 +56,7 @@ def test_manifest_grants_what_the_bot_uses(name: str) -> None:
 def test_socket_mode_manifest_needs_no_public_url() -> None:
     manifest = _load("manifest.yaml")
     assert manifest["settings"]["socket_mode_enabled"] is True
-    assert "url" not in manifest["features"]["slash_commands"][0]
+    assert all("url" not in command for command in manifest["features"]["slash_commands"])
     assert "request_url" not in manifest["settings"]["event_subscriptions"]
 
 
@@ -60,7 +66,7 @@ def test_http_manifest_points_every_request_at_the_bots_path() -> None:
     assert settings["socket_mode_enabled"] is False
     path = SlackSettings(mode="http", bot_token="xoxb-x").path
     urls = [
-        manifest["features"]["slash_commands"][0]["url"],
+        *(command["url"] for command in manifest["features"]["slash_commands"]),
         settings["event_subscriptions"]["request_url"],
         settings["interactivity"]["request_url"],
     ]

@@ -41,6 +41,8 @@ class Call:
     params: dict[str, Any]
     at: float
     files: dict[str, bytes] = field(default_factory=dict)
+    # The file name of each uploaded part ("document": "x.safetensors").
+    filenames: dict[str, str] = field(default_factory=dict)
     # What the fake answered: the "result" on success, None after an error.
     result: Any = None
 
@@ -248,6 +250,7 @@ class FakeBotApi:
         method = request.match_info["method"]
         params: dict[str, Any] = {}
         files: dict[str, bytes] = {}
+        filenames: dict[str, str] = {}
         if request.method == "POST" and request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             async for part in reader:
@@ -255,6 +258,7 @@ class FakeBotApi:
                     continue  # PTB sends no nested multipart
                 if part.filename:
                     files[str(part.name)] = bytes(await part.read())
+                    filenames[str(part.name)] = part.filename
                 else:
                     params[str(part.name)] = _decode(await part.text())
         elif request.method == "POST":
@@ -262,7 +266,7 @@ class FakeBotApi:
                 params = dict(await request.json())
             else:
                 params = {key: _decode(str(value)) for key, value in (await request.post()).items()}
-        call = Call(method, params, time.monotonic(), files)
+        call = Call(method, params, time.monotonic(), files, filenames)
         response = await self._answer(request, call)
         if method != "getUpdates":
             # Recorded once answered, so a test that sees the call also sees its result.
@@ -368,13 +372,30 @@ class FakeBotApi:
     async def _method_answerCallbackQuery(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         return True
 
+    @staticmethod
+    def _caption(params: dict[str, Any]) -> dict[str, Any]:
+        return {"caption": str(params["caption"])} if params.get("caption") else {}
+
     async def _method_sendPhoto(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         stored = self.add_file(files.get("photo", b""))
-        return self._bot_message(params, photo=[{**stored, "width": 512, "height": 512}])
+        photo = [{**stored, "width": 512, "height": 512}]
+        return self._bot_message(params, photo=photo, **self._caption(params))
 
     async def _method_sendDocument(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         stored = self.add_file(files.get("document", b""))
-        return self._bot_message(params, document={**stored, "file_name": "file"})
+        return self._bot_message(params, document={**stored, "file_name": "file"}, **self._caption(params))
+
+    async def _method_sendMediaGroup(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
+        """One message per item; an uploaded item's ``media`` is ``attach://<part name>``."""
+        media = params["media"]
+        if not isinstance(media, list) or not 2 <= len(media) <= 10:
+            raise _BadRequest("wrong number of media in the group")
+        sent = []
+        for item in media:
+            data = files.get(str(item["media"]).removeprefix("attach://"), b"")
+            photo = [{**self.add_file(data), "width": 512, "height": 512}]
+            sent.append(self._bot_message(params, photo=photo, media_group_id="group-1", **self._caption(item)))
+        return sent
 
     async def _method_getFile(self, params: dict[str, Any], files: dict[str, bytes]) -> Any:
         file_id = str(params["file_id"])

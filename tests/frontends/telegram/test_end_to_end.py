@@ -8,6 +8,7 @@ judges gets its sentence back; a redelivered update makes one job; Cancel works 
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import re
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from distillery.v1 import distillery_pb2 as pb
+from PIL import Image
 
 from daemon.pipeline.image import NOT_AN_IMAGE
 from frontends.client import DaemonClient
@@ -31,7 +33,7 @@ from tests.frontends.telegram.fake_bot_api import GROUP_ID, Call, FakeBotApi, gr
 
 pytestmark = pytest.mark.slow
 
-ANN, BEN, CY = 701, 702, 703
+ANN, BEN, CY, DEE = 701, 702, 703, 704
 # Enough training steps for a job of a few seconds even on a fast machine; two active jobs per user, a limit
 # easy to reach.
 DAEMON_ARGS = ("--train-steps", "48", "--user-active-limit", "2")
@@ -256,6 +258,39 @@ async def test_redelivery_makes_one_job_and_only_the_owner_can_cancel(
     assert len(replies) == 1  # one confirmation for the two deliveries
     await eventually(lambda: len(bot_api.calls_of("answerCallbackQuery")) == 3)
     assert bot_api.calls_of("answerCallbackQuery")[2].params["text"] != NOT_OWNER
+
+
+async def test_serve_with_a_fresh_lora_sends_real_pngs_and_info_reads_them(
+    bot_api: FakeBotApi, bot: DistilleryBot, image_server: str
+) -> None:
+    outcome = await distill(
+        bot_api, bot_api.text(user(DEE), private_chat(DEE), f"/distill {image_server}/portrait.png")
+    )
+    name = lora_name(outcome)
+    serve = bot_api.text(user(DEE), private_chat(DEE), f'/serve "a portrait" --lora {name} --n 2 --seed 5')
+    bot_api.send(serve)
+    first = await reply_to(bot_api, serve)
+    summary = await final_edit(bot_api, DEE, first.result["message_id"], timeout=120.0)
+    assert summary.text.startswith("Your 2 images are ready"), summary.text
+    assert f"LoRAs: {name} (" in summary.text and "seeds 5-6" in summary.text
+
+    group = await bot_api.wait_for(lambda call: call.method == "sendMediaGroup" and call.chat_id == DEE)
+    captions = [item["caption"] for item in group.params["media"]]
+    assert [caption.split(" - ")[1] for caption in captions] == ["seed 5", "seed 6"]
+    assert all(f" - {name} " in caption for caption in captions), captions
+    pictures = [Image.open(io.BytesIO(data)) for data in group.files.values()]
+    assert len(pictures) == 2 and all(picture.format == "PNG" for picture in pictures)
+
+    # /info as a reply to the first picture: its parameters as the daemon stored them.
+    photo = bot_api.message(DEE, group.result[0]["message_id"])
+    info = bot_api.text(user(DEE), private_chat(DEE), "/info", reply_to=photo)
+    bot_api.send(info)
+    text = (await reply_to(bot_api, info)).text
+    assert text.startswith(captions[0].split(" - ")[0]) and "Seed: 5" in text, text
+
+    missing = bot_api.text(user(DEE), private_chat(DEE), "/serve a portrait --lora nosuchlora")
+    bot_api.send(missing)
+    assert (await reply_to(bot_api, missing)).text == "There is no LoRA called nosuchlora."
 
 
 async def test_a_bot_restart_reattaches_and_the_chat_gets_its_summary(

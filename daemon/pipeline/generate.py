@@ -1,0 +1,250 @@
+"""The /serve pipeline as the worker runs it: images from the resident model with distilled LoRAs switched on.
+
+By the time a job gets here the service has resolved its request into a ``GenerateParams``: the prompt with
+the LoRA names in it, the weights, the seed, the size. This module turns that into one batched diffusers call
+(image ``i`` is drawn from its own generator seeded ``seed + i``, so any one image can be made again alone) and
+into PNGs that carry their own recipe: a ``parameters`` text chunk in AUTOMATIC1111's infotext format, which
+A1111, Forge, ComfyUI loaders and Civitai read, and a ``distillery`` chunk with the same facts as JSON.
+
+``JobRunner`` is the worker's single pipeline: it hands each job to the distill or the generate pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from daemon.errors import BadInput, JobCancelled
+from daemon.jobs.model import GenerateParams, JobKind, LoraUse, Stage
+from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
+from daemon.models.resident import Resident
+from daemon.pipeline.adapters import AdapterCache
+from daemon.pipeline.image import open_png
+from daemon.pipeline.train import CANCELLED
+from daemon.store.lmdb_store import Store
+
+logger = logging.getLogger(__name__)
+
+# A1111's names for the resident scheduler (DPMSolverMultistepScheduler, dpmsolver++, second order).
+SAMPLER = "DPM++ 2M"
+NO_IP_ADAPTER = "Adapting to a picture (--adapt) is not available here: this distillery has no IP-Adapter."
+
+
+def lora_short_hash(data: bytes) -> str:
+    """A LoRA file's hash as A1111 shows it under "Lora hashes" (Civitai's AutoV3).
+
+    That is the sha256 of the tensor data only, after the safetensors header, so editing a file's metadata
+    does not change it; the first 12 hex digits.
+    """
+    header_size = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(data[8 + header_size :]).hexdigest()[:12]
+
+
+def model_name(base_model: str) -> str:
+    """The base model as A1111's "Model:" names a checkpoint: its file or folder name without the suffix."""
+    name = Path(base_model).name
+    return Path(name).stem if name.endswith((".safetensors", ".ckpt")) else name
+
+
+def _quote(value: object) -> str:
+    # A1111 quotes an infotext value as JSON when it holds a separator of the format itself.
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
+
+
+def infotext(prompt: str, negative_prompt: str, fields: Sequence[tuple[str, object]]) -> str:
+    """AUTOMATIC1111's ``parameters`` text: the prompt, a "Negative prompt:" line when there is one, then
+    ``Key: value`` pairs on one line."""
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in fields))
+    return "\n".join(lines)
+
+
+def png_with_text(image: Image.Image, texts: dict[str, str]) -> bytes:
+    """PNG bytes of ``image`` with each of ``texts`` as a text chunk (iTXt where Latin-1 cannot hold it)."""
+    info = PngInfo()
+    for key, value in texts.items():
+        info.add_text(key, value)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _names(loras: Sequence[LoraUse]) -> str:
+    names = [use.name for use in loras]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def summary(count: int, loras: Sequence[LoraUse]) -> str:
+    """The sentence the chat gets with the images, e.g. "Here are your 2 images of rifttami."."""
+    what = "Here is your image" if count == 1 else f"Here are your {count} images"
+    return f"{what} of {_names(loras)}." if loras else f"{what}."
+
+
+@dataclass
+class GeneratePipeline:
+    """What every generation job needs that outlives the job: the resident models, the store, the LoRA cache."""
+
+    resident: Resident
+    store: Store
+    adapters: AdapterCache
+
+    def __call__(self, ctx: JobContext) -> Outcome:
+        job = ctx.job
+        params = job.generate
+        if job.kind != JobKind.GENERATE or params is None:
+            raise ValueError(f"job {job.id} is not a generation job")
+        started = time.monotonic()
+        noun = "an image" if params.count == 1 else f"{params.count} images"
+        of = f" of {_names(params.loras)}" if params.loras else ""
+        ctx.stage(Stage.GENERATE, f"Generating {noun}{of}.")
+        adapt = self._adapt_image(params)
+        files: dict[str, bytes] = {}
+
+        def load(name: str) -> bytes:
+            # NotFound when the LoRA was deleted after the request was accepted: the job fails saying so.
+            files[name] = self.store.lora_file(name)
+            return files[name]
+
+        self.adapters.activate(params.loras, load)
+        images = self._denoise(ctx, params, adapt)
+        hashes = {name: lora_short_hash(data) for name, data in files.items()}
+        sha256s = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        outputs = []
+        for index, image in enumerate(images):
+            seed = params.seed + index
+            facts = self._facts(job.id, index, seed, params, sha256s)
+            text = self._parameters(seed, params, hashes)
+            png = png_with_text(image, {"parameters": text, "distillery": json.dumps(facts)})
+            info = {
+                "seed": seed,
+                "width": params.width,
+                "height": params.height,
+                "parameters": text,
+                "loras": [{"name": use.name, "weight": use.weight} for use in params.loras],
+            }
+            outputs.append(OutputImage(name=f"{job.id}-{index + 1}.png", png=png, info=info))
+        logger.info("job %s: %d images in %.1f s", job.id, len(outputs), time.monotonic() - started)
+        return Outcome(summary=summary(len(outputs), params.loras), images=outputs)
+
+    def _adapt_image(self, params: GenerateParams) -> Image.Image | None:
+        if not params.adapt_image:
+            return None
+        if self.resident.ip_adapter is None:
+            # The service refuses such requests; this is for one that was queued before a restart without it.
+            raise BadInput(NO_IP_ADAPTER)
+        return open_png(self.store.get_image(params.adapt_image))
+
+    def _denoise(self, ctx: JobContext, params: GenerateParams, adapt: Image.Image | None) -> list[Image.Image]:
+        """One batched call: ``count`` images, each from its own generator, progress and cancel every step."""
+        resident = self.resident
+        generators = [torch.Generator(resident.device).manual_seed(params.seed + i) for i in range(params.count)]
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if ctx.should_stop():
+                raise JobCancelled(CANCELLED)
+            ctx.progress(step + 1, pipe.num_timesteps, what="Denoising step")
+            return tensors
+
+        options: dict[str, Any] = {}
+        ip_adapter = resident.ip_adapter
+        attached: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if adapt is not None and ip_adapter is not None:
+            attached = ip_adapter.attached(params.adapt_weight)
+            options["ip_adapter_image"] = adapt
+        with attached:
+            result = resident.pipeline(
+                prompt=params.full_prompt,
+                negative_prompt=params.negative_prompt,
+                num_inference_steps=params.steps,
+                guidance_scale=params.cfg,
+                width=params.width,
+                height=params.height,
+                num_images_per_prompt=params.count,
+                generator=generators,
+                callback_on_step_end=on_step_end,
+                output_type="pil",
+                **options,
+            )
+        images: list[Image.Image] = result.images
+        return images
+
+    def _parameters(self, seed: int, params: GenerateParams, hashes: dict[str, str]) -> str:
+        """A1111's infotext for one image; the prompt gets A1111's ``<lora:name:weight>`` tags, so pasting it
+        into A1111 with the downloaded LoRA files makes the same request there."""
+        resident = self.resident
+        scheduler = resident.pipeline.scheduler.config
+        tags = "".join(f" <lora:{use.name}:{use.weight:g}>" for use in params.loras)
+        fields: list[tuple[str, object]] = [
+            ("Steps", params.steps),
+            ("Sampler", SAMPLER),
+            ("Schedule type", "Karras" if getattr(scheduler, "use_karras_sigmas", False) else "Uniform"),
+            ("CFG scale", f"{params.cfg:g}"),
+            ("Seed", seed),
+            ("Size", f"{params.width}x{params.height}"),
+            ("Model hash", resident.base_model_hash[:10]),
+            ("Model", model_name(resident.base_model)),
+        ]
+        if hashes:
+            # A1111 strips these two characters from the names so the list stays parseable.
+            pairs = (f"{name.replace(':', '').replace(',', '')}: {short}" for name, short in hashes.items())
+            fields.append(("Lora hashes", ", ".join(pairs)))
+        if params.adapt_image and resident.ip_adapter is not None:
+            fields.append(("IP-Adapter", model_name(resident.ip_adapter.source)))
+            fields.append(("IP-Adapter weight", f"{params.adapt_weight:g}"))
+        return infotext(params.full_prompt + tags, params.negative_prompt, fields)
+
+    def _facts(
+        self, job_id: str, index: int, seed: int, params: GenerateParams, sha256s: dict[str, str]
+    ) -> dict[str, Any]:
+        """The ``distillery`` chunk: everything needed to make this one image again, as JSON."""
+        resident = self.resident
+        return {
+            "job_id": job_id,
+            "index": index + 1,
+            "prompt": params.prompt,
+            "full_prompt": params.full_prompt,
+            "negative_prompt": params.negative_prompt,
+            "seed": seed,
+            "steps": params.steps,
+            "cfg": params.cfg,
+            "sampler": SAMPLER,
+            "width": params.width,
+            "height": params.height,
+            "base_model": resident.base_model,
+            "base_model_sha256": resident.base_model_hash,
+            "loras": [
+                {"name": use.name, "weight": use.weight, "sha256": sha256s[use.name]} for use in params.loras
+            ],
+            "adapt": {"image": params.adapt_image, "weight": params.adapt_weight} if params.adapt_image else None,
+        }
+
+
+@dataclass
+class JobRunner:
+    """The worker's one pipeline: a job goes to the pipeline of its kind."""
+
+    distill: Pipeline
+    generate: Pipeline
+
+    def __call__(self, ctx: JobContext) -> Outcome:
+        kind = ctx.job.kind
+        if kind == JobKind.GENERATE:
+            return self.generate(ctx)
+        if kind == JobKind.DISTILL:
+            return self.distill(ctx)
+        raise ValueError(f"job {ctx.job.id} has an unknown kind {kind!r}")

@@ -1,0 +1,156 @@
+"""Turn a /serve request into the GenerateParams a generation job runs with: limits, size, weights, prompt.
+
+Everything here is decided when the job is accepted, so the job record says exactly what will run (and what
+ran): the seed when the user gave none, the pixel size for an aspect ratio, each LoRA's weight, and the prompt
+with each LoRA's name added where the user did not write it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from daemon.errors import BadInput
+from daemon.jobs.model import GenerateParams, LoraRecord, LoraUse
+
+MAX_LORAS = 5
+MAX_IMAGES = 4
+MAX_STEPS = 100
+MAX_PROMPT = 1000
+CFG_RANGE = (1.0, 20.0)
+# A LoRA's weight beyond +-2 only burns the image; negative weights push away from the subject, which is legal.
+WEIGHT_RANGE = (-2.0, 2.0)
+# Aspect ratios are small whole numbers, and SD 1.5 falls apart beyond 2:1 either way.
+MAX_RATIO_TERM = 8
+MAX_ELONGATION = 2.0
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """What the loaded models allow, given to the service once they are resident."""
+
+    resolution: int  # the base model's native square side (512 for SD 1.5)
+    size_multiple: int  # width and height must be multiples of this (VAE factor x UNet downsampling)
+    steps: int  # denoising steps when the request names none
+    cfg: float = 7.0
+    adapt_available: bool = False  # an IP-Adapter is loaded
+    adapt_weight: float = 0.6
+
+
+@dataclass
+class ServeRequest:
+    """A /serve request as the frontend sent it; ``None`` and 0 mean "the default"."""
+
+    prompt: str
+    loras: list[tuple[str, float | None]] = field(default_factory=list)
+    negative_prompt: str = ""
+    seed: int | None = None
+    cfg: float | None = None
+    steps: int = 0
+    aspect_ratio: str = ""
+    adapt_image: str = ""
+    adapt_url: str = ""
+    adapt_weight: float | None = None
+    count: int = 0
+
+
+def auto_weight(count: int) -> float:
+    """The weight each of ``count`` stacked LoRAs gets when the user names none: 1, 0.85, 0.7, 0.6, 0.5.
+
+    Stacked LoRAs add up in the same layers; at full weight each, three faces already overcook the image.
+    """
+    return (1.0, 0.85, 0.7, 0.6, 0.5)[min(max(count, 1), MAX_LORAS) - 1]
+
+
+def parse_aspect_ratio(text: str) -> tuple[int, int]:
+    """``"W:H"`` as two small whole numbers; "" is square."""
+    if not text.strip():
+        return 1, 1
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if not match:
+        raise BadInput(f"The aspect ratio {text!r} should look like 2:3.")
+    w, h = int(match.group(1)), int(match.group(2))
+    if not (1 <= w <= MAX_RATIO_TERM and 1 <= h <= MAX_RATIO_TERM):
+        raise BadInput(f"Each side of the aspect ratio must be between 1 and {MAX_RATIO_TERM}.")
+    if max(w / h, h / w) > MAX_ELONGATION:
+        raise BadInput("The aspect ratio may be at most 2:1 (or 1:2).")
+    return w, h
+
+
+def size_for(aspect_ratio: str, resolution: int, multiple: int) -> tuple[int, int]:
+    """Width and height with about the pixels of a ``resolution`` square, in the ratio, on the model's grid."""
+    w, h = parse_aspect_ratio(aspect_ratio)
+    area = resolution * resolution
+    width = math.sqrt(area * w / h)
+    height = area / width
+
+    def snap(side: float) -> int:
+        return max(multiple, round(side / multiple) * multiple)
+
+    return snap(width), snap(height)
+
+
+def with_activation_words(prompt: str, loras: list[LoraRecord]) -> str:
+    """The prompt with "<name> <class>" in front for each LoRA whose name the prompt does not use.
+
+    Training taught the name as a word for the person ("a photo of rifttami man"), so that is how to call it.
+    """
+    words = set(re.findall(r"\w+", prompt.lower()))
+    missing = [f"{lora.name} {lora.subject_class.value}" for lora in loras if lora.name not in words]
+    return ", ".join(part for part in (*missing, prompt.strip()) if part)
+
+
+def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: GenerationDefaults) -> GenerateParams:
+    """Check a request against the limits and fill in every default; ``loras`` in the request's order."""
+    if len(request.prompt) > MAX_PROMPT or len(request.negative_prompt) > MAX_PROMPT:
+        raise BadInput(f"Prompts are limited to {MAX_PROMPT} characters.")
+    if not request.prompt.strip() and not loras:
+        raise BadInput("Write what to generate, or name a LoRA with --lora.")
+    if len(request.loras) > MAX_LORAS:
+        raise BadInput(f"At most {MAX_LORAS} LoRAs can be used at once.")
+    names = [name for name, _ in request.loras]
+    if len(set(names)) != len(names):
+        raise BadInput("Name each LoRA once.")
+    count = request.count or 1
+    if not 1 <= count <= MAX_IMAGES:
+        raise BadInput(f"Ask for 1 to {MAX_IMAGES} images.")
+    steps = request.steps or defaults.steps
+    if not 1 <= steps <= MAX_STEPS:
+        raise BadInput(f"Use 1 to {MAX_STEPS} steps.")
+    cfg = defaults.cfg if request.cfg is None else request.cfg
+    if not CFG_RANGE[0] <= cfg <= CFG_RANGE[1] or math.isnan(cfg):
+        raise BadInput(f"The CFG scale must be between {CFG_RANGE[0]:g} and {CFG_RANGE[1]:g}.")
+    seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"The seed must be between 0 and {MAX_SEED}.")
+    adapt = bool(request.adapt_image or request.adapt_url)
+    if adapt and not defaults.adapt_available:
+        raise BadInput("--adapt is not available: this distillery has no IP-Adapter model configured.")
+    adapt_weight = defaults.adapt_weight if request.adapt_weight is None else request.adapt_weight
+    if adapt and not 0.0 <= adapt_weight <= 1.0:
+        raise BadInput("The adapt weight must be between 0 and 1.")
+    uses = []
+    for (name, weight), lora in zip(request.loras, loras, strict=True):
+        if weight is None:
+            weight = auto_weight(len(loras))
+        if not WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1] or math.isnan(weight):
+            raise BadInput(f"The weight of {name} must be between {WEIGHT_RANGE[0]:g} and {WEIGHT_RANGE[1]:g}.")
+        uses.append(LoraUse(name=lora.name, weight=round(weight, 3)))
+    width, height = size_for(request.aspect_ratio, defaults.resolution, defaults.size_multiple)
+    return GenerateParams(
+        prompt=request.prompt.strip(),
+        full_prompt=with_activation_words(request.prompt, loras),
+        loras=uses,
+        negative_prompt=request.negative_prompt.strip(),
+        seed=seed,
+        cfg=cfg,
+        steps=steps,
+        width=width,
+        height=height,
+        count=count,
+        adapt_image=request.adapt_image,
+        adapt_weight=adapt_weight if adapt else 0.0,
+    )

@@ -1,0 +1,107 @@
+"""/serve: generate pictures with LoRAs, followed in one job message like a /distill.
+
+The daemon's Generate call queues the job and streams its events; the first, ACCEPTED, names the job. The bot
+reads only that one and closes the stream (closing does not cancel the job), then follows the job with the
+same follower as a /distill: watch, paced edits, a note on the job for re-attaching after a restart. When the
+job ends, the follower uploads the pictures into the message's thread (jobs.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+from distillery.v1 import distillery_pb2 as pb
+from slack_bolt.context.ack.async_ack import AsyncAck
+
+from frontends.client import DaemonError
+from frontends.commands import UsageError, parse_serve
+from frontends.render import JobView
+from frontends.slack import blocks
+from frontends.slack.daemon import Daemon
+
+if TYPE_CHECKING:
+    from frontends.slack.app import SlackBot, SlashCommand
+
+log = logging.getLogger(__name__)
+
+STARTING = "Got it: starting your pictures. Their progress will appear in this channel."
+_NO_ACCEPT = "The trainer did not take the request; try again in a moment."
+
+
+async def first_event(stream: AsyncIterator[pb.JobEvent]) -> pb.JobEvent:
+    """The stream's first event; the stream is closed after it, which leaves the job running."""
+    try:
+        async for event in stream:
+            return event
+    finally:
+        # An abandoned gRPC stream would stay open until garbage collection; close it now.
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+    raise DaemonError(grpc.StatusCode.UNAVAILABLE, _NO_ACCEPT)
+
+
+async def start_generation(
+    daemon: Daemon, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str
+) -> tuple[pb.Job, int]:
+    """Queue the generation; its job record (as the daemon filled it in) and queue position."""
+    accepted = await first_event(daemon.generate(spec, requester, idempotency_key))
+    job = await daemon.get_job(accepted.job_id, requester)
+    return job, accepted.accepted.queue_position
+
+
+async def on_serve(bot: SlackBot, ack: AsyncAck, request: SlashCommand) -> None:
+    """/serve <prompt> [options]: answered in the ack, within Slack's 3 s; the pictures follow in a thread."""
+    word = request.text.split(maxsplit=1)[0].lower() if request.text else ""
+    if word in ("", "help", "-h", "--help"):
+        await ack(blocks.serve_usage_text())
+        return
+    try:
+        spec = parse_serve(request.text).to_spec()
+    except UsageError as error:
+        await ack(blocks.usage_error_text(str(error), blocks.serve_usage_text()))
+        return
+    requester = request.requester
+    # Slack gives each invocation its own trigger id: a repeat of it is the same request.
+    key = f"slack-command:{request.trigger_id}" if request.trigger_id else ""
+    starting = asyncio.create_task(start_generation(bot.daemon, spec, requester, key))
+    bot.track(starting)
+    # An --adapt link is fetched before the daemon accepts; a slow host must not cost the 3 s ack.
+    done, _ = await asyncio.wait({starting}, timeout=bot.settings.ack_wait)
+    if not done:
+        await ack(STARTING)
+        bot.spawn(_started_late(bot, starting, spec, requester), requester)
+        return
+    try:
+        job, position = starting.result()
+    except DaemonError as error:
+        await ack(error.message)
+        return
+    await ack(_accepted(bot, job, position, spec))
+
+
+def _accepted(bot: SlackBot, job: pb.Job, position: int, spec: pb.GenerateSpec) -> str:
+    """Follow the job unless a repeat of the request finds it shown already; the text of the ack."""
+    duplicate = bot.followers.is_following(job.id) or bool(job.client_state)
+    view = JobView()
+    view.apply_job(job)
+    if view.generate is None:
+        view.generate = spec
+    if not duplicate:
+        bot.followers.start(job, position, generate=spec)
+    return blocks.generation_accepted_text(view, position, duplicate)
+
+
+async def _started_late(
+    bot: SlackBot, starting: asyncio.Task[tuple[pb.Job, int]], spec: pb.GenerateSpec, requester: pb.Requester
+) -> None:
+    try:
+        job, position = await starting
+    except DaemonError as error:
+        await bot.tell(requester, error.message)
+        return
+    _accepted(bot, job, position, spec)

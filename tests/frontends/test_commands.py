@@ -1,0 +1,73 @@
+"""The /serve and /lora grammar both bots and the CLI share."""
+
+from __future__ import annotations
+
+import pytest
+from distillery.v1 import distillery_pb2 as pb
+
+from frontends.commands import LORA_ACTIONS, UsageError, parse_lora, parse_serve
+
+
+def test_serve_reads_the_prompt_around_the_options() -> None:
+    args = parse_serve(
+        '"a man" on mars --lora RiftTami:0.7 --lora kourvair --n=2 --seed 5 --ar 2:3 --neg "ugly, blurry"'
+    )
+    assert args.prompt == "a man on mars"
+    assert args.loras == [("rifttami", 0.7), ("kourvair", None)]
+    assert (args.count, args.seed, args.aspect_ratio, args.negative) == (2, 5, "2:3", "ugly, blurry")
+
+
+def test_serve_spec_leaves_unset_options_to_the_daemon() -> None:
+    spec = parse_serve("hello --lora abc --cfg 6.5 --adapt abc.png --adaptweight 0.3").to_spec()
+    assert not spec.HasField("seed") and spec.cfg == pytest.approx(6.5)
+    assert [(use.name, use.HasField("weight")) for use in spec.loras] == [("abc", False)]
+    assert spec.WhichOneof("adapt") == "adapt_image" and spec.adapt_image == "abc.png"
+    assert spec.adapt_weight == pytest.approx(0.3)
+    url = parse_serve("x --adapt https://example.org/me.jpg").to_spec()
+    assert url.WhichOneof("adapt") == "adapt_url"
+    assert isinstance(url, pb.GenerateSpec)
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "Write what to generate"),
+        ("x --bogus 1", "Unknown option --bogus"),
+        ("x --seed", "needs a value"),
+        ("x --seed one", "whole number"),
+        ("x --cfg high", "a number"),
+        ("x --lora ab:b:c", "weight takes a number"),
+        ("x --lora 'no such'", "not a LoRA name"),
+        ("x --ar 2x3", "ratio such as 2:3"),
+        ("x --adapt somewhere", "stored picture"),
+        ("x --n 0", "1 to 4"),
+        ('x "unclosed', "could not read"),
+    ],
+)
+def test_serve_mistakes_are_named(text: str, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        parse_serve(text)
+
+
+def test_lora_shows_or_takes_one_action() -> None:
+    assert parse_lora("RiftTami").name == "rifttami" and parse_lora("rifttami").action == ""
+    for option in LORA_ACTIONS:
+        assert parse_lora(f"rifttami.safetensors {option}").action == option.removeprefix("--")
+    described = parse_lora('rifttami --description "my best friend" again')
+    assert (described.action, described.description) == ("description", "my best friend again")
+    assert parse_lora("rifttami --description").description == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("", "Name the LoRA"),
+        ("--delete", "Name the LoRA first"),
+        ("rifttami --delete --download", "One option at a time"),
+        ("rifttami --explode", "Unknown option"),
+        ("rifttami please", "did not understand"),
+    ],
+)
+def test_lora_mistakes_are_named(text: str, words: str) -> None:
+    with pytest.raises(UsageError, match=words):
+        parse_lora(text)

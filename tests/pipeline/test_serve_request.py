@@ -1,0 +1,79 @@
+"""Resolving a /serve request: sizes on the model's grid, automatic weights, activation words, limits."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from daemon.errors import BadInput
+from daemon.jobs.model import SubjectClass
+from daemon.pipeline.serve_request import (
+    MAX_LORAS,
+    GenerationDefaults,
+    ServeRequest,
+    auto_weight,
+    resolve,
+    size_for,
+    with_activation_words,
+)
+from tests.records import lora_record
+
+SD15 = GenerationDefaults(resolution=512, size_multiple=64, steps=30)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "size"),
+    [("", (512, 512)), ("1:1", (512, 512)), ("2:3", (448, 640)), ("3:2", (640, 448)), ("16:9", None)],
+)
+def test_sizes_keep_the_area_and_the_grid(ratio: str, size: tuple[int, int] | None) -> None:
+    if size is None:
+        with pytest.raises(BadInput, match="between 1 and 8"):
+            size_for(ratio, 512, 64)
+        return
+    width, height = size_for(ratio, 512, 64)
+    assert (width, height) == size
+    assert width % 64 == 0 and height % 64 == 0
+    assert abs(width * height - 512 * 512) / (512 * 512) < 0.15
+
+
+@pytest.mark.parametrize("ratio", ["2:1", "1:2", "4:3", "3:4", "5:4", "8:5"])
+def test_every_allowed_ratio_lands_on_the_grid_near_the_ratio(ratio: str) -> None:
+    w, h = (int(part) for part in ratio.split(":"))
+    width, height = size_for(ratio, 512, 64)
+    assert width % 64 == 0 and height % 64 == 0
+    assert width / height == pytest.approx(w / h, rel=0.2)
+
+
+@pytest.mark.parametrize("ratio", ["3:1", "1:3", "0:1", "a:b", "2x3"])
+def test_odd_ratios_are_refused(ratio: str) -> None:
+    with pytest.raises(BadInput):
+        size_for(ratio, 512, 64)
+
+
+def test_automatic_weights_fall_as_loras_are_added() -> None:
+    weights = [auto_weight(count) for count in range(1, MAX_LORAS + 1)]
+    assert weights[0] == 1.0
+    assert all(later < earlier for earlier, later in itertools.pairwise(weights))
+    assert weights[-1] >= 0.5
+
+
+def test_activation_words_are_added_only_where_missing() -> None:
+    a = lora_record("rifttami", SubjectClass.WOMAN)
+    b = lora_record("kourvair", SubjectClass.MAN)
+    assert with_activation_words("on a beach", [a, b]) == "rifttami woman, kourvair man, on a beach"
+    assert with_activation_words("Rifttami on a beach", [a]) == "Rifttami on a beach"
+    assert with_activation_words("rifttamis", [a]) == "rifttami woman, rifttamis"  # a word, not a substring
+    assert with_activation_words("", [a]) == "rifttami woman"
+
+
+def test_resolve_fills_every_default() -> None:
+    params = resolve(ServeRequest(prompt=" hello ", loras=[("rifttami", None)]), [lora_record("rifttami")], SD15)
+    assert params.prompt == "hello" and params.full_prompt.startswith("rifttami ")
+    assert (params.steps, params.cfg, params.count, params.width, params.height) == (30, 7.0, 1, 512, 512)
+    assert 0 <= params.seed < 2**32 and params.adapt_image == "" and params.adapt_weight == 0.0
+
+
+def test_an_empty_request_is_refused() -> None:
+    with pytest.raises(BadInput, match="Write what to generate"):
+        resolve(ServeRequest(prompt="  "), [], SD15)

@@ -1,0 +1,87 @@
+"""The operator's CLI end to end on a real daemon: from a portrait to generated images, then managing the LoRA.
+
+Runs the installed ``distillery`` command as a user would, so argument parsing, the shared /serve and /lora
+grammar, the printed text and the files written are all the real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import safetensors.torch
+from PIL import Image
+
+from tests.daemon_process import RunningDaemon
+
+DISTILLERY = str(Path(sys.executable).parent / "distillery")
+
+
+def cli(
+    daemon: RunningDaemon, *args: str, user: str = "ann", cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = [DISTILLERY, "--socket", str(daemon.socket), "--user", user, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=cwd, stdin=subprocess.DEVNULL)
+
+
+def test_from_a_portrait_to_images_and_back_out(
+    running_daemon: RunningDaemon, tmp_path: Path, portrait_png: bytes
+) -> None:
+    portrait = tmp_path / "me.png"
+    portrait.write_bytes(portrait_png)
+    distilled = cli(running_daemon, "--json", "distill", str(portrait), "--class", "woman", "--follow")
+    assert distilled.returncode == 0, distilled.stderr
+    events = [json.loads(line) for line in distilled.stdout.splitlines()]
+    name = events[0]["accepted"]["loraName"]
+
+    out = tmp_path / "images"
+    served = cli(
+        running_daemon, "serve", "--out", str(out), "on the moon", "--lora", name, "--n", "2", "--seed", "3"
+    )
+    assert served.returncode == 0, served.stderr
+    assert "Your 2 images are ready" in served.stdout and f"Prompt: {name} woman, on the moon" in served.stdout
+    pictures = sorted(out.glob("*.png"))
+    assert len(pictures) == 2
+    with Image.open(pictures[0]) as first:
+        parameters = first.text["parameters"]  # type: ignore[attr-defined]
+    assert "Seed: 3" in parameters and f"<lora:{name}:1>" in parameters
+
+    info = cli(running_daemon, "info", pictures[1].name)
+    assert info.returncode == 0 and "Seed: 4" in info.stdout
+
+    # Ben cannot see Ann's private LoRA, then can use (not change) it once it is public.
+    hidden = cli(running_daemon, "lora", name, user="ben")
+    assert hidden.returncode == 2 and f"There is no LoRA called {name}" in hidden.stderr
+    assert cli(running_daemon, "lora", name, "--makepublic").returncode == 0
+    shown = cli(running_daemon, "lora", name, user="ben")
+    assert shown.returncode == 0 and "public" in shown.stdout and "Class: woman" in shown.stdout
+    refused = cli(running_daemon, "lora", name, "--delete", "--yes", user="ben")
+    assert refused.returncode == 2 and f"Only the owner of {name}" in refused.stderr
+
+    downloaded = cli(running_daemon, "lora", name, "--download", user="ben", cwd=tmp_path)
+    assert downloaded.returncode == 0, downloaded.stderr
+    tensors = safetensors.torch.load_file(tmp_path / f"{name}.safetensors")
+    assert any(key.startswith("lora_unet_") for key in tensors)  # kohya keys, as A1111 loads them
+
+    stats = cli(running_daemon, "stats")
+    assert (
+        stats.returncode == 0
+        and "LoRAs: 1 (1 public)" in stats.stdout
+        and "Generations: 1, 2 images" in stats.stdout
+    )
+
+    # Without a terminal to confirm on, deleting needs --yes; with it, the LoRA and its picture are gone.
+    unconfirmed = cli(running_daemon, "lora", name, "--delete")
+    assert unconfirmed.returncode != 0 and "--yes" in unconfirmed.stderr
+    deleted = cli(running_daemon, "lora", name, "--delete", "--yes")
+    assert deleted.returncode == 0 and f"Deleted {name}" in deleted.stdout
+    assert cli(running_daemon, "image", f"{name}.png", "-o", str(tmp_path / "gone.png")).returncode == 2
+
+
+def test_usage_mistakes_are_named(running_daemon: RunningDaemon) -> None:
+    bad = cli(running_daemon, "serve", "x", "--n", "many")
+    assert bad.returncode != 0 and "--n takes a whole number" in bad.stderr
+    unknown = cli(running_daemon, "lora", "somename", "--explode")
+    assert unknown.returncode != 0 and "Unknown option --explode" in unknown.stderr
