@@ -49,6 +49,9 @@ MAX_CLIENT_STATE = 4096
 # How long a watcher sleeps before re-reading the store when no wake-up came (a safety net, not the path).
 WATCH_POLL_S = 5.0
 MAX_DESCRIPTION = 500
+# Bounds of one regularization import: fewer photos regularize poorly, more add nothing but time.
+MIN_PHOTOS = 10
+MAX_PHOTOS = 500
 
 
 @dataclass
@@ -226,7 +229,7 @@ class Distillery:
             )
             position = len(self.queue) + 1
             text = f"Your LoRA will be called {job.lora_name}; you are number {position} in the queue."
-            first = self.journal.new_event(job, text, 1, "accepted", queue_position=position)
+            first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
             try:
                 stored = await asyncio.to_thread(self.store.create_job, job, first, image.png, image.sha256)
             except Conflict:
@@ -309,7 +312,7 @@ class Distillery:
         position = len(self.queue) + 1
         images = "an image" if params.count == 1 else f"{params.count} images"
         text = f"Generating {images}; you are number {position} in the queue."
-        first = self.journal.new_event(job, text, 1, "accepted", queue_position=position)
+        first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
         png, sha256 = (adapt.png, adapt.sha256) if adapt is not None else (None, "")
         stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256)
         if stored.id != job.id:
@@ -319,6 +322,60 @@ class Distillery:
         self.worker.note_position(job.id, position)
         self.queue.push(job.id)
         log.info("job %s: generation of %d image(s) accepted, position %d", job.id, params.count, position)
+        return Submitted(job=stored, position=position, duplicate=False)
+
+    async def import_regularization(
+        self, requester: Requester, subject_class: SubjectClass | None, photos: AsyncIterator[bytes]
+    ) -> Submitted:
+        """Queue an operator's photos to become the regularization set of a class (CLI only).
+
+        Each photo is validated and normalised as it arrives, as an upload to /distill is, so only the small
+        normalised PNGs are held; one bad photo refuses the whole import with its number, so the set is never
+        silently smaller than the folder.
+        """
+        self._check_ready()
+        _check_requester(requester)
+        if requester.platform != "cli":
+            raise Forbidden("Only an operator, with the distillery CLI, can import regularization photos.")
+        if subject_class is None:
+            raise BadInput("Say which class the photos show: man, woman or person.")
+        job_id = new_job_id()
+        images: list[tuple[str, bytes, str]] = []
+        async for raw in photos:
+            number = len(images) + 1
+            if number > MAX_PHOTOS:
+                raise BadInput(f"Import at most {MAX_PHOTOS} photos at a time.")
+            try:
+                image = await asyncio.to_thread(normalize_image, raw, self.settings.image)
+            except BadInput as error:
+                raise type(error)(f"Photo {number}: {error}") from None
+            images.append((f"{job_id}-reg-{number}.png", image.png, image.sha256))
+        if len(images) < MIN_PHOTOS:
+            raise BadInput(f"Import at least {MIN_PHOTOS} photos ({len(images)} sent).")
+        async with self._admit:
+            await asyncio.to_thread(self._check_capacity, requester)
+            assert self.worker is not None
+            job = Job(
+                id=job_id,
+                lora_name="",
+                owner=requester,
+                source="reg import",
+                image_name="",
+                requested_class=subject_class,
+                flip=False,
+                train_steps=0,
+                created_at=time.time(),
+                kind=JobKind.REG_IMPORT,
+                inputs=[name for name, _, _ in images],
+            )
+            position = len(self.queue) + 1
+            text = f"Importing {len(images)} photos of a {subject_class}; you are number {position} in the queue."
+            first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
+            stored = await asyncio.to_thread(self.store.create_job_with_images, job, first, images)
+            self.hub.publish(job.id, 1)
+            self.worker.note_position(job.id, position)
+            self.queue.push(job.id)
+        log.info("job %s: import of %d %s photos accepted", job.id, len(images), subject_class)
         return Submitted(job=stored, position=position, duplicate=False)
 
     def _duplicate(self, job: Job, request_hash: str) -> Submitted:

@@ -7,6 +7,7 @@
     distillery serve --out images "a portrait as an astronaut" --lora rifttami --n 2 --seed 7
     distillery lora rifttami --makepublic | --description "..." | --showimage | --delete [--yes] | --download
     distillery info <job id>-1.png       # a generated image's parameters
+    distillery reg import --class woman photos/   # an operator's photos become the class's regularization set
     distillery demo            # start a daemon on the demo preset, distill the astronaut, stop
     distillery backup <dir> --state-dir <state>      # hot copy of the store while the daemon runs
     distillery restore <dir> --state-dir <new state> # into a fresh state folder, then start the daemon
@@ -55,6 +56,7 @@ STATE_NAMES = {
 }
 
 
+KIND_LABELS = {pb.JOB_KIND_GENERATE: "generation", pb.JOB_KIND_REG_IMPORT: "regularization import"}
 STAGE_ORDER = ("prepare", "caption", "classify", "regularization", "train", "save")
 
 
@@ -92,7 +94,9 @@ class ProgressPrinter:
         if self._open_line and (event.stage != previous_stage or detail != "progress"):
             self.out.write("\n")
             self._open_line = False
-        if detail == "accepted" and self.view.generating:
+        if detail == "accepted" and event.accepted.kind == pb.JOB_KIND_REG_IMPORT:
+            self._write(f"{event.text}  (job {event.job_id})")
+        elif detail == "accepted" and self.view.generating:
             self._write(f"Job {event.job_id}, queue position {event.accepted.queue_position}")
         elif detail == "accepted":
             self._write(f"LoRA name: {event.accepted.lora_name}  (job {event.job_id})")
@@ -115,6 +119,9 @@ class ProgressPrinter:
         job = view.job
         if view.generating:
             self._write(generation_summary(view))
+            return
+        if view.kind == pb.JOB_KIND_REG_IMPORT:
+            self._write(view.last_text if view.state == pb.JOB_STATE_SUCCEEDED else f"Import failed: {view.error}")
             return
         if view.state != pb.JOB_STATE_SUCCEEDED or job is None:
             state = STATE_NAMES.get(view.state, "ended")
@@ -177,7 +184,8 @@ async def cmd_watch(client: DaemonClient, args: argparse.Namespace) -> int:
 
 def _job_line(job: pb.Job) -> str:
     created = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.created_at))
-    line = f"{job.id}  {job.lora_name:<16} {STATE_NAMES.get(job.state, '?'):<10} {created}"
+    label = job.lora_name or KIND_LABELS.get(job.kind, "job")
+    line = f"{job.id}  {label:<16} {STATE_NAMES.get(job.state, '?'):<10} {created}"
     return line + (f"  {job.error}" if job.error else "")
 
 
@@ -225,6 +233,21 @@ async def cmd_serve(client: DaemonClient, args: argparse.Namespace) -> int:
         target.write_bytes(await client.get_image(info.name, requester(args)))
         print(f"{target}  (seed {info.seed})")
     return status
+
+
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+async def cmd_reg(client: DaemonClient, args: argparse.Namespace) -> int:
+    """``reg import``: every photo in a folder (not recursive), in name order, as one import job."""
+    folder = Path(args.folder)
+    paths = sorted(path for path in folder.iterdir() if path.suffix.lower() in PHOTO_SUFFIXES)
+    if not paths:
+        raise SystemExit(f"error: no .jpg, .png or .webp photos in {folder}")
+    print(f"Sending {len(paths)} photos of a {args.subject_class} from {folder}.")
+    photos = (path.read_bytes() for path in paths)
+    events = client.import_regularization(requester(args), args.subject_class, photos)
+    return await follow(events, ProgressPrinter(sys.stdout, args.json))
 
 
 async def cmd_info(client: DaemonClient, args: argparse.Namespace) -> int:
@@ -424,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("words", nargs=argparse.REMAINDER, help="the prompt and options")
     sub.add_parser("info", help="a stored image's facts (a generated image's parameters)").add_argument("name")
     sub.add_parser("stats", help="your LoRAs, jobs and generated images")
+    reg = sub.add_parser("reg", help="regularization sets: `reg import --class C FOLDER`")
+    reg_sub = reg.add_subparsers(dest="reg_command", required=True)
+    reg_import = reg_sub.add_parser("import", help="make a folder of photos the regularization set of a class")
+    reg_import.add_argument("--class", dest="subject_class", choices=["man", "woman", "person"], required=True)
+    reg_import.add_argument("folder", help="10 to 500 photos (.jpg, .png, .webp), each at least 256 px")
     download = sub.add_parser("download", help="save a LoRA's .safetensors")
     download.add_argument("name")
     download.add_argument("-o", "--output")
@@ -471,6 +499,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "info": cmd_info,
     "stats": cmd_stats,
+    "reg": cmd_reg,
     "download": cmd_download,
     "image": cmd_image,
     "status": cmd_status,

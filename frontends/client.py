@@ -7,7 +7,7 @@ into a chat as is: the daemon's own sentence when it wrote one, otherwise a plai
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -152,6 +152,22 @@ class DaemonClient:
         """Queue a generation and follow it; the FINISHED event names the images (fetch them with get_image)."""
         request = pb.GenerateRequest(spec=spec, requester=requester, idempotency_key=idempotency_key)
         return self._stream(lambda: self._stub.Generate(request, metadata=self._metadata))
+
+    def import_regularization(
+        self, requester: pb.Requester, subject_class: str, photos: Iterable[bytes]
+    ) -> AsyncIterator[pb.JobEvent]:
+        """Operator: send photos of one class ("man", "woman", "person") to become its regularization set.
+
+        ``photos`` is read lazily, one photo per message, so a folder is never all in memory here.
+        """
+        spec = pb.RegularizationSpec(requester=requester, subject_class=CLASSES.get(subject_class, 0))
+
+        def requests() -> Iterator[pb.RegularizationUpload]:
+            yield pb.RegularizationUpload(spec=spec)
+            for photo in photos:
+                yield pb.RegularizationUpload(photo=photo)
+
+        return self._stream(lambda: self._stub.ImportRegularization(requests(), metadata=self._metadata))
 
     # -- jobs -----------------------------------------------------------------------------------------------
 

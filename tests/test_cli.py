@@ -6,7 +6,9 @@ grammar, the printed text and the files written are all the real ones.
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +87,48 @@ def test_usage_mistakes_are_named(running_daemon: RunningDaemon) -> None:
     assert bad.returncode != 0 and "--n takes a whole number" in bad.stderr
     unknown = cli(running_daemon, "lora", "somename", "--explode")
     assert unknown.returncode != 0 and "Unknown option --explode" in unknown.stderr
+
+
+def test_an_imported_photo_set_becomes_the_regularization_set(
+    running_daemon: RunningDaemon, tmp_path: Path, portrait_png: bytes
+) -> None:
+    folder = tmp_path / "women"
+    folder.mkdir()
+    with Image.open(io.BytesIO(portrait_png)) as portrait:
+        for number in range(12):
+            # Distinct photos: the portrait turned and cropped a little differently each time.
+            crop = portrait.rotate(number * 3).crop((number, number, 400 + number, 420 + number))
+            crop.save(folder / f"photo-{number:02d}.jpg", quality=90)
+    (folder / "notes.txt").write_text("not a photo, and not sent")
+
+    imported = cli(running_daemon, "reg", "import", "--class", "woman", str(folder))
+    assert imported.returncode == 0, imported.stderr + imported.stdout
+    assert "Sending 12 photos of a woman" in imported.stdout
+    assert "12 photos of a woman are now the regularization set" in imported.stdout
+
+    portrait = tmp_path / "me.png"
+    portrait.write_bytes(portrait_png)
+    distilled = cli(running_daemon, "distill", str(portrait), "--class", "woman", "--follow")
+    assert distilled.returncode == 0, distilled.stderr
+    assert "Using 12 imported regularization photos of a woman." in distilled.stdout
+    # The uploaded photos were only the job's input: once encoded, they are gone from the store.
+    job_id = re.search(r"\(job (\w+)\)", imported.stdout)
+    assert job_id is not None
+    gone = cli(running_daemon, "image", f"{job_id.group(1)}-reg-1.png", "-o", str(tmp_path / "x.png"))
+    assert gone.returncode == 2 and "no stored image" in gone.stderr
+    assert f"{job_id.group(1)}  regularization import" in cli(running_daemon, "jobs").stdout
+
+
+def test_an_import_with_a_bad_photo_is_refused_whole(running_daemon: RunningDaemon, tmp_path: Path) -> None:
+    folder = tmp_path / "men"
+    folder.mkdir()
+    for number in range(10):
+        Image.new("RGB", (300, 300), (number * 20, 90, 90)).save(folder / f"{number}.png")
+    (folder / "5.png").write_bytes(b"this is not a png")
+    refused = cli(running_daemon, "reg", "import", "--class", "man", str(folder))
+    assert refused.returncode == 2 and "Photo 6:" in refused.stderr
+    few = tmp_path / "few"
+    few.mkdir()
+    Image.new("RGB", (300, 300)).save(few / "one.png")
+    too_few = cli(running_daemon, "reg", "import", "--class", "man", str(few))
+    assert too_few.returncode == 2 and "at least 10 photos" in too_few.stderr

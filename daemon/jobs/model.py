@@ -48,6 +48,7 @@ class Stage(enum.StrEnum):
 class JobKind(enum.StrEnum):
     DISTILL = "distill"
     GENERATE = "generate"
+    REG_IMPORT = "reg_import"  # an operator's photos become a class's regularization set
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,12 @@ class Job:
     kind: JobKind = JobKind.DISTILL
     generate: GenerateParams | None = None
     outputs: list[str] = field(default_factory=list)  # generated image names, "<job id>-<n>.png"
+    inputs: list[str] = field(default_factory=list)  # stored images a job reads (photos to import)
+
+    @property
+    def label(self) -> str:
+        """How logs name the job: its LoRA, or its kind when it makes none."""
+        return self.lora_name or self.kind.value
 
 
 @dataclass
@@ -144,6 +151,7 @@ class Event:
     subject_class: SubjectClass | None = None
     from_user: bool = False
     lora_name: str = ""
+    job_kind: str = ""  # on "accepted" events: the JobKind, so a follower knows what it follows
 
 
 @dataclass

@@ -234,7 +234,7 @@ class Worker:
             job.error = ""
 
         job, _ = self._journal.change(job_id, start, "Your job is running.")
-        log.info("job %s (%s): started, attempt %d", job.id, job.lora_name, job.attempts)
+        log.info("job %s (%s): started, attempt %d", job.id, job.label, job.attempts)
         context = JobContext(self._journal, job, lambda: self._should_stop(job_id))
         try:
             outcome = self._pipeline(context)
@@ -249,7 +249,7 @@ class Worker:
         except Exception as error:
             log.exception("job %s: pipeline crashed", job_id)
             context.close_stage()
-            what = "Generation" if job.kind == JobKind.GENERATE else "Training"
+            what = {JobKind.GENERATE: "Generation", JobKind.REG_IMPORT: "The import"}.get(job.kind, "Training")
             self._fail(context.job, f"{what} failed because of an internal error ({type(error).__name__}).")
             return
         context.close_stage()
@@ -270,7 +270,7 @@ class Worker:
             outcome.lora_file,
             outcome.images,
         )
-        log.info("job %s (%s): succeeded in %.1f s %s", job_id, job.lora_name, elapsed, stage_seconds)
+        log.info("job %s (%s): succeeded in %.1f s %s", job_id, job.label, elapsed, stage_seconds)
 
     def _fail(self, job: Job, reason: str) -> None:
         stage_seconds = dict(job.stage_seconds)
@@ -281,7 +281,7 @@ class Worker:
             record.stage_seconds = stage_seconds
 
         self._journal.finish(job.id, fail, f"Failed: {reason}")
-        log.warning("job %s (%s): failed: %s", job.id, job.lora_name, reason)
+        log.warning("job %s (%s): failed: %s", job.id, job.label, reason)
 
     def _stopped(self, job: Job) -> None:
         stage_seconds = dict(job.stage_seconds)
@@ -293,7 +293,7 @@ class Worker:
                 record.stage_seconds = stage_seconds
 
             self._journal.finish(job.id, cancel, "Cancelled.")
-            log.info("job %s (%s): cancelled while running", job.id, job.lora_name)
+            log.info("job %s (%s): cancelled while running", job.id, job.label)
             return
 
         # A graceful stop: the job did nothing wrong, so this run does not count towards its attempts.
@@ -304,4 +304,4 @@ class Worker:
             record.stage_seconds = stage_seconds
 
         self._journal.change(job.id, requeue, "The distillery is restarting; your job will run again shortly.")
-        log.info("job %s (%s): interrupted by shutdown, back in the queue", job.id, job.lora_name)
+        log.info("job %s (%s): interrupted by shutdown, back in the queue", job.id, job.label)

@@ -240,6 +240,7 @@ class JobRunner:
 
     distill: Pipeline
     generate: Pipeline
+    reg_import: Pipeline | None = None
 
     def __call__(self, ctx: JobContext) -> Outcome:
         kind = ctx.job.kind
@@ -247,4 +248,6 @@ class JobRunner:
             return self.generate(ctx)
         if kind == JobKind.DISTILL:
             return self.distill(ctx)
+        if kind == JobKind.REG_IMPORT and self.reg_import is not None:
+            return self.reg_import(ctx)
         raise ValueError(f"job {ctx.job.id} has an unknown kind {kind!r}")

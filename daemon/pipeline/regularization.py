@@ -13,9 +13,10 @@ plus metadata (class, source, count).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,6 +29,9 @@ from daemon.jobs.model import SubjectClass
 
 if TYPE_CHECKING:
     from daemon.models.resident import Resident
+
+# Photos VAE-encoded at once when importing: the resident's own encoder batch.
+ENCODE_BATCH = 8
 
 logger = logging.getLogger(__name__)
 
@@ -213,14 +217,29 @@ def load_or_build(
 def import_photos(
     resident: Resident,
     subject_class: SubjectClass,
-    images: list[Image.Image],
+    images: Iterable[Image.Image],
     resolution: int,
     cache: RegCache,
+    on_progress: Callable[[int], None] = lambda done: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RegularizationSet:
-    """Use real photos as the class set: center-crop, resize, VAE-encode, and cache under the same key."""
-    if not images:
+    """Use real photos as the class set: center-crop, resize, VAE-encode, and cache under the same key.
+
+    ``images`` is read a batch at a time, so an operator's set of hundreds of photos is never all in memory as
+    pixels; ``on_progress(done)`` follows each batch and ``should_stop`` is checked between batches.
+    """
+    done: list[torch.Tensor] = []
+    count = 0
+    photos = iter(images)
+    while batch := list(itertools.islice(photos, ENCODE_BATCH)):
+        if should_stop():
+            raise JobCancelled(CANCELLED)
+        done.append(resident.encode_images(batch, resolution).cpu())
+        count += len(batch)
+        on_progress(count)
+    if not done:
         raise ValueError("no photos to import")
-    latents = resident.encode_images(images, resolution).cpu()
+    latents = torch.cat(done)
     reg = RegularizationSet(subject_class, latents, latents.shape[0], "imported")
     cache.put_reg_set(reg_cache_key(resident.base_model_hash, subject_class, resolution), reg.to_bytes())
     return reg

@@ -43,7 +43,11 @@ _STAGE_TO_PB = {
     Stage.DONE: pb.STAGE_DONE,
     Stage.GENERATE: pb.STAGE_GENERATE,
 }
-_KIND_TO_PB = {JobKind.DISTILL: pb.JOB_KIND_DISTILL, JobKind.GENERATE: pb.JOB_KIND_GENERATE}
+_KIND_TO_PB = {
+    JobKind.DISTILL: pb.JOB_KIND_DISTILL,
+    JobKind.GENERATE: pb.JOB_KIND_GENERATE,
+    JobKind.REG_IMPORT: pb.JOB_KIND_REG_IMPORT,
+}
 
 
 def requester_from_pb(message: pb.Requester) -> Requester:
@@ -217,8 +221,10 @@ def event_to_pb(
         text=event.text,
     )
     if event.kind == "accepted":
-        # Only distill jobs are named at acceptance, so the name tells the kind without a second lookup.
-        kind = pb.JOB_KIND_DISTILL if event.lora_name else pb.JOB_KIND_GENERATE
+        if event.job_kind:
+            kind = _KIND_TO_PB[JobKind(event.job_kind)]
+        else:  # written before events named their kind: only distill jobs were named then
+            kind = pb.JOB_KIND_DISTILL if event.lora_name else pb.JOB_KIND_GENERATE
         accepted = pb.Accepted(lora_name=event.lora_name, queue_position=event.queue_position, kind=kind)
         message.accepted.CopyFrom(accepted)
     elif event.kind == "queue":

@@ -36,6 +36,7 @@ from daemon.pipeline.classify import CaptionClassifier
 from daemon.pipeline.distill import DistillPipeline
 from daemon.pipeline.generate import GeneratePipeline, JobRunner
 from daemon.pipeline.name import NameMinter
+from daemon.pipeline.reg_import import RegImportPipeline
 from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.rpc.auth import TokenInterceptor
 from daemon.rpc.servicer import DistilleryServicer
@@ -189,7 +190,10 @@ class Daemon:
             adapters=adapters,
         )
         generate = GeneratePipeline(resident=resident, store=self.store, adapters=adapters)
-        runner = JobRunner(distill=distill, generate=generate)
+        reg_import = RegImportPipeline(
+            resident=resident, store=self.store, resolution=self.settings.train.resolution
+        )
+        runner = JobRunner(distill=distill, generate=generate, reg_import=reg_import)
         self.worker = Worker(self.queue, self.journal, runner, max_attempts=MAX_ATTEMPTS)
         worker = self.worker
         logs.set_worker_lookup(lambda: worker.current)

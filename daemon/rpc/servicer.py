@@ -27,6 +27,9 @@ T = TypeVar("T")
 CHUNK = 1024 * 1024
 
 
+# Messages an import may still send after it was refused; more than any valid import has.
+DRAIN_LIMIT = 1000
+
 # Marks a status whose details are a sentence written for the person who asked (clients show it as is).
 USER_MESSAGE_KEY = "x-distillery-error"
 
@@ -204,6 +207,41 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         data = await self._run(context, self._core.image, request.name, requester)
         for chunk in _chunks(request.name, data):
             yield chunk
+
+    async def ImportRegularization(
+        self,
+        request_iterator: AsyncIterator[pb.RegularizationUpload],
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> AsyncIterator[pb.JobEvent]:
+        limit = self._core.settings.image.max_bytes
+
+        async def photos() -> AsyncIterator[bytes]:
+            async for message in request_iterator:
+                if message.WhichOneof("part") != "photo":
+                    raise BadInput("Only photos may follow the spec.")
+                if len(message.photo) > limit:
+                    raise BadImage(f"A photo is larger than {limit // (1024 * 1024)} MB.")
+                yield message.photo
+
+        try:
+            first = await anext(request_iterator, None)
+            if first is None or first.WhichOneof("part") != "spec":
+                raise BadInput("The first message of an import must be its spec.")
+            requester = convert.requester_from_pb(first.spec.requester)
+            subject_class = convert.class_from_pb(first.spec.subject_class)
+            submitted = await self._core.import_regularization(requester, subject_class, photos())
+        except DistilleryError as error:
+            # Read what the client is still sending before refusing: grpc's aio client reports a call closed
+            # under its writes as INTERNAL, and the operator would never see the sentence saying which photo.
+            # A bounded drain: a client that never stops sending gets cut off (and sees INTERNAL) after that.
+            drained = 0
+            async for _ in request_iterator:
+                drained += 1
+                if drained > DRAIN_LIMIT:
+                    break
+            await _abort(context, error)
+        async for event in self._follow(submitted.job.id, 0, submitted.job.owner, context):
+            yield event
 
     async def GetImageInfo(
         self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext[object, object]

@@ -343,15 +343,32 @@ class Store:
 
         return self._read(txn_fn)
 
-    def put_image(self, name: str, owner_key: str, png: bytes, sha256: str, job_id: str = "") -> None:
-        """Store an image that no job record carries (an --adapt picture fetched for a generation)."""
-        meta = {"owner": owner_key, "sha256": sha256, "size": len(png), "job": job_id}
+    def delete_images(self, names: Sequence[str]) -> None:
+        """Remove stored images (a job's inputs once used up), all in one transaction; missing ones are fine."""
 
         def txn_fn(txn: lmdb.Transaction) -> None:
-            txn.put(name.encode(), json.dumps(meta).encode(), db=self._db["images"])
-            self._put_blob(txn, f"image/{name}", png)
+            for name in names:
+                txn.delete(name.encode(), db=self._db["images"])
+                self._delete_blob(txn, f"image/{name}")
 
         self._write(txn_fn)
+
+    def create_job_with_images(
+        self, job: Job, first_event: Event, images: Sequence[tuple[str, bytes, str]]
+    ) -> Job:
+        """Store a new job and the input images it names (name, PNG, sha256) in one transaction."""
+
+        def txn_fn(txn: lmdb.Transaction) -> Job:
+            for name, png, sha256 in images:
+                meta = {"owner": job.owner.owner_key, "sha256": sha256, "size": len(png), "job": job.id}
+                txn.put(name.encode(), json.dumps(meta).encode(), db=self._db["images"])
+                self._put_blob(txn, f"image/{name}", png)
+            job.last_seq = first_event.seq
+            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+            txn.put(_event_key(job.id, first_event.seq), to_json(first_event), db=self._db["events"])
+            return job
+
+        return self._write(txn_fn)
 
     def get_image(self, name: str) -> bytes:
         """The stored PNG, or NotFound."""

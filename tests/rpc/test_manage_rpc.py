@@ -270,3 +270,12 @@ async def test_description_length_and_requester_are_checked(api: Api, portrait_p
     nobody = pb.Requester(platform="telegram")
     assert (await refused(api.client.user_stats(nobody))).code == grpc.StatusCode.INVALID_ARGUMENT
     assert (await refused(api.client.delete_lora(name, nobody))).code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_only_an_operator_may_import_regularization_photos(api: Api, portrait_png: bytes) -> None:
+    chat_user = collect(api.client.import_regularization(ALICE, "woman", [portrait_png] * 10))
+    assert (await refused(chat_user)).code == grpc.StatusCode.PERMISSION_DENIED
+    operator = pb.Requester(platform="cli", user="root")
+    no_class = collect(api.client.import_regularization(operator, "", [portrait_png] * 10))
+    assert "man, woman or person" in (await refused(no_class)).message
+    assert api.store.jobs() == []

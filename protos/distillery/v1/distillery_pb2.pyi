@@ -41,6 +41,7 @@ class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_KIND_UNSPECIFIED: _ClassVar[JobKind]
     JOB_KIND_DISTILL: _ClassVar[JobKind]
     JOB_KIND_GENERATE: _ClassVar[JobKind]
+    JOB_KIND_REG_IMPORT: _ClassVar[JobKind]
 SUBJECT_CLASS_UNSPECIFIED: SubjectClass
 SUBJECT_CLASS_MAN: SubjectClass
 SUBJECT_CLASS_WOMAN: SubjectClass
@@ -64,6 +65,7 @@ STAGE_GENERATE: Stage
 JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_DISTILL: JobKind
 JOB_KIND_GENERATE: JobKind
+JOB_KIND_REG_IMPORT: JobKind
 
 class Requester(_message.Message):
     __slots__ = ("platform", "workspace", "user", "chat")
@@ -498,6 +500,22 @@ class ImageInfo(_message.Message):
     loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
     lora_name: str
     def __init__(self, name: _Optional[str] = ..., generated: _Optional[bool] = ..., job_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., size_bytes: _Optional[int] = ..., seed: _Optional[int] = ..., parameters: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., lora_name: _Optional[str] = ...) -> None: ...
+
+class RegularizationSpec(_message.Message):
+    __slots__ = ("requester", "subject_class")
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_CLASS_FIELD_NUMBER: _ClassVar[int]
+    requester: Requester
+    subject_class: SubjectClass
+    def __init__(self, requester: _Optional[_Union[Requester, _Mapping]] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ...) -> None: ...
+
+class RegularizationUpload(_message.Message):
+    __slots__ = ("spec", "photo")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    PHOTO_FIELD_NUMBER: _ClassVar[int]
+    spec: RegularizationSpec
+    photo: bytes
+    def __init__(self, spec: _Optional[_Union[RegularizationSpec, _Mapping]] = ..., photo: _Optional[bytes] = ...) -> None: ...
 
 class GetUserStatsRequest(_message.Message):
     __slots__ = ("requester",)

@@ -119,6 +119,11 @@ class DistilleryStub:
                 request_serializer=distillery_dot_v1_dot_distillery__pb2.GetUserStatsRequest.SerializeToString,
                 response_deserializer=distillery_dot_v1_dot_distillery__pb2.UserStats.FromString,
                 _registered_method=True)
+        self.ImportRegularization = channel.stream_stream(
+                '/distillery.v1.Distillery/ImportRegularization',
+                request_serializer=distillery_dot_v1_dot_distillery__pb2.RegularizationUpload.SerializeToString,
+                response_deserializer=distillery_dot_v1_dot_distillery__pb2.JobEvent.FromString,
+                _registered_method=True)
 
 
 class DistilleryServicer:
@@ -242,6 +247,15 @@ class DistilleryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportRegularization(self, request_iterator, context):
+        """Operator (platform "cli") only: photos of one class become its regularization set, replacing a generated
+        one for every later job. The stream is one RegularizationSpec, then one message per photo; the job runs
+        on the worker like any other and its events stream back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DistilleryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +343,11 @@ def add_DistilleryServicer_to_server(servicer, server):
                     servicer.GetUserStats,
                     request_deserializer=distillery_dot_v1_dot_distillery__pb2.GetUserStatsRequest.FromString,
                     response_serializer=distillery_dot_v1_dot_distillery__pb2.UserStats.SerializeToString,
+            ),
+            'ImportRegularization': grpc.stream_stream_rpc_method_handler(
+                    servicer.ImportRegularization,
+                    request_deserializer=distillery_dot_v1_dot_distillery__pb2.RegularizationUpload.FromString,
+                    response_serializer=distillery_dot_v1_dot_distillery__pb2.JobEvent.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -790,6 +809,33 @@ class Distillery:
             '/distillery.v1.Distillery/GetUserStats',
             distillery_dot_v1_dot_distillery__pb2.GetUserStatsRequest.SerializeToString,
             distillery_dot_v1_dot_distillery__pb2.UserStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportRegularization(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/distillery.v1.Distillery/ImportRegularization',
+            distillery_dot_v1_dot_distillery__pb2.RegularizationUpload.SerializeToString,
+            distillery_dot_v1_dot_distillery__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,
