@@ -78,20 +78,24 @@ class VlmCaptioner:
         loaded: Any = AutoModelForImageTextToText.from_pretrained(model, dtype=dtype)
         self.model: Any = loaded.to(self.device).eval().requires_grad_(False)
 
-    @torch.no_grad()
     def caption(self, image: Image.Image) -> str:
         """Ask the model for one sentence about the portrait and return it cleaned to one printable line."""
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt}]}]
+        return self.ask(image, self.prompt, self.max_new_tokens)
+
+    @torch.no_grad()
+    def ask(self, image: Image.Image, question: str, max_new_tokens: int) -> str:
+        """The model's greedy answer to ``question`` about ``image``, cleaned to one printable line."""
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         inputs = self.processor(images=[image.convert("RGB")], text=text, return_tensors="pt")
         # Floating tensors (pixel values) follow the model dtype; ids and masks stay integer.
         inputs = inputs.to(self.device, dtype=self.dtype)
-        generated = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
+        generated = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
         new_tokens = generated[:, inputs["input_ids"].shape[1] :]
         decoded: str = self.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
-        caption = clean_caption(decoded)
-        logger.debug("caption %r (raw %r)", caption, decoded)
-        return caption
+        answer = clean_caption(decoded)
+        logger.debug("answer %r (raw %r) to %r", answer, decoded, question[:40])
+        return answer
 
 
 class FixedCaptioner:

@@ -1,21 +1,25 @@
 """Decide man / woman / person for the regularization set and the instance prompt.
 
-The rule reads the caption, not the pixels: the captioner already looked at the face, and a word list is easy
-to audit and to override (the user may name the class in the request, which skips this stage).
-
-Rules, applied to the lowercased caption split into words (runs of letters, so "woman" never matches "man"
-and "his" never matches inside "this"):
+The first rule reads the caption: the captioner already looked at the face, and a word list is easy to audit
+and to override (the user may name the class in the request, which skips this stage). Rules, applied to the
+lowercased caption split into words (runs of letters, so "woman" never matches "man" and "his" never matches
+inside "this"):
 
 * any WOMAN word (woman, girl, lady, female, she, her, ...) and no MAN word  -> WOMAN
 * any MAN word (man, boy, guy, male, he, his, bearded, ...) and no WOMAN word -> MAN
-* words of both kinds (a couple, "a man and his daughter") or of neither      -> PERSON
+* words of both kinds (a couple, "a man and his daughter")                    -> PERSON
+* words of neither kind ("a smiling person in a red coat")                    -> ask the image (below)
 
-PERSON is the safe answer: its regularization set preserves the prior of people in general.
+The fallback looks at the pixels with the same resident VLM: asked one short question ("a man or a woman?"),
+its answer goes through the same word lists, and anything but a clear one-sided answer is PERSON. No second
+model is loaded for it. PERSON is the safe answer: its regularization set preserves the prior of people in
+general.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Protocol
 
 from PIL import Image
@@ -37,6 +41,12 @@ MAN_WORDS = frozenset(
 )
 
 _WORDS = re.compile(r"[a-z]+")
+# The fallback's question; a one-word answer is all it needs, so generation stops after a few tokens.
+QUESTION = "Is the person in this photo a man or a woman? Answer with one word: man, woman or unsure."
+ANSWER_TOKENS = 4
+
+# ``ask(image, question, max_new_tokens)``: a VLM's answer about the image (VlmCaptioner.ask).
+Ask = Callable[[Image.Image, str, int], str]
 
 
 class Classifier(Protocol):
@@ -52,19 +62,33 @@ def words_of(caption: str) -> set[str]:
     return set(_WORDS.findall(caption.lower()))
 
 
+def read_words(text: str) -> SubjectClass | None:
+    """WOMAN or MAN when only one side's words occur, PERSON when both do, None when neither does."""
+    words = words_of(text)
+    woman = not words.isdisjoint(WOMAN_WORDS)
+    man = not words.isdisjoint(MAN_WORDS)
+    if woman and not man:
+        return SubjectClass.WOMAN
+    if man and not woman:
+        return SubjectClass.MAN
+    return SubjectClass.PERSON if woman and man else None
+
+
 class CaptionClassifier:
-    """Keyword rules on the caption (see the module docstring); the image is not looked at."""
+    """Keyword rules on the caption, then, when it names nobody, the VLM asked about the image itself."""
+
+    def __init__(self, ask: Ask | None = None) -> None:
+        self.ask = ask
 
     def classify(self, image: Image.Image, caption: str) -> SubjectClass:
-        """WOMAN or MAN when only one side's words occur in the caption, PERSON otherwise."""
-        words = words_of(caption)
-        woman = not words.isdisjoint(WOMAN_WORDS)
-        man = not words.isdisjoint(MAN_WORDS)
-        if woman and not man:
-            return SubjectClass.WOMAN
-        if man and not woman:
-            return SubjectClass.MAN
-        return SubjectClass.PERSON
+        """The caption's class when it has one; otherwise the image's, by the same rules; else PERSON."""
+        from_caption = read_words(caption)
+        if from_caption is not None:
+            return from_caption
+        if self.ask is None:
+            return SubjectClass.PERSON
+        answer = self.ask(image, QUESTION, ANSWER_TOKENS)
+        return read_words(answer) or SubjectClass.PERSON
 
 
 class FixedClassifier:

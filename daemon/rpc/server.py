@@ -183,7 +183,8 @@ class Daemon:
         distill = DistillPipeline(
             resident=resident,
             captioner=resident.captioner,
-            classifier=CaptionClassifier(),
+            # The fallback asks the resident captioner about the image when the caption names nobody.
+            classifier=CaptionClassifier(ask=getattr(resident.captioner, "ask", None)),
             store=self.store,
             train=self.settings.train,
             reg_images=self.settings.reg_images,

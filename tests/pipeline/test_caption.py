@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
+from daemon.jobs.model import SubjectClass
 from daemon.models.resident import Resident
 from daemon.pipeline.caption import MAX_CAPTION_CHARS, FixedCaptioner, clean_caption
+from daemon.pipeline.classify import ANSWER_TOKENS, QUESTION, CaptionClassifier, read_words
 
 pytest_plugins = ["tests.fixtures_models"]
 
@@ -18,6 +20,18 @@ def test_demo_vlm_captions_in_one_printable_line(resident: Resident, portrait: I
     # Greedy decoding: the same portrait always gets the same caption.
     assert resident.captioner.caption(portrait) == caption
     assert resident.captioner.name.endswith("vlm-tiny")
+
+
+def test_the_classifier_fallback_question_goes_through_the_same_model(
+    resident: Resident, portrait: Image.Image
+) -> None:
+    # The random-weight demo VLM answers nonsense, but through the real path: short, one line, repeatable.
+    answer = resident.captioner.ask(portrait, QUESTION, ANSWER_TOKENS)  # type: ignore[attr-defined]
+    assert answer.isprintable() and "\n" not in answer
+    assert answer == resident.captioner.ask(portrait, QUESTION, ANSWER_TOKENS)  # type: ignore[attr-defined]
+    assert len(resident.captioner.processor.tokenizer(answer).input_ids) <= ANSWER_TOKENS + 2  # type: ignore[attr-defined]
+    expected = read_words(answer) or SubjectClass.PERSON
+    assert CaptionClassifier(ask=resident.captioner.ask).classify(portrait, "") is expected  # type: ignore[attr-defined]
 
 
 def test_caption_accepts_any_pil_mode(resident: Resident) -> None:

@@ -44,3 +44,43 @@ def test_words_split_on_anything_but_letters() -> None:
 
 def test_fixed_classifier() -> None:
     assert FixedClassifier(WOMAN).classify(Image.new("RGB", (8, 8)), "a man") is WOMAN
+
+
+class ScriptedVlm:
+    """Answers the fallback's question with a fixed text and records what it was asked."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.questions: list[tuple[str, int]] = []
+
+    def __call__(self, image: Image.Image, question: str, max_new_tokens: int) -> str:
+        self.questions.append((question, max_new_tokens))
+        return self.answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Woman.", WOMAN),
+        ("man", MAN),
+        ("A MAN", MAN),
+        ("unsure", PERSON),
+        ("a man or a woman", PERSON),
+        ("", PERSON),
+    ],
+)
+def test_a_caption_naming_nobody_asks_the_image(answer: str, expected: SubjectClass) -> None:
+    vlm = ScriptedVlm(answer)
+    assert (
+        CaptionClassifier(ask=vlm).classify(Image.new("RGB", (8, 8)), "An astronaut in front of a flag.")
+        is expected
+    )
+    [(question, tokens)] = vlm.questions
+    assert "man or a woman" in question and tokens <= 8
+
+
+@pytest.mark.parametrize("caption", ["A woman in a suit.", "A bearded man.", "A man and a woman on a street."])
+def test_a_caption_that_decides_is_not_second_guessed(caption: str) -> None:
+    vlm = ScriptedVlm("man")
+    CaptionClassifier(ask=vlm).classify(Image.new("RGB", (8, 8)), caption)
+    assert vlm.questions == []
