@@ -353,6 +353,16 @@ class Store:
 
         self._write(txn_fn)
 
+    def put_image(self, name: str, owner_key: str, png: bytes, sha256: str, job_id: str = "") -> None:
+        """Store one image outside a job's creation (a picture an operator or a test puts in place)."""
+        meta = {"owner": owner_key, "sha256": sha256, "size": len(png), "job": job_id}
+
+        def txn_fn(txn: lmdb.Transaction) -> None:
+            txn.put(name.encode(), json.dumps(meta).encode(), db=self._db["images"])
+            self._put_blob(txn, f"image/{name}", png)
+
+        self._write(txn_fn)
+
     def create_job_with_images(
         self, job: Job, first_event: Event, images: Sequence[tuple[str, bytes, str]]
     ) -> Job:
