@@ -236,13 +236,8 @@ class Distillery:
                 continue  # the name was taken between minting and storing: mint another
             if stored.id != job.id:
                 return self._duplicate(stored, request_hash)
-            # Every later line of this request (and of threads it starts) carries the job id.
-            logs.current_job.set(job.id)
-            self.hub.publish(job.id, 1)
-            self.worker.note_position(job.id, position)
-            self.queue.push(job.id)
             log.info("job %s (%s): accepted from %s, position %d", job.id, job.lora_name, source, position)
-            return Submitted(job=stored, position=position, duplicate=False)
+            return self._queued(stored, position)
         raise Exhausted("The distillery could not find a free name; try again.")
 
     def _check_ready(self) -> None:
@@ -289,7 +284,6 @@ class Distillery:
         idempotency_key: str,
         request_hash: str,
     ) -> Submitted:
-        assert self.worker is not None
         job_id = new_job_id()
         if adapt is not None:
             # The fetched --adapt picture is stored like any source image: the job names it, its owner sees it.
@@ -317,12 +311,8 @@ class Distillery:
         stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256)
         if stored.id != job.id:
             return self._duplicate(stored, request_hash)
-        logs.current_job.set(job.id)
-        self.hub.publish(job.id, 1)
-        self.worker.note_position(job.id, position)
-        self.queue.push(job.id)
         log.info("job %s: generation of %d image(s) accepted, position %d", job.id, params.count, position)
-        return Submitted(job=stored, position=position, duplicate=False)
+        return self._queued(stored, position)
 
     async def import_regularization(
         self, requester: Requester, subject_class: SubjectClass | None, photos: AsyncIterator[bytes]
@@ -354,7 +344,6 @@ class Distillery:
             raise BadInput(f"Import at least {MIN_PHOTOS} photos ({len(images)} sent).")
         async with self._admit:
             await asyncio.to_thread(self._check_capacity, requester)
-            assert self.worker is not None
             job = Job(
                 id=job_id,
                 lora_name="",
@@ -372,11 +361,18 @@ class Distillery:
             text = f"Importing {len(images)} photos of a {subject_class}; you are number {position} in the queue."
             first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
             stored = await asyncio.to_thread(self.store.create_job_with_images, job, first, images)
-            self.hub.publish(job.id, 1)
-            self.worker.note_position(job.id, position)
-            self.queue.push(job.id)
-        log.info("job %s: import of %d %s photos accepted", job.id, len(images), subject_class)
-        return Submitted(job=stored, position=position, duplicate=False)
+            log.info("job %s: import of %d %s photos accepted", job.id, len(images), subject_class)
+            return self._queued(stored, position)
+
+    def _queued(self, job: Job, position: int) -> Submitted:
+        """A stored job goes to the worker: its first event is announced and its place in the queue kept."""
+        assert self.worker is not None  # _check_ready passed before anything was stored
+        # Every later line of this request (and of threads it starts) carries the job id.
+        logs.current_job.set(job.id)
+        self.hub.publish(job.id, 1)
+        self.worker.note_position(job.id, position)
+        self.queue.push(job.id)
+        return Submitted(job=job, position=position, duplicate=False)
 
     def _duplicate(self, job: Job, request_hash: str) -> Submitted:
         if job.request_hash != request_hash:

@@ -1,5 +1,5 @@
-"""The slice of the daemon client the Slack bot uses, as a Protocol: the real DaemonClient fits it, and so
-does the fake the tests put behind it.
+"""The daemon as the Slack bot sees it: the shared client surface (frontends.client.DaemonApi), which the real
+DaemonClient and the tests' fake both fit.
 
 It also holds the few conventions every part of the bot shares when it speaks to the daemon: who the bot is
 when it acts for the whole platform, how a Slack user becomes a Requester, and the re-attach note kept on
@@ -9,11 +9,11 @@ each job.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
 
 from distillery.v1 import distillery_pb2 as pb
+
+from frontends.client import DaemonApi
 
 PLATFORM = "slack"
 
@@ -28,50 +28,8 @@ def slack_requester(team: str, user: str, channel: str) -> pb.Requester:
     return pb.Requester(platform=PLATFORM, workspace=team, user=user, chat=channel)
 
 
-class Daemon(Protocol):
-    """What the bot calls; every failure is a frontends.client.DaemonError with a sentence for the user."""
-
-    async def submit(self, spec: pb.DistillSpec, image: bytes | None = None) -> pb.SubmitReply: ...
-
-    def watch(self, job_id: str, requester: pb.Requester, after_seq: int = 0) -> AsyncIterator[pb.JobEvent]: ...
-
-    async def get_job(self, job_id: str, requester: pb.Requester) -> pb.Job: ...
-
-    async def list_jobs(
-        self, requester: pb.Requester, active_only: bool = False, whole_platform: bool = False, limit: int = 0
-    ) -> list[pb.Job]: ...
-
-    async def cancel(self, job_id: str, requester: pb.Requester) -> pb.Job: ...
-
-    async def set_client_state(self, job_id: str, requester: pb.Requester, state: bytes) -> pb.Job: ...
-
-    async def get_image(self, name: str, requester: pb.Requester) -> bytes: ...
-
-    def generate(
-        self, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str = ""
-    ) -> AsyncIterator[pb.JobEvent]: ...
-
-    async def image_info(self, name: str, requester: pb.Requester) -> pb.ImageInfo: ...
-
-    async def get_lora(self, name: str, requester: pb.Requester) -> pb.Lora: ...
-
-    async def list_loras(self, requester: pb.Requester, include_public: bool = True) -> list[pb.Lora]: ...
-
-    async def update_lora(
-        self,
-        name: str,
-        requester: pb.Requester,
-        *,
-        public: bool | None = None,
-        description: str | None = None,
-        show_image: bool | None = None,
-    ) -> pb.Lora: ...
-
-    async def delete_lora(self, name: str, requester: pb.Requester) -> pb.DeleteLoraReply: ...
-
-    async def download_lora(self, name: str, requester: pb.Requester) -> bytes: ...
-
-    async def user_stats(self, requester: pb.Requester) -> pb.UserStats: ...
+# What the bot calls; every failure is a frontends.client.DaemonError with a sentence for the user.
+Daemon = DaemonApi
 
 
 @dataclass(frozen=True)
