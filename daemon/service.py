@@ -236,8 +236,9 @@ class Distillery:
                 continue  # the name was taken between minting and storing: mint another
             if stored.id != job.id:
                 return self._duplicate(stored, request_hash)
+            submitted = self._queued(stored, position)
             log.info("job %s (%s): accepted from %s, position %d", job.id, job.lora_name, source, position)
-            return self._queued(stored, position)
+            return submitted
         raise Exhausted("The distillery could not find a free name; try again.")
 
     def _check_ready(self) -> None:
@@ -311,8 +312,9 @@ class Distillery:
         stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256)
         if stored.id != job.id:
             return self._duplicate(stored, request_hash)
+        submitted = self._queued(stored, position)
         log.info("job %s: generation of %d image(s) accepted, position %d", job.id, params.count, position)
-        return self._queued(stored, position)
+        return submitted
 
     async def import_regularization(
         self, requester: Requester, subject_class: SubjectClass | None, photos: AsyncIterator[bytes]
@@ -361,13 +363,16 @@ class Distillery:
             text = f"Importing {len(images)} photos of a {subject_class}; you are number {position} in the queue."
             first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
             stored = await asyncio.to_thread(self.store.create_job_with_images, job, first, images)
+            submitted = self._queued(stored, position)
             log.info("job %s: import of %d %s photos accepted", job.id, len(images), subject_class)
-            return self._queued(stored, position)
+            return submitted
 
     def _queued(self, job: Job, position: int) -> Submitted:
-        """A stored job goes to the worker: its first event is announced and its place in the queue kept."""
+        """A stored job goes to the worker: its first event is announced and its place in the queue kept.
+
+        From here on, every log line of this request carries the job id.
+        """
         assert self.worker is not None  # _check_ready passed before anything was stored
-        # Every later line of this request (and of threads it starts) carries the job id.
         logs.current_job.set(job.id)
         self.hub.publish(job.id, 1)
         self.worker.note_position(job.id, position)

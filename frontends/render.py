@@ -21,6 +21,7 @@ STAGE_LABELS = {
     pb.STAGE_SAVE: "Saving",
     pb.STAGE_DONE: "Done",
     pb.STAGE_GENERATE: "Generating",
+    pb.STAGE_PREVIEW: "Drawing a first picture",
 }
 CLASS_NAMES = {
     pb.SUBJECT_CLASS_MAN: "man",
@@ -158,7 +159,7 @@ def progress_text(view: JobView) -> str:
     if view.subject_class:
         lines.append(f"Class: {view.subject_class}")
     if view.total and view.stage == view.progress_stage:
-        unit = "step" if view.stage in (pb.STAGE_TRAIN, pb.STAGE_GENERATE) else "image"
+        unit = "step" if view.stage in (pb.STAGE_TRAIN, pb.STAGE_GENERATE, pb.STAGE_PREVIEW) else "image"
         line = f"{bar(view.step, view.total)} {unit} {view.step}/{view.total}"
         if view.stage == pb.STAGE_TRAIN and view.loss:
             line += f", loss {view.loss:.4f}"

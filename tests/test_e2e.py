@@ -45,7 +45,11 @@ async def test_a_portrait_becomes_a_lora_that_loads_into_a_pipeline(
     for stage in (pb.STAGE_PREPARE, pb.STAGE_CAPTION, pb.STAGE_CLASSIFY, pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN):
         assert stage in seen
     assert seen.index(pb.STAGE_CAPTION) < seen.index(pb.STAGE_REGULARIZATION) < seen.index(pb.STAGE_TRAIN)
-    assert stages_with(events, "progress") == {pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN}
+    assert stages_with(events, "progress") == {pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN, pb.STAGE_PREVIEW}
+    # The first picture with the new LoRA comes with the final event and carries its own parameters.
+    [preview] = final.finished.images
+    assert preview.name == f"{final.job_id}-preview-1.png" and preview.seed == 0
+    assert f"<lora:{name}:1>" in preview.parameters and list(final.finished.job.output_images) == [preview.name]
     lora = final.finished.lora
     assert lora.name == name and lora.image_name == f"{name}.png" and len(lora.tokens) == 2
     assert name in lora.instance_prompt and lora.caption == final.finished.job.caption
@@ -54,7 +58,7 @@ async def test_a_portrait_becomes_a_lora_that_loads_into_a_pipeline(
 
     # The second job reused the cached regularization set (nothing generated) and the resident models.
     assert second[-1].state == pb.JOB_STATE_SUCCEEDED
-    assert stages_with(second, "progress") == {pb.STAGE_TRAIN}
+    assert stages_with(second, "progress") == {pb.STAGE_TRAIN, pb.STAGE_PREVIEW}
     assert running_daemon.log_text().count("ready:") == 1
     assert status.jobs_done == 2 and status.preset == "demo"
 

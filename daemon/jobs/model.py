@@ -43,6 +43,7 @@ class Stage(enum.StrEnum):
     SAVE = "save"
     DONE = "done"
     GENERATE = "generate"
+    PREVIEW = "preview"  # a distill job's first picture with its new LoRA
 
 
 class JobKind(enum.StrEnum):

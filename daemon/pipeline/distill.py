@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from daemon.errors import JobCancelled
 from daemon.jobs.model import LoraRecord, Stage, SubjectClass
-from daemon.jobs.worker import JobContext, Outcome
+from daemon.jobs.worker import JobContext, Outcome, OutputImage
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.caption import Captioner
@@ -26,6 +29,11 @@ from daemon.pipeline.regularization import load_or_build
 from daemon.pipeline.save import lora_file
 from daemon.pipeline.train import train_lora
 from daemon.store.lmdb_store import Store
+
+logger = logging.getLogger(__name__)
+
+# ``preview(ctx, name, subject_class, lora_file)``: a picture made with a LoRA that is not stored yet.
+Preview = Callable[[JobContext, str, SubjectClass, bytes], OutputImage]
 
 
 def instance_prompt(name: str, subject_class: SubjectClass, caption: str) -> str:
@@ -50,6 +58,8 @@ class DistillPipeline:
     train: TrainConfig
     reg_images: int
     adapters: AdapterCache  # generation's LoRAs in the shared pipeline
+    # Draws the first picture with the new LoRA (GeneratePipeline.preview); None for no preview.
+    preview: Preview | None = None
 
     def __call__(self, ctx: JobContext) -> Outcome:
         job = ctx.job
@@ -138,5 +148,22 @@ class DistillPipeline:
             tokens=tokens,
             training=training,
         )
+        images = self._preview(ctx, subject_class, data)
         summary = f"{job.lora_name} is ready: put {job.lora_name} in a prompt to call up this {subject_class}."
-        return Outcome(lora=lora, lora_file=data, summary=summary)
+        return Outcome(lora=lora, lora_file=data, summary=summary, images=images)
+
+    def _preview(self, ctx: JobContext, subject_class: SubjectClass, data: bytes) -> list[OutputImage]:
+        """The first picture with the new LoRA; a failure costs the picture, never the LoRA (a cancel stops
+        the job as anywhere else)."""
+        if self.preview is None:
+            return []
+        name = ctx.job.lora_name
+        ctx.stage(Stage.PREVIEW, f"Drawing a first picture of {name}.")
+        try:
+            return [self.preview(ctx, name, subject_class, data)]
+        except JobCancelled:
+            raise
+        except Exception as error:
+            logger.exception("job %s: the preview failed", ctx.job.id)
+            ctx.note(f"No first picture this time ({type(error).__name__}); the LoRA is fine.")
+            return []

@@ -17,7 +17,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from daemon.errors import BadInput, JobCancelled
-from daemon.jobs.model import GenerateParams, JobKind, LoraUse, Stage
+from daemon.jobs.model import GenerateParams, JobKind, LoraUse, Stage, SubjectClass
 from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 # A1111's names for the resident scheduler (DPMSolverMultistepScheduler, dpmsolver++, second order).
 SAMPLER = "DPM++ 2M"
+# The preview's guidance: the usual SD 1.5 default, as /serve uses when the user names none.
+PREVIEW_CFG = 7.0
 NO_IP_ADAPTER = "Adapting to a picture (--adapt) is not available here: this distillery has no IP-Adapter."
 
 
@@ -112,22 +114,37 @@ class GeneratePipeline:
         noun = "an image" if params.count == 1 else f"{params.count} images"
         of = f" of {_names(params.loras)}" if params.loras else ""
         ctx.stage(Stage.GENERATE, f"Generating {noun}{of}.")
-        adapt = self._adapt_image(params)
-        files: dict[str, bytes] = {}
 
         def load(name: str) -> bytes:
             # NotFound when the LoRA was deleted after the request was accepted: the job fails saying so.
-            files[name] = self.store.lora_file(name)
+            return self.store.lora_file(name)
+
+        outputs = self.render(ctx, params, load, prefix=job.id)
+        logger.info("job %s: %d images in %.1f s", job.id, len(outputs), time.monotonic() - started)
+        return Outcome(summary=summary(len(outputs), params.loras), images=outputs)
+
+    def render(
+        self, ctx: JobContext, params: GenerateParams, load: Callable[[str], bytes], prefix: str
+    ) -> list[OutputImage]:
+        """The images of ``params`` as PNGs named ``<prefix>-<n>.png``; ``load(name)`` reads a LoRA's file.
+
+        Used by generation jobs, and by distillation for the preview of a LoRA not stored yet.
+        """
+        adapt = self._adapt_image(params)
+        files: dict[str, bytes] = {}
+
+        def remember(name: str) -> bytes:
+            files[name] = load(name)
             return files[name]
 
-        self.adapters.activate(params.loras, load)
+        self.adapters.activate(params.loras, remember)
         images = self._denoise(ctx, params, adapt)
         hashes = {name: lora_short_hash(data) for name, data in files.items()}
         sha256s = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
         outputs = []
         for index, image in enumerate(images):
             seed = params.seed + index
-            facts = self._facts(job.id, index, seed, params, sha256s)
+            facts = self._facts(ctx.job.id, index, seed, params, sha256s)
             text = self._parameters(seed, params, hashes)
             png = png_with_text(image, {"parameters": text, "distillery": json.dumps(facts)})
             info = {
@@ -137,9 +154,27 @@ class GeneratePipeline:
                 "parameters": text,
                 "loras": [{"name": use.name, "weight": use.weight} for use in params.loras],
             }
-            outputs.append(OutputImage(name=f"{job.id}-{index + 1}.png", png=png, info=info))
-        logger.info("job %s: %d images in %.1f s", job.id, len(outputs), time.monotonic() - started)
-        return Outcome(summary=summary(len(outputs), params.loras), images=outputs)
+            outputs.append(OutputImage(name=f"{prefix}-{index + 1}.png", png=png, info=info))
+        return outputs
+
+    def preview(self, ctx: JobContext, name: str, subject_class: SubjectClass, lora: bytes) -> OutputImage:
+        """A first picture of a just-trained LoRA (not in the store yet), at the model's own size, seed 0."""
+        side = self.resident.resolution
+        prompt = f"a portrait of {name} {subject_class.value}"
+        params = GenerateParams(
+            prompt=prompt,
+            full_prompt=prompt,
+            loras=[LoraUse(name=name, weight=1.0)],
+            negative_prompt="",
+            seed=0,
+            cfg=PREVIEW_CFG,
+            steps=self.resident.sample_steps,
+            width=side,
+            height=side,
+            count=1,
+        )
+        [image] = self.render(ctx, params, lambda _: lora, prefix=f"{ctx.job.id}-preview")
+        return image
 
     def _adapt_image(self, params: GenerateParams) -> Image.Image | None:
         if not params.adapt_image:

@@ -42,6 +42,7 @@ _STAGE_TO_PB = {
     Stage.SAVE: pb.STAGE_SAVE,
     Stage.DONE: pb.STAGE_DONE,
     Stage.GENERATE: pb.STAGE_GENERATE,
+    Stage.PREVIEW: pb.STAGE_PREVIEW,
 }
 _KIND_TO_PB = {
     JobKind.DISTILL: pb.JOB_KIND_DISTILL,

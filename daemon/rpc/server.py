@@ -180,6 +180,7 @@ class Daemon:
         self.core.captioner_model = getattr(resident.captioner, "name", self.settings.models.captioner_model)
         # One LoRA cache for both pipelines: generation fills it, distillation empties it before training.
         adapters = AdapterCache(resident.pipeline, self.settings.lora_cache)
+        generate = GeneratePipeline(resident=resident, store=self.store, adapters=adapters)
         distill = DistillPipeline(
             resident=resident,
             captioner=resident.captioner,
@@ -189,8 +190,8 @@ class Daemon:
             train=self.settings.train,
             reg_images=self.settings.reg_images,
             adapters=adapters,
+            preview=generate.preview,
         )
-        generate = GeneratePipeline(resident=resident, store=self.store, adapters=adapters)
         reg_import = RegImportPipeline(
             resident=resident, store=self.store, resolution=self.settings.train.resolution
         )

@@ -126,12 +126,14 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
                 lora = store.get_lora(job.lora_name)
             except NotFound:
                 lora = None
-        elif job.state == JobState.SUCCEEDED:
+        if job.state == JobState.SUCCEEDED:
             for name in job.outputs:
-                meta = store.get_image_meta(name)
-                images.append(
-                    convert.image_info_to_pb(meta, meta.info.get("width", 0), meta.info.get("height", 0))
-                )
+                try:
+                    meta = store.get_image_meta(name)
+                except NotFound:
+                    continue
+                width, height = meta.info.get("width", 0), meta.info.get("height", 0)
+                images.append(convert.image_info_to_pb(meta, width, height))
         return convert.event_to_pb(event, job, lora, images)
 
     async def Generate(

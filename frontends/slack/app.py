@@ -36,7 +36,7 @@ from frontends.render import jobs_text
 from frontends.slack import blocks, library, serve
 from frontends.slack.daemon import Daemon, slack_requester
 from frontends.slack.files import UNREADABLE, FileRefused, SlackFile, check_file, download, new_session
-from frontends.slack.jobs import Followers, source_image
+from frontends.slack.jobs import Followers, ResultImage, preview_image, source_image
 from frontends.slack.progress import ChannelPacer, Clock, Sleep
 from frontends.slack.reattach import reattach
 from frontends.slack.settings import SlackSettings
@@ -46,6 +46,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMAND = "/distill"
+# --result-image: which picture goes under a finished distill job.
+RESULT_IMAGES: dict[str, Callable[[Daemon], ResultImage | None]] = {
+    "preview": preview_image,
+    "source": source_image,
+    "none": lambda daemon: None,
+}
 # "/distill" as a word anywhere in an upload's message; Slack's composer runs a message that *starts* with a
 # slash as a command, so users may put a word before it.
 _DISTILL_WORD = re.compile(r"(?:^|\s)/distill(?=\s|$)", re.IGNORECASE)
@@ -128,7 +134,7 @@ class SlackBot:
             daemon,
             client,
             self.pacer,
-            result_image=source_image(daemon) if settings.result_image == "source" else None,
+            result_image=RESULT_IMAGES[settings.result_image](daemon),
             report=self.report,
             sleep=sleep,
         )

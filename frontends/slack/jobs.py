@@ -35,20 +35,35 @@ _FATAL_CODES = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grp
 _NO_ACCESS = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 
 # A finished job's picture for the channel: (file name, bytes), or None when there is nothing to show.
-ResultImage = Callable[[JobView], Awaitable[tuple[str, bytes] | None]]
+# A finished distill job's picture for its thread: (file name, bytes, title), or None.
+ResultImage = Callable[[JobView], Awaitable[tuple[str, bytes, str] | None]]
 # The central error handler: an unexpected failure, and the user to tell about it.
 ErrorReporter = Callable[[BaseException, pb.Requester | None], None]
 
 
 def source_image(daemon: Daemon) -> ResultImage:
-    """The stored source picture the LoRA was trained on (the daemon generates no previews yet)."""
+    """The stored source picture the LoRA was trained on."""
 
-    async def fetch(view: JobView) -> tuple[str, bytes] | None:
+    async def fetch(view: JobView) -> tuple[str, bytes, str] | None:
         job = view.job
         if job is None or not job.image_name:
             return None
         # Source images are private to their owner, so the platform requester cannot read them.
-        return job.image_name, await daemon.get_image(job.image_name, job.owner)
+        data = await daemon.get_image(job.image_name, job.owner)
+        return job.image_name, data, f"{view.lora_name}: the picture it was trained on"
+
+    return fetch
+
+
+def preview_image(daemon: Daemon) -> ResultImage:
+    """The first picture the daemon drew with the new LoRA (the distill job's output image)."""
+
+    async def fetch(view: JobView) -> tuple[str, bytes, str] | None:
+        job = view.job
+        if job is None or not view.images:
+            return None
+        name = view.images[0].name
+        return name, await daemon.get_image(name, job.owner), f"{view.lora_name}: a first picture"
 
     return fetch
 
@@ -279,13 +294,9 @@ class Followers:
             image = await self.result_image(view)
             if image is None:
                 return
-            name, data = image
+            name, data, title = image
             await self.client.files_upload_v2(
-                channel=state.channel,
-                thread_ts=state.ts,
-                file=data,
-                filename=name,
-                title=f"{view.lora_name}: the picture it was trained on",
+                channel=state.channel, thread_ts=state.ts, file=data, filename=name, title=title
             )
         except (DaemonError, SlackApiError) as error:
             # The LoRA is ready either way; a missing picture is not worth failing the job message for.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 Mode = Literal["socket", "http"]
-ResultImage = Literal["none", "source"]
+ResultImage = Literal["preview", "source", "none"]
 
 DEFAULT_DAEMON = "unix:/run/distillery/distillery.sock"
 # Where Slack serves private files; the bot token is only ever sent to URLs under these prefixes.
@@ -61,9 +61,9 @@ class SlackSettings:
     # /lora <name> --download uploads at most this much. Slack takes files up to 1 GB, but the bot holds the
     # whole file in memory to upload it; an SD 1.5 LoRA is tens of MB, and bigger ones go through the CLI.
     max_upload_bytes: int = 200 * _MIB
-    # What to upload under a finished job: nothing yet, or the stored source picture the LoRA was trained on
-    # (the daemon has no generated previews yet; this is the hook they will use).
-    result_image: ResultImage = "none"
+    # What to upload under a finished distill job: the daemon's first picture with the new LoRA, the stored
+    # source picture it was trained on, or nothing.
+    result_image: ResultImage = "preview"
     log_level: str = "INFO"
 
 
@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--allow-workspaces", help="comma-separated team ids allowed to use the bot [all]")
     add("--allow-channels", help="comma-separated channel ids the bot answers in (DMs always) [all]")
     add("--allow-users", help="comma-separated user ids allowed to use the bot [all]")
-    add("--result-image", choices=("none", "source"), help="image posted under a finished job [none]")
+    add(
+        "--result-image",
+        choices=("preview", "source", "none"),
+        help="picture posted under a finished job: the LoRA's first picture, its source, or none [preview]",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING [INFO]")
     return parser
 
@@ -128,9 +132,9 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     mode = value("mode", "socket")
     if mode not in ("socket", "http"):
         raise SettingsError(f"--mode must be socket or http, not {mode!r}")
-    result_image = value("result_image", "none")
-    if result_image not in ("none", "source"):
-        raise SettingsError(f"--result-image must be none or source, not {result_image!r}")
+    result_image = value("result_image", "preview")
+    if result_image not in ("preview", "source", "none"):
+        raise SettingsError(f"--result-image must be preview, source or none, not {result_image!r}")
     try:
         port = int(value("port", "3000"))
     except ValueError:
@@ -148,7 +152,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         allowed_workspaces=_ids(value("allow_workspaces")),
         allowed_channels=_ids(value("allow_channels")),
         allowed_users=_ids(value("allow_users")),
-        result_image="source" if result_image == "source" else "none",
+        result_image="source" if result_image == "source" else "none" if result_image == "none" else "preview",
         log_level=value("log_level", "INFO").upper(),
     )
     check(settings)

@@ -67,7 +67,7 @@ from frontends.telegram.media import ImageRef, Refusal, download, image_of
 from frontends.telegram.progress import Clock, LiveMessage, Pacer, Shown, Sleep
 from frontends.telegram.reattach import ClientState, Follower, unfinished_jobs
 from frontends.telegram.settings import UPLOAD_LIMIT, Settings
-from frontends.telegram.trainer import NoPreview, PreviewSource, Trainer, requester
+from frontends.telegram.trainer import DaemonPreview, PreviewSource, Trainer, requester
 from frontends.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class DistilleryBot:
     ) -> None:
         self.settings = settings
         self.trainer = trainer
-        self.preview = preview or NoPreview()
+        self.preview = preview or DaemonPreview(trainer)
         self.clock = clock
         self.sleep = sleep
         self.pacer = Pacer(settings.private_edit_interval, settings.group_edit_interval, clock, sleep)

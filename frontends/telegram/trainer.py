@@ -28,11 +28,16 @@ class PreviewSource(Protocol):
     async def preview(self, view: JobView, owner: pb.Requester) -> bytes | None: ...
 
 
-class NoPreview:
-    """The daemon renders no previews yet; when it does, a PreviewSource that asks it for one goes here."""
+class DaemonPreview:
+    """The first picture the daemon drew with a new LoRA: a finished distill job's output image, if it has one."""
+
+    def __init__(self, trainer: DaemonApi) -> None:
+        self.trainer = trainer
 
     async def preview(self, view: JobView, owner: pb.Requester) -> bytes | None:
-        return None
+        if view.generating or not view.images:
+            return None
+        return await self.trainer.get_image(view.images[0].name, owner)
 
 
 def requester(user_id: int | str = "", chat_id: int | str = "") -> pb.Requester:

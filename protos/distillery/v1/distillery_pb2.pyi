@@ -35,6 +35,7 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_SAVE: _ClassVar[Stage]
     STAGE_DONE: _ClassVar[Stage]
     STAGE_GENERATE: _ClassVar[Stage]
+    STAGE_PREVIEW: _ClassVar[Stage]
 
 class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -62,6 +63,7 @@ STAGE_TRAIN: Stage
 STAGE_SAVE: Stage
 STAGE_DONE: Stage
 STAGE_GENERATE: Stage
+STAGE_PREVIEW: Stage
 JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_DISTILL: JobKind
 JOB_KIND_GENERATE: JobKind

@@ -260,13 +260,18 @@ async def test_a_restarted_bot_reattaches_to_the_same_message(
 async def test_the_job_message_survives_a_daemon_restart(
     fake_slack: FakeSlack, daemon: Daemons, client: DaemonClient, bot: BotHarness, portrait_png: bytes
 ) -> None:
+    # A long job ahead keeps this one waiting, so it is surely unfinished when the daemon goes away.
+    operator = pb.Requester(platform="cli", user="blocker")
+    blocker = await client.submit(client.spec(operator, upload=True, train_steps=2000), portrait_png)
     url = fake_slack.add_public("portrait.png", portrait_png)
     await bot.command(url, user="UF1")
     job = await _job_of(client, "UF1")
     posted = await _note(client, job.id)
 
-    # SIGTERM mid-job: the daemon stops the job at a safe point and queues it again when it is back.
-    daemon.restart()
+    # SIGTERM: the daemon stops the running job at a safe point and queues both again when it is back. The
+    # bot keeps running meanwhile (the restart is off its event loop) and tells the channel.
+    await asyncio.to_thread(daemon.restart)
+    await client.cancel(blocker.job.id, operator)
 
     state, text = await _final(bot, client, job.id)
     assert (state.channel, state.ts) == (posted.channel, posted.ts)
@@ -310,3 +315,24 @@ async def test_serve_with_a_fresh_lora_uploads_real_pictures(
     # /info on a picture's name gives its parameters as the daemon stored them.
     status, info = await bot.command(pictures[0].filename, command="/info", user="UG1")
     assert status == 200 and info.startswith(f"{pictures[0].filename} (") and "Seed: 5" in info
+
+
+async def test_by_default_the_thread_gets_the_loras_first_picture(
+    fake_slack: FakeSlack, client: DaemonClient, portrait_png: bytes
+) -> None:
+    harness = await BotHarness(fake_slack, client, settings_for(fake_slack)).start()
+    try:
+        url = fake_slack.add_public("portrait.png", portrait_png)
+        status, _ = await harness.command(url, user="UC1", channel="C3")
+        assert status == 200
+        job = await _job_of(client, "UC1")
+        state, _ = await _final(harness, client, job.id)
+        await fake_slack.wait_for(lambda: fake_slack.uploads, timeout=30)
+    finally:
+        await harness.close()
+    [upload] = fake_slack.uploads.values()
+    # Drawn by the daemon with the new LoRA, not the picture it was trained on.
+    assert upload.filename == f"{job.id}-preview-1.png" and upload.completed["thread_ts"] == state.ts
+    assert upload.completed["title"] == f"{job.lora_name}: a first picture"
+    with Image.open(io.BytesIO(upload.data)) as picture:
+        assert job.lora_name in picture.text["parameters"]  # type: ignore[attr-defined]

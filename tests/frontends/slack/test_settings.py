@@ -20,7 +20,7 @@ def test_socket_mode_from_the_standard_slack_variables() -> None:
     assert (settings.bot_token, settings.app_token) == (BOT, APP)
     assert settings.daemon_target == "unix:/run/distillery/distillery.sock"
     assert settings.update_interval >= 1.0  # Slack's per-channel pace unless a test says otherwise
-    assert settings.result_image == "none"
+    assert settings.result_image == "preview"
 
 
 def test_http_mode_with_flags_overriding_the_environment(tmp_path: Path) -> None:

@@ -148,6 +148,10 @@ async def test_distill_a_link(bot_api: FakeBotApi, bot: DistilleryBot, image_ser
     outcome = await distill(bot_api, message)
     name = lora_name(outcome)
     check_progress(outcome, name, min_gap=EDIT_GAP["private_edit_interval"])
+    # The daemon's first picture with the new LoRA, then the LoRA file itself.
+    photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto" and call.chat_id == ANN)
+    assert photo.params["caption"] == f"{name}: a first picture"
+    assert Image.open(io.BytesIO(photo.files["photo"])).format == "PNG"
     document = await bot_api.wait_for(lambda call: call.method == "sendDocument" and call.chat_id == ANN)
     assert document.params["caption"].startswith(f"{name}.safetensors")
     assert len(document.files["document"]) > 1000  # the LoRA's safetensors, straight from the daemon
