@@ -37,6 +37,7 @@ from google.protobuf.message import Message
 from frontends.client import DaemonClient, DaemonError
 from frontends.commands import UsageError, parse_lora, parse_serve
 from frontends.render import (
+    INFO_HINT,
     JobView,
     bar,
     duration,
@@ -118,7 +119,9 @@ class ProgressPrinter:
         view = self.view
         job = view.job
         if view.generating:
-            self._write(generation_summary(view))
+            # The chats reply /info to a picture; here the command names the file.
+            hint = "distillery info <image name> shows all of an image's parameters."
+            self._write(generation_summary(view).replace(INFO_HINT, hint))
             return
         if view.kind == pb.JOB_KIND_REG_IMPORT:
             self._write(view.last_text if view.state == pb.JOB_STATE_SUCCEEDED else f"Import failed: {view.error}")
