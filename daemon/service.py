@@ -185,12 +185,8 @@ class Distillery:
         if spec.train_steps > self.settings.max_train_steps:
             raise BadInput(f"At most {self.settings.max_train_steps} training steps are allowed.")
         request_hash = spec.request_hash()
-        if spec.idempotency_key:
-            existing = await asyncio.to_thread(
-                self.store.find_idempotent, spec.requester.owner_key, spec.idempotency_key
-            )
-            if existing is not None:
-                return self._duplicate(existing, request_hash)
+        if (earlier := await self._earlier(spec.requester, spec.idempotency_key, request_hash)) is not None:
+            return earlier
         await asyncio.to_thread(self._check_capacity, spec.requester)
 
         raw = await self._source_bytes(spec)
@@ -198,12 +194,8 @@ class Distillery:
         # The check above refuses early, before any fetch; this one holds. Without the lock, a burst of
         # submissions would all pass the first check before any of them is stored and overrun the limits.
         async with self._admit:
-            if spec.idempotency_key:
-                existing = await asyncio.to_thread(
-                    self.store.find_idempotent, spec.requester.owner_key, spec.idempotency_key
-                )
-                if existing is not None:
-                    return self._duplicate(existing, request_hash)
+            if (earlier := await self._earlier(spec.requester, spec.idempotency_key, request_hash)) is not None:
+                return earlier
             await asyncio.to_thread(self._check_capacity, spec.requester)
             return await self._store_new(spec, image, request_hash)
 
@@ -254,10 +246,8 @@ class Distillery:
         if self.generation is None:
             raise Unavailable("This distillery does not generate images.")
         request_hash = serve_request_hash(request)
-        if idempotency_key:
-            existing = await asyncio.to_thread(self.store.find_idempotent, requester.owner_key, idempotency_key)
-            if existing is not None:
-                return self._duplicate(existing, request_hash)
+        if (earlier := await self._earlier(requester, idempotency_key, request_hash)) is not None:
+            return earlier
         loras = [await asyncio.to_thread(self.get_lora, name, requester) for name, _ in request.loras]
         params = resolve(request, loras, self.generation)
         if request.adapt_image:
@@ -268,12 +258,8 @@ class Distillery:
             raw = await fetch_url(request.adapt_url, self.settings.fetch)
             adapt = await asyncio.to_thread(normalize_image, raw, self.settings.image)
         async with self._admit:
-            if idempotency_key:
-                existing = await asyncio.to_thread(
-                    self.store.find_idempotent, requester.owner_key, idempotency_key
-                )
-                if existing is not None:
-                    return self._duplicate(existing, request_hash)
+            if (earlier := await self._earlier(requester, idempotency_key, request_hash)) is not None:
+                return earlier
             await asyncio.to_thread(self._check_capacity, requester)
             return await self._store_generation(requester, params, adapt, idempotency_key, request_hash)
 
@@ -362,7 +348,7 @@ class Distillery:
             position = len(self.queue) + 1
             text = f"Importing {len(images)} photos of a {subject_class}; you are number {position} in the queue."
             first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
-            stored = await asyncio.to_thread(self.store.create_job_with_images, job, first, images)
+            stored = await asyncio.to_thread(self.store.create_job, job, first, None, "", images)
             submitted = self._queued(stored, position)
             log.info("job %s: import of %d %s photos accepted", job.id, len(images), subject_class)
             return submitted
@@ -378,6 +364,17 @@ class Distillery:
         self.worker.note_position(job.id, position)
         self.queue.push(job.id)
         return Submitted(job=job, position=position, duplicate=False)
+
+    async def _earlier(self, requester: Requester, idempotency_key: str, request_hash: str) -> Submitted | None:
+        """The job this idempotency key already made (a redelivery), or None when the key is new or empty.
+
+        Checked once before any fetch (cheap early answer) and again under the admission lock (the one that
+        holds); a key reused for a different request raises Conflict.
+        """
+        if not idempotency_key:
+            return None
+        existing = await asyncio.to_thread(self.store.find_idempotent, requester.owner_key, idempotency_key)
+        return None if existing is None else self._duplicate(existing, request_hash)
 
     def _duplicate(self, job: Job, request_hash: str) -> Submitted:
         if job.request_hash != request_hash:
@@ -575,7 +572,7 @@ class Distillery:
         """The image's record and its pixel size (read from the PNG header)."""
         meta = self.visible_image(name, requester)
         if meta.generated:
-            return meta, int(meta.info.get("width", 0)), int(meta.info.get("height", 0))
+            return meta, *meta.pixels
         with open_png(self.store.get_image(name)) as picture:
             return meta, picture.width, picture.height
 

@@ -132,8 +132,7 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
                     meta = store.get_image_meta(name)
                 except NotFound:
                     continue
-                width, height = meta.info.get("width", 0), meta.info.get("height", 0)
-                images.append(convert.image_info_to_pb(meta, width, height))
+                images.append(convert.image_info_to_pb(meta, *meta.pixels))
         return convert.event_to_pb(event, job, lora, images)
 
     async def Generate(

@@ -76,6 +76,11 @@ class StoredImage:
     # Generated images: "seed", "width", "height", "parameters", "loras" (see worker.OutputImage).
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def pixels(self) -> tuple[int, int]:
+        """Width and height as recorded for a generated image; (0, 0) where nothing was recorded."""
+        return int(self.info.get("width", 0)), int(self.info.get("height", 0))
+
 
 def _image_meta(name: str, raw: bytes) -> StoredImage:
     meta = json.loads(raw)
@@ -181,10 +186,27 @@ class Store:
             if not cursor.delete():
                 break
 
+    def _put_image(
+        self, txn: lmdb.Transaction, name: str, owner_key: str, png: bytes, sha256: str, job_id: str, **extra: Any
+    ) -> None:
+        """One stored image: its record (owner, hash, size, job, and ``extra``) and its PNG bytes."""
+        meta = {"owner": owner_key, "sha256": sha256, "size": len(png), "job": job_id, **extra}
+        txn.put(name.encode(), json.dumps(meta).encode(), db=self._db["images"])
+        self._put_blob(txn, f"image/{name}", png)
+
     # -- jobs and events ------------------------------------------------------------------------------------
 
-    def create_job(self, job: Job, first_event: Event, image_png: bytes | None, image_sha256: str) -> Job:
+    def create_job(
+        self,
+        job: Job,
+        first_event: Event,
+        image_png: bytes | None,
+        image_sha256: str,
+        inputs: Sequence[tuple[str, bytes, str]] = (),
+    ) -> Job:
         """Store a new job, its name, its idempotency key, its source image and first event, all or nothing.
+
+        ``inputs`` are further images the job reads, as (name, PNG, sha256): photos to import.
 
         When the job has an idempotency key already used by the same owner, nothing is written and the
         existing job is returned; the caller compares ``request_hash`` to tell a redelivery from a clash.
@@ -199,15 +221,11 @@ class Store:
             names = self._db["names"]
             if job.lora_name and not txn.put(job.lora_name.encode(), job.id.encode(), db=names, overwrite=False):
                 raise Conflict(f"The name {job.lora_name} is taken.")
+            owner = job.owner.owner_key
             if image_png is not None:
-                meta = {
-                    "owner": job.owner.owner_key,
-                    "sha256": image_sha256,
-                    "size": len(image_png),
-                    "job": job.id,
-                }
-                txn.put(job.image_name.encode(), json.dumps(meta).encode(), db=self._db["images"])
-                self._put_blob(txn, f"image/{job.image_name}", image_png)
+                self._put_image(txn, job.image_name, owner, image_png, image_sha256, job.id)
+            for name, png, sha256 in inputs:
+                self._put_image(txn, name, owner, png, sha256, job.id)
             job.last_seq = first_event.seq
             txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
             txn.put(_event_key(job.id, first_event.seq), to_json(first_event), db=self._db["events"])
@@ -267,16 +285,17 @@ class Store:
                 txn.put(lora.name.encode(), to_json(lora), db=self._db["loras"])
                 self._put_blob(txn, f"lora/{lora.name}", lora_file)
             for image in images:
-                meta = {
-                    "owner": job.owner.owner_key,
-                    "sha256": hashlib.sha256(image.png).hexdigest(),
-                    "size": len(image.png),
-                    "job": job.id,
-                    "generated": True,
-                    "info": image.info,
-                }
-                txn.put(image.name.encode(), json.dumps(meta).encode(), db=self._db["images"])
-                self._put_blob(txn, f"image/{image.name}", image.png)
+                sha256 = hashlib.sha256(image.png).hexdigest()
+                self._put_image(
+                    txn,
+                    image.name,
+                    job.owner.owner_key,
+                    image.png,
+                    sha256,
+                    job.id,
+                    generated=True,
+                    info=image.info,
+                )
             job.last_seq = event.seq
             txn.put(_event_key(job.id, event.seq), to_json(event), db=self._db["events"])
             txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
@@ -355,30 +374,7 @@ class Store:
 
     def put_image(self, name: str, owner_key: str, png: bytes, sha256: str, job_id: str = "") -> None:
         """Store one image outside a job's creation (a picture an operator or a test puts in place)."""
-        meta = {"owner": owner_key, "sha256": sha256, "size": len(png), "job": job_id}
-
-        def txn_fn(txn: lmdb.Transaction) -> None:
-            txn.put(name.encode(), json.dumps(meta).encode(), db=self._db["images"])
-            self._put_blob(txn, f"image/{name}", png)
-
-        self._write(txn_fn)
-
-    def create_job_with_images(
-        self, job: Job, first_event: Event, images: Sequence[tuple[str, bytes, str]]
-    ) -> Job:
-        """Store a new job and the input images it names (name, PNG, sha256) in one transaction."""
-
-        def txn_fn(txn: lmdb.Transaction) -> Job:
-            for name, png, sha256 in images:
-                meta = {"owner": job.owner.owner_key, "sha256": sha256, "size": len(png), "job": job.id}
-                txn.put(name.encode(), json.dumps(meta).encode(), db=self._db["images"])
-                self._put_blob(txn, f"image/{name}", png)
-            job.last_seq = first_event.seq
-            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
-            txn.put(_event_key(job.id, first_event.seq), to_json(first_event), db=self._db["events"])
-            return job
-
-        return self._write(txn_fn)
+        self._write(lambda txn: self._put_image(txn, name, owner_key, png, sha256, job_id))
 
     def get_image(self, name: str) -> bytes:
         """The stored PNG, or NotFound."""
