@@ -18,14 +18,22 @@ class EventHub:
         self._latest: dict[str, int] = {}
         self._waiters: defaultdict[str, list[asyncio.Future[None]]] = defaultdict(list)
 
-    def publish(self, job_id: str, seq: int) -> None:
-        """Say that job_id has events up to seq; callable from any thread."""
+    def __len__(self) -> int:
+        """Jobs the hub keeps anything for: unfinished ones that had events, and ones with watchers waiting."""
+        return len(self._latest.keys() | self._waiters.keys())
+
+    def publish(self, job_id: str, seq: int, final: bool = False) -> None:
+        """Say that job_id has events up to seq (the last one when final); callable from any thread."""
         if self._loop.is_closed():
             return
-        self._loop.call_soon_threadsafe(self._wake, job_id, seq)
+        self._loop.call_soon_threadsafe(self._wake, job_id, seq, final)
 
-    def _wake(self, job_id: str, seq: int) -> None:
-        self._latest[job_id] = max(seq, self._latest.get(job_id, 0))
+    def _wake(self, job_id: str, seq: int, final: bool) -> None:
+        if final:
+            # Watchers read the final event from the store; nothing about a finished job stays here.
+            self._latest.pop(job_id, None)
+        else:
+            self._latest[job_id] = max(seq, self._latest.get(job_id, 0))
         for waiter in self._waiters.pop(job_id, []):
             if not waiter.done():
                 waiter.set_result(None)
@@ -46,8 +54,3 @@ class EventHub:
                 waiters.remove(waiter)
                 if not waiters:
                     del self._waiters[job_id]
-
-    def forget(self, job_id: str) -> None:
-        """Drop what is kept for a finished job once nobody follows it."""
-        if not self._waiters.get(job_id):
-            self._latest.pop(job_id, None)

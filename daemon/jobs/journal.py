@@ -73,7 +73,7 @@ class Journal:
             job.finished_at = self._clock()
             event = self.new_event(job, text, job.last_seq + 1, "finished")
             self._store.finish_job(job, event, lora, lora_file, images)
-        self._hub.publish(job_id, event.seq)
+        self._hub.publish(job_id, event.seq, final=True)
         return job, event
 
     def set_client_state(self, job_id: str, state: bytes) -> Job:

@@ -181,6 +181,18 @@ async def test_watch_replays_after_a_sequence_and_ends(api: Api, portrait_png: b
     assert await collect(api.client.watch(reply.job.id, ALICE, after_seq=everything[-1].seq)) == []
 
 
+async def test_the_daemon_keeps_nothing_in_memory_for_finished_jobs(api: Api, portrait_png: bytes) -> None:
+    for _ in range(3):
+        events = await collect(api.client.distill(api.client.spec(ALICE, upload=True), portrait_png))
+        assert events[-1].state == pb.JOB_STATE_SUCCEEDED
+    # The final wake-up reaches the event loop from the worker thread; give it a moment.
+    for _ in range(100):
+        if len(api.core.hub) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert len(api.core.hub) == 0
+
+
 async def test_a_stored_image_name_and_a_url_are_sources_too(api: Api, portrait_png: bytes) -> None:
     first = await api.client.submit(api.client.spec(ALICE, upload=True), portrait_png)
     again = await api.client.submit(api.client.spec(ALICE, image_name=first.job.image_name))
