@@ -37,7 +37,6 @@ from google.protobuf.message import Message
 from frontends.client import DaemonClient, DaemonError
 from frontends.commands import UsageError, parse_lora, parse_serve
 from frontends.render import (
-    INFO_HINT,
     JobView,
     bar,
     duration,
@@ -121,7 +120,7 @@ class ProgressPrinter:
         if view.generating:
             # The chats reply /info to a picture; here the command names the file.
             hint = "distillery info <image name> shows all of an image's parameters."
-            self._write(generation_summary(view).replace(INFO_HINT, hint))
+            self._write(generation_summary(view, info_hint=hint))
             return
         if view.kind == pb.JOB_KIND_REG_IMPORT:
             self._write(view.last_text if view.state == pb.JOB_STATE_SUCCEEDED else f"Import failed: {view.error}")

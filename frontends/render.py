@@ -178,14 +178,14 @@ def usage_text(name: str, subject_class: str) -> str:
     )
 
 
-def summary_text(view: JobView) -> str:
-    """The message a finished job leaves behind."""
+def summary_text(view: JobView, info_hint: str = "") -> str:
+    """The message a finished job leaves behind; info_hint replaces a generation's "Reply /info" line."""
     job = view.job
     took = ""
     if job is not None and job.finished_at and job.created_at:
         took = f" in {duration(job.finished_at - job.created_at)}"
     if view.generating:
-        return generation_summary(view, took)
+        return generation_summary(view, took, info_hint)
     if view.state == pb.JOB_STATE_SUCCEEDED:
         lines = [f"{view.lora_name} is ready{took}."]
         if view.subject_class:
@@ -200,17 +200,17 @@ def summary_text(view: JobView) -> str:
     return f"{view.lora_name} failed: {reason}"
 
 
-def message_text(view: JobView) -> str:
+def message_text(view: JobView, info_hint: str = "") -> str:
     """Whichever of progress and summary fits the job's state now."""
-    return summary_text(view) if view.finished else progress_text(view)
+    return summary_text(view, info_hint) if view.finished else progress_text(view)
 
 
-# The last line of a generation's summary; a platform without replies to pictures swaps it for its own way.
+# The last line of a generation's summary; a platform without replies to pictures passes its own way.
 INFO_HINT = "Reply /info to an image for all its parameters."
 
 
-def generation_summary(view: JobView, took: str = "") -> str:
-    """A finished generation: what was made and how to make it again."""
+def generation_summary(view: JobView, took: str = "", info_hint: str = "") -> str:
+    """A finished generation: what was made, how to make it again and how to see an image's parameters."""
     if view.state == pb.JOB_STATE_CANCELLED:
         return "The generation was cancelled."
     if view.state != pb.JOB_STATE_SUCCEEDED:
@@ -224,7 +224,7 @@ def generation_summary(view: JobView, took: str = "") -> str:
             lines.append("LoRAs: " + ", ".join(f"{use.name} ({use.weight:g})" for use in spec.loras))
         seeds = f"seed {spec.seed}" if count <= 1 else f"seeds {spec.seed}-{spec.seed + count - 1}"
         lines.append(f"{spec.width}x{spec.height}, {spec.steps} steps, CFG {spec.cfg:g}, {seeds}")
-    lines.append(INFO_HINT)
+    lines.append(info_hint or INFO_HINT)
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.commands import DISTILL_USAGE, LORA_USAGE, SERVE_USAGE
-from frontends.render import INFO_HINT, JobView, generation_title, message_text
+from frontends.render import JobView, generation_title, message_text
 
 CANCEL_ACTION = "distill_cancel"
 DELETE_ACTION = "lora_delete"
@@ -141,7 +141,7 @@ def job_content(view: JobView, owner: str, note: str = "") -> Content:
 
     ``note`` is a passing remark such as "reconnecting to the trainer"; it is shown under the progress.
     """
-    text = _slack_wording(message_text(view))
+    text = message_text(view, _SLACK_INFO)
     blocks = [_plain_section(text), _context(f"Requested by <@{owner}>")] if owner else [_plain_section(text)]
     if not view.finished:
         if note:
@@ -149,11 +149,6 @@ def job_content(view: JobView, owner: str, note: str = "") -> Content:
         if view.job_id:
             blocks.append(cancel_button(view.job_id, view.generating))
     return Content(text=text, blocks=blocks)
-
-
-def _slack_wording(text: str) -> str:
-    lines = [_SLACK_INFO if line == INFO_HINT else line for line in text.splitlines()]
-    return "\n".join(lines)
 
 
 def delete_confirmation(name: str, owner: str) -> list[Block]:

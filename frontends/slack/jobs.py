@@ -1,9 +1,10 @@
 """Following jobs: one task per job posts (or adopts) its Slack message and keeps it in step with the events.
 
 A job lives in the daemon, never in a stream: the follower watches it from the last event it showed, and when
-the stream breaks (the daemon restarted, a network hiccup) it watches again from there with a growing pause,
-showing a "reconnecting" line meanwhile. After each edit it writes its re-attach note (channel, message ts,
-sequence shown) onto the job, which is all a restarted bot needs to pick the message up again. A finished
+the stream breaks (the daemon restarted, a network hiccup) it watches again from there with the shared backoff
+(``frontends.follow``), showing a "reconnecting" line meanwhile. After each edit it writes its re-attach note
+(channel, message ts, sequence shown) onto the job, which is all a restarted bot needs to pick the message up
+again. A finished
 generation's pictures go into the message's thread, one upload each, counted in the note as they go.
 """
 
@@ -12,14 +13,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
-import grpc
 from distillery.v1 import distillery_pb2 as pb
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from frontends.client import DaemonError
+from frontends.follow import BACKOFF, follow_job
 from frontends.render import JobView, image_caption
 from frontends.slack.blocks import Content, job_content
 from frontends.slack.daemon import ClientState, Daemon, platform_requester
@@ -29,8 +30,6 @@ log = logging.getLogger(__name__)
 
 RECONNECTING = "The trainer is not answering; following again as soon as it is back."
 GONE = "The trainer no longer knows this job."
-# Watch errors that will not heal by waiting: stop following instead of retrying forever.
-_FATAL_CODES = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED)
 # Posting in a channel the bot is not in fails with these; the job message then goes to the user's DM.
 _NO_ACCESS = ("not_in_channel", "channel_not_found", "is_archived", "restricted_action")
 
@@ -80,7 +79,7 @@ class Followers:
         result_image: ResultImage | None = None,
         report: ErrorReporter | None = None,
         sleep: Sleep = asyncio.sleep,
-        backoff: tuple[float, float] = (0.5, 30.0),
+        backoff: Sequence[float] = BACKOFF,
     ) -> None:
         self.daemon = daemon
         self.client = client
@@ -228,25 +227,21 @@ class Followers:
 
     async def _watch_until_finished(self, job_id: str, view: JobView, live: LiveMessage, owner: str) -> bool:
         """Fold events into the view and show them; False when the job can no longer be followed."""
-        pause, longest = self._backoff
-        while not view.finished:
-            try:
-                async for event in self.daemon.watch(job_id, platform_requester(), after_seq=view.last_seq):
-                    view.apply(event)
-                    live.show(job_content(view, owner), view.last_seq)
-                    pause = self._backoff[0]
-                if view.finished:
-                    break
-                log.info("job %s: the event stream ended early; watching again", job_id)
-            except DaemonError as error:
-                if error.code in _FATAL_CODES:
-                    log.warning("job %s: cannot follow it any more: %s", job_id, error.message)
-                    live.show(job_content(view, owner, note=GONE), view.last_seq)
-                    return False
-                log.info("job %s: watch failed (%s); retrying in %.1f s", job_id, error.code.name, pause)
+
+        def on_break(_: DaemonError | None) -> None:
             live.show(job_content(view, owner, note=RECONNECTING), view.last_seq)
-            await self._sleep(pause)
-            pause = min(pause * 2, longest)
+
+        lost = await follow_job(
+            view,
+            lambda after: self.daemon.watch(job_id, platform_requester(), after_seq=after),
+            on_event=lambda _: live.show(job_content(view, owner), view.last_seq),
+            on_break=on_break,
+            sleep=self._sleep,
+            backoff=self._backoff,
+        )
+        if lost:
+            live.show(job_content(view, owner, note=GONE), view.last_seq)
+            return False
         return True
 
     async def _post_images(self, job: pb.Job, view: JobView, state: ClientState) -> int:

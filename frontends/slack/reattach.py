@@ -14,7 +14,7 @@ import logging
 
 from distillery.v1 import distillery_pb2 as pb
 
-from frontends.client import DaemonError
+from frontends.follow import when_answered
 from frontends.render import FINISHED_STATES
 from frontends.slack.daemon import ClientState, Daemon, platform_requester
 from frontends.slack.jobs import Followers
@@ -63,19 +63,9 @@ def _pick_up(job: pb.Job, followers: Followers) -> bool:
     return True
 
 
-async def reattach(
-    daemon: Daemon, followers: Followers, sleep: Sleep = asyncio.sleep, backoff: tuple[float, float] = (1.0, 60.0)
-) -> int:
-    """reattach_once, retried with a growing pause while the daemon cannot answer."""
-    pause, longest = backoff
-    while True:
-        try:
-            count = await reattach_once(daemon, followers)
-        except DaemonError as error:
-            log.warning("cannot re-attach to running jobs yet (%s); retrying in %.0f s", error.message, pause)
-            await sleep(pause)
-            pause = min(pause * 2, longest)
-            continue
-        if count:
-            log.info("re-attached to %d job(s)", count)
-        return count
+async def reattach(daemon: Daemon, followers: Followers, sleep: Sleep = asyncio.sleep) -> int:
+    """reattach_once, asked again with the shared backoff while the daemon cannot answer."""
+    count = await when_answered(lambda: reattach_once(daemon, followers), "re-attach to running jobs", sleep)
+    if count:
+        log.info("re-attached to %d job(s)", count)
+    return count

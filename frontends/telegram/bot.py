@@ -61,6 +61,7 @@ from frontends.commands import (
     parse_distill,
     parse_serve,
 )
+from frontends.follow import when_answered
 from frontends.render import JobView, image_caption, jobs_text, progress_text, summary_text
 from frontends.telegram.library import INFO_USAGE, LoraCommands
 from frontends.telegram.media import ImageRef, Refusal, download, image_of
@@ -246,17 +247,13 @@ class DistilleryBot:
 
     async def _reattach_all(self) -> None:
         """Follow every unfinished job this bot started before it (re)started; wait out a daemon outage."""
-        attempt = 0
-        while True:
-            try:
-                found = await unfinished_jobs(self.trainer, self.bot_id)
-                break
-            except DaemonError as error:
-                if error.code != grpc.StatusCode.UNAVAILABLE:
-                    log.error("cannot list jobs to re-attach: %s", error.message)
-                    return
-                attempt += 1
-                await self.sleep(min(2.0**attempt, 30.0))
+        try:
+            found = await when_answered(
+                lambda: unfinished_jobs(self.trainer, self.bot_id), "list jobs to re-attach", self.sleep
+            )
+        except DaemonError as error:
+            log.error("cannot list jobs to re-attach: %s", error.message)
+            return
         for job, state in found:
             view = JobView()
             view.apply_job(job)
@@ -329,10 +326,12 @@ class DistilleryBot:
                         log.info("job %s: could not send the summary to chat %s: %s", job_id, state.chat, error)
                 # Done before the extras: after a crash here, a lost preview beats sending everything twice.
                 await self._save_state(job_id, watcher, note.finished(view.last_seq))
+                # The pictures and the file answer the job's message, so they stay with their request.
+                reply = ReplyParameters(state.message, allow_sending_without_reply=True)
                 if view.state == pb.JOB_STATE_SUCCEEDED and view.generating:
-                    await self._send_images(view, owner, state.chat)
+                    await self._send_images(view, owner, state.chat, reply)
                 elif view.state == pb.JOB_STATE_SUCCEEDED:
-                    await self._send_results(view, owner, state.chat)
+                    await self._send_results(view, owner, state.chat, reply)
             except asyncio.CancelledError:
                 await live.close()
                 raise
@@ -348,14 +347,17 @@ class DistilleryBot:
             # Only re-attaching after a restart needs it, and the next save or the watch will tell if it matters.
             log.info("job %s: could not save the chat note: %s", job_id, error.message)
 
-    async def _send_results(self, view: JobView, owner: pb.Requester, chat_id: int) -> None:
+    async def _send_results(
+        self, view: JobView, owner: pb.Requester, chat_id: int, reply: ReplyParameters
+    ) -> None:
         """After the summary: the preview picture (when there is one) and the LoRA file itself."""
         bot = self.application.bot
         try:
             picture = await self.preview.preview(view, owner)
             if picture:
                 caption = f"{view.lora_name}: a first picture"
-                await self.pacer.call(chat_id, lambda: bot.send_photo(chat_id, picture, caption=caption))
+                send = functools.partial(bot.send_photo, chat_id, picture, caption=caption, reply_parameters=reply)
+                await self.pacer.call(chat_id, send)
             lora = view.lora
             if not self.settings.send_lora_file or lora is None or lora.size_bytes > UPLOAD_LIMIT:
                 return
@@ -367,6 +369,7 @@ class DistilleryBot:
                     data,
                     filename=f"{view.lora_name}.safetensors",
                     caption=f"{view.lora_name}.safetensors - load it as a LoRA in your Stable Diffusion UI.",
+                    reply_parameters=reply,
                 ),
             )
         except (DaemonError, TelegramError) as error:
@@ -374,7 +377,7 @@ class DistilleryBot:
             message = error.message if isinstance(error, DaemonError) else str(error)
             log.warning("job %s: could not send the results of %s: %s", view.job_id, view.lora_name, message)
 
-    async def _send_images(self, view: JobView, owner: pb.Requester, chat_id: int) -> None:
+    async def _send_images(self, view: JobView, owner: pb.Requester, chat_id: int, reply: ReplyParameters) -> None:
         """A finished generation's images, captioned with their names (which /info looks up)."""
         bot = self.application.bot
         try:
@@ -382,15 +385,25 @@ class DistilleryBot:
             photos = [(info, data) for info, data in pictures if len(data) <= PHOTO_LIMIT]
             if len(photos) == 1:
                 info, data = photos[0]
-                await self.pacer.call(chat_id, lambda: bot.send_photo(chat_id, data, caption=image_caption(info)))
+                photo = functools.partial(
+                    bot.send_photo, chat_id, data, caption=image_caption(info), reply_parameters=reply
+                )
+                await self.pacer.call(chat_id, photo)
             elif photos:
                 media = [InputMediaPhoto(data, caption=image_caption(info)) for info, data in photos]
-                await self.pacer.call(chat_id, lambda: bot.send_media_group(chat_id, media))
+                await self.pacer.call(
+                    chat_id, lambda: bot.send_media_group(chat_id, media, reply_parameters=reply)
+                )
             # Telegram takes photos of up to 10 MB; a bigger PNG still arrives whole, as a file.
             for info, data in pictures:
                 if len(data) > PHOTO_LIMIT:
                     send = functools.partial(
-                        bot.send_document, chat_id, data, filename=info.name, caption=image_caption(info)
+                        bot.send_document,
+                        chat_id,
+                        data,
+                        filename=info.name,
+                        caption=image_caption(info),
+                        reply_parameters=reply,
                     )
                     await self.pacer.call(chat_id, send)
         except (DaemonError, TelegramError) as error:

@@ -2,40 +2,26 @@
 
 The bot keeps what it needs to pick a job up again on the job itself (``ClientState``: which chat, which
 progress message, the last event shown), so a restarted bot lists its platform's unfinished jobs and watches
-each from where it left off. A watch that breaks because the daemon went away is retried with backoff from the
-last event seen; the user hears that the trainer is offline only when the outage outlasts a restart.
+each from where it left off. A watch that breaks because the daemon went away is retried with the shared backoff
+(``frontends.follow``) from the last event seen; the user hears that the trainer is offline only when the outage
+outlasts a restart.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
-import grpc
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.client import DaemonError
+from frontends.follow import BACKOFF, follow_job
 from frontends.render import JobView, progress_text
 from frontends.telegram.progress import Clock, LiveMessage, Sleep
 from frontends.telegram.trainer import Trainer, requester
 
-log = logging.getLogger(__name__)
-
 OFFLINE_NOTE = "The trainer is offline right now; this message carries on when it is back."
-# Codes after which watching again cannot help: the job is gone, or the bot may not see it.
-PERMANENT = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-    }
-)
-# Seconds between watch attempts while the daemon is away; a restart takes a few seconds, a reboot a minute.
-BACKOFF = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 # How far back a restarted bot looks for jobs that ended while it was down but whose chat has no summary yet.
 RECENT_JOBS = 100
 
@@ -123,6 +109,8 @@ class Follower:
         self.backoff = backoff
         # Set when the job can no longer be followed (e.g. the daemon's store was wiped): why, for the chat.
         self.lost_reason = ""
+        # When the current outage began: the offline note waits until it outlasts a daemon restart.
+        self.offline_since: float | None = None
 
     def _show_progress(self, note: str = "") -> None:
         text = progress_text(self.view) + (f"\n\n{note}" if note else "")
@@ -130,33 +118,28 @@ class Follower:
 
     async def run(self) -> JobView:
         """Follow the job; returns its view, finished unless ``lost_reason`` says why it could not be."""
-        failures = 0
-        offline_since: float | None = None
-        while True:
-            try:
-                events, self.events = self.events, None
-                if events is None:
-                    events = self.trainer.watch(self.job_id, self.watcher, after_seq=self.view.last_seq)
-                async for event in events:
-                    failures, offline_since = 0, None
-                    self.view.apply(event)
-                    if event.WhichOneof("detail") == "finished":
-                        return self.view
-                    if not self.view.finished:
-                        self._show_progress()
-                # The stream ended without the final event. For a job that ended before we (re)attached and whose
-                # final event we already passed, that is all there is; otherwise the daemon is stopping.
-                if self.view.finished:
-                    return self.view
-            except DaemonError as error:
-                if error.code in PERMANENT:
-                    log.warning("job %s: cannot follow it any more: %s", self.job_id, error.message)
-                    self.lost_reason = error.message
-                    return self.view
-                if offline_since is None:
-                    offline_since = self.clock()
-                    log.info("job %s: watch broke (%s); retrying", self.job_id, error.code.name)
-                if self.clock() - offline_since >= self.offline_after:
-                    self._show_progress(OFFLINE_NOTE)
-            await self.sleep(self.backoff[min(failures, len(self.backoff) - 1)])
-            failures += 1
+        self.lost_reason = await follow_job(
+            self.view,
+            lambda after: self.trainer.watch(self.job_id, self.watcher, after_seq=after),
+            on_event=self._on_event,
+            on_break=self._on_break,
+            sleep=self.sleep,
+            backoff=self.backoff,
+            first=self.events,
+        )
+        self.events = None
+        return self.view
+
+    def _on_event(self, _: pb.JobEvent) -> None:
+        self.offline_since = None
+        if not self.view.finished:
+            self._show_progress()
+
+    def _on_break(self, error: DaemonError | None) -> None:
+        if error is None:
+            return
+        now = self.clock()
+        if self.offline_since is None:
+            self.offline_since = now
+        if now - self.offline_since >= self.offline_after:
+            self._show_progress(OFFLINE_NOTE)

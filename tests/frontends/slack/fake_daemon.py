@@ -213,6 +213,9 @@ class FakeDaemon:
                     last = event.seq
                     if event.HasField("finished"):
                         return
+            if self.jobs[job_id].state not in ACTIVE:
+                # As the daemon does: a job that has ended and whose events were all read has nothing more.
+                return
             async with self._changed:
                 if self._generation != generation:
                     raise DaemonError(grpc.StatusCode.UNAVAILABLE, OFFLINE)

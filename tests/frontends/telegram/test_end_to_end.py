@@ -155,6 +155,10 @@ async def test_distill_a_link(bot_api: FakeBotApi, bot: DistilleryBot, image_ser
     document = await bot_api.wait_for(lambda call: call.method == "sendDocument" and call.chat_id == ANN)
     assert document.params["caption"].startswith(f"{name}.safetensors")
     assert len(document.files["document"]) > 1000  # the LoRA's safetensors, straight from the daemon
+    # Both answer the job's message.
+    job_message = outcome.first.result["message_id"]
+    assert photo.params["reply_parameters"]["message_id"] == document.params["reply_parameters"]["message_id"]
+    assert photo.params["reply_parameters"]["message_id"] == job_message
 
 
 async def test_distill_a_photo_with_a_caption(

@@ -81,6 +81,8 @@ async def test_serve_confirms_shows_progress_sends_the_images_and_summarises(
     assert captions == [image_caption(trainer.image_infos[f"job1-{n}.png"]) for n in (1, 2)]
     assert captions[0].startswith("job1-1.png - seed 7 - annlora")
     assert sorted(group.files.values()) == [b"PNG job1-1.png", b"PNG job1-2.png"]
+    # The album answers the job's message, which answers the command.
+    assert group.params["reply_parameters"]["message_id"] == state.message
     await eventually(lambda: (ClientState.decode(trainer.jobs["job1"].client_state) or state).done)
     assert bot_api.calls_of("sendPhoto") == [] and bot_api.calls_of("sendDocument") == []
 
@@ -99,6 +101,7 @@ async def test_one_image_is_a_photo_and_info_reads_its_caption(
     info = trainer.image_infos["job1-1.png"]
     assert photo.params["caption"] == image_caption(info) and photo.files["photo"] == b"PNG job1-1.png"
     assert photo.chat_id == GROUP_ID
+    assert photo.params["reply_parameters"]["message_id"] == confirmation.result["message_id"]
 
     # /info as a reply to the bot's picture, and by name.
     by_reply = bot_api.text(user(ANN), group_chat(), "/info", reply_to=photo.result)
