@@ -43,7 +43,8 @@ class FakeDaemon:
         self.deleted: list[str] = []
         self.image_fetches: list[str] = []
         self.submit_errors: list[DaemonError] = []
-        self.submit_delay = 0.0
+        # While set to an unset Event, Distill and Generate wait for it: a slow link, a slow daemon.
+        self.submit_gate: asyncio.Event | None = None
         self.offline = False
         self._keys: dict[tuple[tuple[str, str, str], str], str] = {}
         self._ids = itertools.count(1)
@@ -169,8 +170,8 @@ class FakeDaemon:
     async def submit(self, spec: pb.DistillSpec, image: bytes | None = None) -> pb.SubmitReply:
         self._check_online()
         self.submits.append((spec, image))
-        if self.submit_delay:
-            await asyncio.sleep(self.submit_delay)
+        if self.submit_gate is not None:
+            await self.submit_gate.wait()
         if self.submit_errors:
             raise self.submit_errors.pop(0)
         owner = _owner_key(spec.requester)
@@ -270,8 +271,8 @@ class FakeDaemon:
     ) -> AsyncIterator[pb.JobEvent]:
         self._check_online()
         self.generates.append((spec, requester, idempotency_key))
-        if self.submit_delay:
-            await asyncio.sleep(self.submit_delay)
+        if self.submit_gate is not None:
+            await self.submit_gate.wait()
         if self.submit_errors:
             raise self.submit_errors.pop(0)
         owner = _owner_key(requester)

@@ -143,16 +143,20 @@ async def test_jobs_lists_only_the_users_jobs(bot: BotHarness, fake_daemon: Fake
 async def test_a_slow_image_host_does_not_cost_the_3s_ack(fake_slack: FakeSlack, fake_daemon: FakeDaemon) -> None:
     harness = await BotHarness(fake_slack, fake_daemon, settings_for(fake_slack, ack_wait=0.2)).start()
     try:
-        fake_daemon.submit_delay = 0.5
-        started = time.monotonic()
+        # The daemon does not answer until the test says so; the slash command is acknowledged meanwhile.
+        fake_daemon.submit_gate = asyncio.Event()
         assert await harness.command("https://example.org/slow.jpg", user="U1") == (200, blocks.FETCHING)
-        assert time.monotonic() - started < 0.5
+        assert len(fake_daemon.submits) == 1 and fake_slack.of("chat.postMessage") == []
         # The job message follows once the daemon answers.
+        fake_daemon.submit_gate.set()
         await fake_slack.wait_for(lambda: len(fake_slack.of("chat.postMessage")) == 1)
 
         # A late refusal reaches the user as an ephemeral message instead.
+        fake_daemon.submit_gate = asyncio.Event()
         fake_daemon.fail_submit(grpc.StatusCode.INVALID_ARGUMENT, "That file is not a JPEG, PNG or WebP image.")
         assert (await harness.command("https://example.org/slow.txt", user="U2"))[1] == blocks.FETCHING
+        assert fake_slack.of("chat.postEphemeral") == []
+        fake_daemon.submit_gate.set()
         await fake_slack.wait_for(lambda: fake_slack.of("chat.postEphemeral"))
         [ephemeral] = fake_slack.of("chat.postEphemeral")
         assert ephemeral.params["user"] == "U2" and ephemeral.params["channel"] == "C1"

@@ -142,10 +142,12 @@ async def test_the_daemons_refusal_is_the_ack(
 async def test_a_slow_start_does_not_cost_the_3s_ack(fake_slack: FakeSlack, fake_daemon: FakeDaemon) -> None:
     harness = await BotHarness(fake_slack, fake_daemon, settings_for(fake_slack, ack_wait=0.2)).start()
     try:
-        fake_daemon.submit_delay = 0.5
+        fake_daemon.submit_gate = asyncio.Event()
         assert await _serve(harness, "a cat --adapt https://example.org/slow.png") == "Got it: starting your " + (
             "pictures. Their progress will appear in this channel."
         )
+        assert len(fake_daemon.generates) == 1 and fake_slack.of("chat.postMessage") == []
+        fake_daemon.submit_gate.set()
         await fake_slack.wait_for(lambda: len(fake_slack.of("chat.postMessage")) == 1)
         assert "Generating an image" in fake_slack.of("chat.postMessage")[0].params["text"]
     finally:

@@ -67,7 +67,8 @@ class FakeTrainer:
         self.calls: list[tuple[str, Any]] = []
         self.uploads: list[bytes] = []
         self.submit_error: DaemonError | None = None
-        self.submit_delay = 0.0  # seconds a submit takes, like a slow image link
+        # While set to an unset Event, Distill and Generate wait for it, like a slow image link.
+        self.submit_gate: asyncio.Event | None = None
         # Raised by the next watch calls, one each, before any event: a daemon that is down or restarting.
         self.watch_errors: list[DaemonError] = []
         self.generate_error: DaemonError | None = None
@@ -94,7 +95,8 @@ class FakeTrainer:
 
     async def submit(self, spec: pb.DistillSpec, image: bytes | None = None) -> pb.SubmitReply:
         self.calls.append(("submit", spec))
-        await asyncio.sleep(self.submit_delay)
+        if self.submit_gate is not None:
+            await self.submit_gate.wait()
         if self.submit_error is not None:
             raise self.submit_error
         owner = spec.requester
@@ -139,7 +141,8 @@ class FakeTrainer:
         self, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str = ""
     ) -> AsyncGenerator[pb.JobEvent]:
         self.calls.append(("generate", (spec, idempotency_key)))
-        await asyncio.sleep(self.submit_delay)
+        if self.submit_gate is not None:
+            await self.submit_gate.wait()
         if self.generate_error is not None:
             raise self.generate_error
         key = f"{requester.platform}/{requester.user}/{idempotency_key}"
