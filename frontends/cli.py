@@ -227,9 +227,9 @@ async def cmd_serve(client: DaemonClient, args: argparse.Namespace) -> int:
     except UsageError as error:
         raise SystemExit(f"error: {error}") from None
     printer = ProgressPrinter(sys.stdout, args.json)
-    printer.view.generate = serve.to_spec()
+    printer.view.generate = serve
     printer.view.kind = pb.JOB_KIND_GENERATE
-    status = await follow(client.generate(serve.to_spec(), requester(args), args.key or ""), printer)
+    status = await follow(client.generate(serve, requester(args), args.key or ""), printer)
     out = Path(args.out)
     for info in printer.view.images:
         out.mkdir(parents=True, exist_ok=True)
@@ -395,8 +395,8 @@ async def demo_serve(client: DaemonClient, args: argparse.Namespace, name: str, 
     serve = parse_serve(f'"a portrait of {name} as an astronaut" --lora {name} --n 2 --seed 1')
     print(f"\nGenerating with it: /serve {serve.prompt} --lora {name} --n 2 --seed 1")
     printer = ProgressPrinter(sys.stdout, False)
-    printer.view.kind, printer.view.generate = pb.JOB_KIND_GENERATE, serve.to_spec()
-    status = await follow(client.generate(serve.to_spec(), requester(args)), printer)
+    printer.view.kind, printer.view.generate = pb.JOB_KIND_GENERATE, serve
+    status = await follow(client.generate(serve, requester(args)), printer)
     for info in printer.view.images:
         target = state / info.name
         target.write_bytes(await client.get_image(info.name, requester(args)))

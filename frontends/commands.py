@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from distillery.v1 import distillery_pb2 as pb
 
@@ -106,47 +106,6 @@ LORA_ACTIONS = (
 _NAME = re.compile(r"[a-z0-9]{2,40}")
 
 
-@dataclass
-class ServeArgs:
-    """A parsed /serve; None and 0 leave the daemon's defaults."""
-
-    prompt: str
-    loras: list[tuple[str, float | None]] = field(default_factory=list)
-    negative: str = ""
-    seed: int | None = None
-    cfg: float | None = None
-    steps: int = 0
-    aspect_ratio: str = ""
-    adapt_image: str = ""
-    adapt_url: str = ""
-    adapt_weight: float | None = None
-    count: int = 0
-
-    def to_spec(self) -> pb.GenerateSpec:
-        spec = pb.GenerateSpec(
-            prompt=self.prompt,
-            negative_prompt=self.negative,
-            steps=self.steps,
-            aspect_ratio=self.aspect_ratio,
-            count=self.count,
-        )
-        for name, weight in self.loras:
-            use = spec.loras.add(name=name)
-            if weight is not None:
-                use.weight = weight
-        if self.seed is not None:
-            spec.seed = self.seed
-        if self.cfg is not None:
-            spec.cfg = self.cfg
-        if self.adapt_image:
-            spec.adapt_image = self.adapt_image
-        elif self.adapt_url:
-            spec.adapt_url = self.adapt_url
-        if self.adapt_weight is not None:
-            spec.adapt_weight = self.adapt_weight
-        return spec
-
-
 def _words(text: str) -> list[str]:
     try:
         return shlex.split(text)
@@ -170,11 +129,12 @@ def lora_name(word: str) -> str:
     return name
 
 
-def parse_serve(text: str) -> ServeArgs:
-    """Parse the words after /serve. The prompt is every word that is not an option or its value."""
+def parse_serve(text: str) -> pb.GenerateSpec:
+    """Parse the words after /serve into the request. The prompt is every word that is not an option or its
+    value; options left out stay unset (seed, CFG, weights) or 0, for the daemon's defaults."""
     words = _words(text)
     prompt: list[str] = []
-    args = ServeArgs(prompt="")
+    spec = pb.GenerateSpec()
     index = 0
     while index < len(words):
         word = words[index]
@@ -195,38 +155,43 @@ def parse_serve(text: str) -> ServeArgs:
         index += 1
         if option == "--lora":
             name, _, weight = value.partition(":")
-            args.loras.append((lora_name(name), _number("--lora weight", weight, float) if weight else None))
+            use = spec.loras.add(name=lora_name(name))
+            if weight:
+                use.weight = _number("--lora weight", weight, float)
         elif option == "--neg":
-            args.negative = value
+            spec.negative_prompt = value
         elif option == "--seed":
-            args.seed = int(_number(option, value, int))
+            spec.seed = int(_number(option, value, int))
         elif option == "--cfg":
-            args.cfg = _number(option, value, float)
+            spec.cfg = _number(option, value, float)
         elif option == "--steps":
-            args.steps = int(_number(option, value, int))
-            if args.steps < 1:
+            steps = int(_number(option, value, int))
+            if steps < 1:
                 raise UsageError("--steps takes a positive number.")
+            spec.steps = steps
         elif option == "--ar":
             if not re.fullmatch(r"\d+:\d+", value):
                 raise UsageError(f"--ar takes a ratio such as 2:3, not {value!r}.")
-            args.aspect_ratio = value
+            spec.aspect_ratio = value
         elif option == "--adapt":
             if value.lower().startswith(("http://", "https://")):
-                args.adapt_url = value
+                if spec.WhichOneof("adapt") != "adapt_image":  # a stored picture wins over a link
+                    spec.adapt_url = value
             elif value.lower().endswith(".png"):
-                args.adapt_image = value.lower()
+                spec.adapt_image = value.lower()
             else:
                 raise UsageError("--adapt takes a stored picture such as rifttami.png, or an image link.")
         elif option == "--adaptweight":
-            args.adapt_weight = _number(option, value, float)
+            spec.adapt_weight = _number(option, value, float)
         elif option == "--n":
-            args.count = int(_number(option, value, int))
-            if args.count < 1:
+            count = int(_number(option, value, int))
+            if count < 1:
                 raise UsageError("--n takes 1 to 4.")
-    args.prompt = " ".join(prompt)
-    if not args.prompt and not args.loras:
+            spec.count = count
+    spec.prompt = " ".join(prompt)
+    if not spec.prompt and not spec.loras:
         raise UsageError("Write what to generate.")
-    return args
+    return spec
 
 
 @dataclass(frozen=True)

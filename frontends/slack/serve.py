@@ -61,7 +61,7 @@ async def on_serve(bot: SlackBot, ack: AsyncAck, request: SlashCommand) -> None:
         await ack(blocks.serve_usage_text())
         return
     try:
-        spec = parse_serve(request.text).to_spec()
+        spec = parse_serve(request.text)
     except UsageError as error:
         await ack(blocks.usage_error_text(str(error), blocks.serve_usage_text()))
         return

@@ -479,7 +479,7 @@ class DistilleryBot:
         """``/serve <prompt> [options]``: generate images, follow the job like a distillation, send the images."""
         user, chat, message = self.origin(update)
         self.check_allowed(user, chat)
-        spec = parse_serve(command_words(message.text or "")).to_spec()
+        spec = parse_serve(command_words(message.text or ""))
         key = self._first_delivery(chat, message)
         if key is None:
             return

@@ -9,21 +9,22 @@ from frontends.commands import LORA_ACTIONS, UsageError, parse_lora, parse_serve
 
 
 def test_serve_reads_the_prompt_around_the_options() -> None:
-    args = parse_serve(
+    spec = parse_serve(
         '"a man" on mars --lora RiftTami:0.7 --lora kourvair --n=2 --seed 5 --ar 2:3 --neg "ugly, blurry"'
     )
-    assert args.prompt == "a man on mars"
-    assert args.loras == [("rifttami", 0.7), ("kourvair", None)]
-    assert (args.count, args.seed, args.aspect_ratio, args.negative) == (2, 5, "2:3", "ugly, blurry")
+    assert spec.prompt == "a man on mars"
+    loras = [(use.name, use.weight if use.HasField("weight") else None) for use in spec.loras]
+    assert loras == [("rifttami", pytest.approx(0.7)), ("kourvair", None)]
+    assert (spec.count, spec.seed, spec.aspect_ratio, spec.negative_prompt) == (2, 5, "2:3", "ugly, blurry")
 
 
 def test_serve_spec_leaves_unset_options_to_the_daemon() -> None:
-    spec = parse_serve("hello --lora abc --cfg 6.5 --adapt abc.png --adaptweight 0.3").to_spec()
+    spec = parse_serve("hello --lora abc --cfg 6.5 --adapt abc.png --adaptweight 0.3")
     assert not spec.HasField("seed") and spec.cfg == pytest.approx(6.5)
     assert [(use.name, use.HasField("weight")) for use in spec.loras] == [("abc", False)]
     assert spec.WhichOneof("adapt") == "adapt_image" and spec.adapt_image == "abc.png"
     assert spec.adapt_weight == pytest.approx(0.3)
-    url = parse_serve("x --adapt https://example.org/me.jpg").to_spec()
+    url = parse_serve("x --adapt https://example.org/me.jpg")
     assert url.WhichOneof("adapt") == "adapt_url"
     assert isinstance(url, pb.GenerateSpec)
 

@@ -71,7 +71,7 @@ async def distill(api: Api, who: pb.Requester, portrait: bytes) -> str:
 
 
 async def serve(api: Api, who: pb.Requester, text: str, key: str = "") -> list[pb.JobEvent]:
-    return await collect(api.client.generate(parse_serve(text).to_spec(), who, key))
+    return await collect(api.client.generate(parse_serve(text), who, key))
 
 
 async def refused(call: object) -> DaemonError:
@@ -252,7 +252,7 @@ async def test_a_queued_generation_whose_lora_is_deleted_fails_with_a_sentence(
     try:
         name = await distill(api, ALICE, portrait_png)
         api.release.clear()
-        events = api.client.generate(parse_serve(f"x --lora {name}").to_spec(), ALICE)
+        events = api.client.generate(parse_serve(f"x --lora {name}"), ALICE)
         first = await anext(events)
         await api.client.delete_lora(name, ALICE)
         api.release.set()
