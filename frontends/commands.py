@@ -104,6 +104,9 @@ LORA_ACTIONS = (
     "--download",
 )
 _NAME = re.compile(r"[a-z0-9]{2,40}")
+# The widest values of the GenerateSpec fields the options fill (uint64 seed, uint32 steps and count).
+UINT64_MAX = 2**64 - 1
+UINT32_MAX = 2**32 - 1
 
 
 def _words(text: str) -> list[str]:
@@ -119,6 +122,14 @@ def _number(option: str, value: str, kind: type[int] | type[float]) -> float:
     except ValueError:
         what = "a whole number" if kind is int else "a number"
         raise UsageError(f"{option} takes {what}, not {value!r}.") from None
+
+
+def _whole(option: str, value: str, lowest: int, highest: int, wording: str) -> int:
+    """A whole-number option within what its protobuf field holds; the daemon checks its own limits after."""
+    number = int(_number(option, value, int))
+    if not lowest <= number <= highest:
+        raise UsageError(f"{option} takes {wording}, not {value}.")
+    return number
 
 
 def lora_name(word: str) -> str:
@@ -161,14 +172,11 @@ def parse_serve(text: str) -> pb.GenerateSpec:
         elif option == "--neg":
             spec.negative_prompt = value
         elif option == "--seed":
-            spec.seed = int(_number(option, value, int))
+            spec.seed = _whole(option, value, 0, UINT64_MAX, "a whole number from 0")
         elif option == "--cfg":
             spec.cfg = _number(option, value, float)
         elif option == "--steps":
-            steps = int(_number(option, value, int))
-            if steps < 1:
-                raise UsageError("--steps takes a positive number.")
-            spec.steps = steps
+            spec.steps = _whole(option, value, 1, UINT32_MAX, "a positive number")
         elif option == "--ar":
             if not re.fullmatch(r"\d+:\d+", value):
                 raise UsageError(f"--ar takes a ratio such as 2:3, not {value!r}.")
@@ -184,10 +192,7 @@ def parse_serve(text: str) -> pb.GenerateSpec:
         elif option == "--adaptweight":
             spec.adapt_weight = _number(option, value, float)
         elif option == "--n":
-            count = int(_number(option, value, int))
-            if count < 1:
-                raise UsageError("--n takes 1 to 4.")
-            spec.count = count
+            spec.count = _whole(option, value, 1, UINT32_MAX, "1 to 4")
     spec.prompt = " ".join(prompt)
     if not spec.prompt and not spec.loras:
         raise UsageError("Write what to generate.")

@@ -42,6 +42,10 @@ def test_serve_spec_leaves_unset_options_to_the_daemon() -> None:
         ("x --ar 2x3", "ratio such as 2:3"),
         ("x --adapt somewhere", "stored picture"),
         ("x --n 0", "1 to 4"),
+        ("x --n 99999999999", "1 to 4"),
+        ("x --seed -1", "whole number from 0"),
+        ("x --seed 99999999999999999999999", "whole number from 0"),
+        ("x --steps 0", "positive number"),
         ('x "unclosed', "could not read"),
     ],
 )
