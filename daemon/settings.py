@@ -27,21 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daemon.models.config import ModelConfig
+from daemon.models.config import PRESET_MODELS, PRESETS, ModelConfig
 from daemon.pipeline.fetch import FetchPolicy
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.image import ImageLimits
 from daemon.store.lmdb_store import StoreConfig
-
-PRESETS: dict[str, dict[str, str]] = {
-    # Tiny random-weight models built on first start under the state folder: the whole flow on a CPU.
-    "demo": {"base_model": "", "captioner": ""},
-    # The real thing: Stable Diffusion 1.5 and a sub-1B instruct VLM that stays resident beside it.
-    "sd15": {
-        "base_model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-        "captioner": "HuggingFaceTB/SmolVLM-256M-Instruct",
-    },
-}
 
 
 @dataclass(frozen=True)
@@ -150,8 +140,8 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
 
     models = ModelConfig(
         preset=preset,
-        base_model=str(value("base_model", PRESETS[preset]["base_model"])),
-        captioner_model=str(value("captioner", PRESETS[preset]["captioner"])),
+        base_model=str(value("base_model", PRESET_MODELS[preset][0])),
+        captioner_model=str(value("captioner", PRESET_MODELS[preset][1])),
         device=str(value("device", "auto")),
         dtype=str(value("dtype", "auto")),
         base_config=str(value("base_config", "")),

@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 import torch
 
-PRESETS = ("demo", "sd15")
-
 # Real weights for the ``sd15`` preset; any diffusers folder or single-file checkpoint may replace the base.
 SD15_BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 # Sub-1B instruct VLM: good enough at gender/age/hair/clothing for a caption, small next to the UNet.
 SD15_CAPTIONER_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+
+# Each preset's default (base model, captioner). The demo's are "": its tiny models are built on first start
+# under the state folder (``resolve_model_config``).
+PRESET_MODELS: dict[str, tuple[str, str]] = {
+    "demo": ("", ""),
+    "sd15": (SD15_BASE_MODEL, SD15_CAPTIONER_MODEL),
+}
+PRESETS = tuple(PRESET_MODELS)
 
 _DTYPES = {
     "float32": torch.float32,
@@ -59,9 +65,8 @@ class ModelConfig:
     @classmethod
     def for_preset(cls, preset: str, *, device: str = "auto", dtype: str = "auto") -> ModelConfig:
         """The default models of a preset; the demo's folders are filled in later by ``resolve_model_config``."""
-        if preset == "sd15":
-            return cls(preset, SD15_BASE_MODEL, SD15_CAPTIONER_MODEL, device=device, dtype=dtype)
-        return cls(preset, "", "", device=device, dtype=dtype)
+        base_model, captioner_model = PRESET_MODELS[preset]
+        return cls(preset, base_model, captioner_model, device=device, dtype=dtype)
 
     @property
     def is_single_file(self) -> bool:
