@@ -12,10 +12,11 @@ Hierarchy::
     ├── Conflict                         FAILED_PRECONDITION: the request clashes with the current state
     ├── Unavailable                      UNAVAILABLE: models not loaded yet, or the daemon is stopping
     ├── Unauthenticated                  UNAUTHENTICATED: missing or wrong token on TCP
-    └── JobCancelled                     CANCELLED: raised inside a job when its owner cancels it
+    ├── JobCancelled                     CANCELLED: raised inside a job when its owner cancels it
+    └── Unexpected                       INTERNAL: anything else, told with an error id (rpc/guard.py)
 
-The message of every error is a sentence a chat user can read as is; only rpc/servicer.py turns errors into
-``context.abort``.
+The message of every error is a sentence a chat user can read as is. Only the RPC layer turns errors into
+``context.abort``: rpc/guard.py for every call, and rpc/servicer.py where a call must do something first.
 """
 
 from __future__ import annotations
@@ -67,3 +68,15 @@ class Unauthenticated(DistilleryError):
 
 class JobCancelled(DistilleryError):
     code = grpc.StatusCode.CANCELLED
+
+
+class Unexpected(DistilleryError):
+    """What a caller sees of a fault the daemon did not foresee: a generic sentence and the id of the log line
+    that holds the traceback."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(
+            "Something went wrong in the trainer. If it happens again, give the operator this error id: "
+            f"{error_id}."
+        )
+        self.error_id = error_id

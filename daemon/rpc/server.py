@@ -39,6 +39,7 @@ from daemon.pipeline.name import NameMinter
 from daemon.pipeline.reg_import import RegImportPipeline
 from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.rpc.auth import TokenInterceptor
+from daemon.rpc.guard import GuardInterceptor
 from daemon.rpc.servicer import DistilleryServicer
 from daemon.service import Distillery
 from daemon.settings import Settings
@@ -120,7 +121,8 @@ class Daemon:
 
     def _new_server(self, interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
         server = grpc.aio.server(
-            interceptors=interceptors,
+            # After the token check, when there is one: a caller without the token learns nothing else.
+            interceptors=[*interceptors, GuardInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),

@@ -1,7 +1,8 @@
 """The gRPC servicer: protobuf in, a call into daemon.service, protobuf out; DistilleryError -> status code.
 
-This is the only place that turns an error into ``context.abort``. Store reads run in threads so a slow disk
-never stalls the event loop that serves every other call.
+Requests reach it checked (rpc/guard.py validates every field first and turns anything unforeseen into INTERNAL
+with an error id). Store reads run in threads so a slow disk never stalls the event loop that serves every
+other call.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import grpc
 from distillery.v1 import distillery_pb2 as pb
@@ -18,6 +19,7 @@ from distillery.v1 import distillery_pb2_grpc as pb_grpc
 from daemon.errors import BadImage, BadInput, DistilleryError, NotFound
 from daemon.jobs.model import Event, JobKind, JobState, Requester
 from daemon.rpc import convert
+from daemon.rpc.guard import abort as _abort
 from daemon.service import Distillery, Submitted
 
 log = logging.getLogger(__name__)
@@ -29,14 +31,6 @@ CHUNK = 1024 * 1024
 
 # Messages an import may still send after it was refused; more than any valid import has.
 DRAIN_LIMIT = 1000
-
-# Marks a status whose details are a sentence written for the person who asked (clients show it as is).
-USER_MESSAGE_KEY = "x-distillery-error"
-
-
-async def _abort(context: grpc.aio.ServicerContext[object, object], error: DistilleryError) -> NoReturn:
-    await context.abort(error.code, str(error), trailing_metadata=((USER_MESSAGE_KEY, type(error).__name__),))
-    raise AssertionError("abort returned")  # abort always raises; this keeps type checkers honest
 
 
 class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
@@ -64,6 +58,8 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
             upload: bytes | None = None
             if spec.WhichOneof("source") == "upload":
                 upload = await self._read_upload(requests)
+            elif await anext(requests, None) is not None:
+                raise BadInput("Only an upload is followed by image chunks; this spec names its source.")
             return await self._core.submit(convert.spec_from_pb(spec, upload))
         except DistilleryError as error:
             await _abort(context, error)

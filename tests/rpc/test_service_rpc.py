@@ -29,6 +29,7 @@ from daemon.jobs.worker import JobContext, Outcome, Worker
 from daemon.pipeline.name import NameMinter
 from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.rpc.auth import TokenInterceptor
+from daemon.rpc.guard import GuardInterceptor
 from daemon.rpc.servicer import DistilleryServicer
 from daemon.service import Distillery
 from daemon.settings import load_settings
@@ -117,7 +118,7 @@ async def start_api(
     worker = Worker(queue, journal, pipeline(release))
     core.attach(worker, NameMinter(build_tokenizer(WORDS)), "cpu", generation)
     worker.start()
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[GuardInterceptor()])
     pb_grpc.add_DistilleryServicer_to_server(DistilleryServicer(core), server)
     socket = Path(f"/tmp/distillery-rpc-{time.monotonic_ns()}.sock")
     server.add_insecure_port(f"unix:{socket}")
