@@ -90,9 +90,11 @@ def display_score(face_distance: float) -> int:
 
 def _thumbnail(image: Image.Image) -> np.ndarray:
     """A 32x32 grey thumbnail with zero mean and unit variance: correlation is then a mean of products."""
-    grey = np.asarray(image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX), dtype=np.float64)
+    small = image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    grey: np.ndarray = np.asarray(small, dtype=np.float64)
     grey = grey - grey.mean()
-    return grey / max(float(grey.std()), 1e-6)
+    normalised: np.ndarray = grey / max(float(grey.std()), 1e-6)
+    return normalised
 
 
 def _pose(face: FaceDescription, size: tuple[int, int]) -> np.ndarray:
