@@ -37,9 +37,13 @@ Preview = Callable[[JobContext, str, SubjectClass, bytes], OutputImage]
 
 
 def instance_prompt(name: str, subject_class: SubjectClass, caption: str) -> str:
-    """How training describes the subject: the name as a new word for this person, then what the VLM saw."""
-    prompt = f"a photo of {name} {subject_class.value}"
-    return f"{prompt}, {caption}" if caption else prompt
+    """How training describes the subject: ``a photo of NAME CLASS``, the name as a new word for this person.
+
+    The caption stays out (it is shown in the chat and kept in the metadata): words that describe hair, age
+    or face would take the identity that the name should learn. DreamBooth and EasyPhoto train on fixed
+    prompts; FaceChain dropped its descriptive tags for that reason.
+    """
+    return f"a photo of {name} {subject_class.value}"
 
 
 def class_prompt(subject_class: SubjectClass) -> str:

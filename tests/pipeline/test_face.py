@@ -1,12 +1,28 @@
-"""Face-aware preparation: one face, no face, several faces, a small face, and the crop geometry."""
+"""Faces with dlib: one face, no face, several faces, a small face, the crop geometry, and distances."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from daemon.pipeline.face import Box, detect_faces, prepare_portrait, square_around
+from daemon.pipeline.face import (
+    LANDMARKS_MODEL,
+    RECOGNITION_MODEL,
+    UPSAMPLE,
+    Box,
+    Detection,
+    _detection_copy,
+    _faces,
+    _load,
+    describe_face,
+    detect_faces,
+    models_folder,
+    prepare_portrait,
+    square_around,
+)
 from tests.daemon_process import RunningDaemon
 
 
@@ -109,3 +125,83 @@ async def test_the_daemon_tells_the_user_early_when_there_is_no_face(running_dae
     later = {pb.STAGE_CAPTION, pb.STAGE_CLASSIFY, pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN, pb.STAGE_SAVE}
     assert not any(event.stage in later for event in events[: warned[0]])
     assert events[-1].state == pb.JOB_STATE_SUCCEEDED
+
+
+# --- dlib on the photos that ship inside packages --------------------------------------------------------------
+
+
+def grace_hopper() -> Image.Image:
+    """matplotlib's sample portrait of Grace Hopper: another real person."""
+    from matplotlib import cbook
+
+    with cbook.get_sample_data("grace_hopper.jpg") as handle:
+        return Image.open(handle).convert("RGB")
+
+
+def degraded(image: Image.Image) -> Image.Image:
+    """A JPEG-q20, colour-shifted copy: warmer, less blue, as a bad phone photo of the same face."""
+    shifted = np.asarray(image, dtype=np.float64) * np.array([1.2, 1.0, 0.75]) + np.array([12.0, 0.0, -10.0])
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(shifted, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=20)
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def test_the_mission_patch_is_a_detection_but_not_a_face(astronaut: Image.Image) -> None:
+    array, scale = _detection_copy(astronaut)
+    rects, scores, _ = _load().detector.run(array, UPSAMPLE, 0.0)
+    assert scale == 1.0 and len(rects) == 2  # the face and, lower left, the patch on her suit
+    patch = min(range(2), key=lambda i: scores[i])
+    assert rects[patch].top() > 300 and scores[patch] < 0.2 * max(scores)
+    assert len(detect_faces(astronaut)) == 1
+
+
+def test_only_comparable_detections_count_as_faces() -> None:
+    main = Detection(Box(100, 100, 90, 90), 1.2)
+    patch = Detection(Box(10, 300, 90, 90), 0.12)  # as large, a tenth of the score
+    second = Detection(Box(300, 100, 60, 60), 0.8)  # another person, a little farther back
+    tiny = Detection(Box(400, 10, 20, 20), 1.0)  # a passer-by far away
+    assert _faces([patch, main, tiny, second]) == [main, second]
+    assert _faces([]) == []
+
+
+@pytest.mark.parametrize("name", ["camera", "coffee", "chelsea"])
+def test_photos_without_a_frontal_face_have_none(name: str) -> None:
+    from skimage import data
+
+    # camera is a man in profile, which HOG does not see; coffee and chelsea (a cat) have no person at all.
+    image = Image.fromarray(getattr(data, name)())
+    assert detect_faces(image) == [] and describe_face(image) is None
+    prepared = prepare_portrait(image, 64)
+    assert len(prepared.warnings) == 1 and "No face" in prepared.warnings[0]
+
+
+def test_same_person_under_the_threshold_another_person_over_it(astronaut: Image.Image) -> None:
+    from daemon.pipeline.likeness import THRESHOLD, distance
+
+    def descriptor(image: Image.Image) -> np.ndarray:
+        face = describe_face(image)
+        assert face is not None and face.descriptor.shape == (128,) and face.landmarks.shape == (5, 2)
+        return face.descriptor
+
+    reference = descriptor(astronaut)
+    mirror = distance(reference, descriptor(ImageOps.mirror(astronaut)))
+    worse = distance(reference, descriptor(degraded(astronaut)))
+    other = distance(reference, descriptor(grace_hopper()))
+    assert 0.1 < mirror < 0.3 and mirror < worse < THRESHOLD
+    assert THRESHOLD < other < 0.85
+
+
+def test_the_models_ship_in_the_package_and_nothing_is_downloaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import daemon.pipeline.face as face
+
+    folder = models_folder()
+    assert (folder / LANDMARKS_MODEL).is_file() and (folder / RECOGNITION_MODEL).is_file()
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the face models tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(face, "_models", None)  # load afresh with the network refused
+    assert describe_face(grace_hopper()) is not None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +17,23 @@ from daemon.jobs.model import SubjectClass
 from daemon.models.resident import Resident
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.regularization import RegularizationSet, safetensors_metadata
-from daemon.pipeline.save import load_lora_into, lora_file
+from daemon.pipeline.save import kohya_key, kohya_metadata, load_lora_into, lora_file
 from daemon.pipeline.train import train_lora
 
 pytest_plugins = ["tests.fixtures_models"]
 
 PROMPT = "a photo of rifttami man"
 # alpha != rank, so a lost or doubled alpha would show in the round trip.
-CFG = dataclasses.replace(TrainConfig.demo(), steps=8, rank=4, alpha=8)
+CFG = dataclasses.replace(
+    TrainConfig.demo(), steps=8, rank=4, alpha=8, text_encoder_rank=8, text_encoder_alpha=4, snapshots=1
+)
 
 
 @pytest.fixture(scope="module")
-def trained(resident: Resident, portrait: Image.Image) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """A LoRA, and the UNet's output with that LoRA live, captured inside the last training step."""
+def trained(
+    resident: Resident, portrait: Image.Image
+) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    """A LoRA, and the UNet's and text encoder's outputs with it live, captured inside the last training step."""
     probe = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
     text = resident.encode_prompts([PROMPT])
     captured: list[torch.Tensor] = []
@@ -36,10 +42,11 @@ def trained(resident: Resident, portrait: Image.Image) -> tuple[dict[str, torch.
         if step == total:
             with torch.no_grad():
                 captured.append(resident.unet(probe, torch.tensor([500]), text).sample.clone())
+                captured.append(resident.encode_prompts([PROMPT]).clone())
 
     reg = RegularizationSet(SubjectClass.MAN, torch.randn(2, 4, 16, 16), 2, "generated")
     result = train_lora(resident, portrait, PROMPT, "a photo of a man", reg, CFG, True, on_step, lambda: False)
-    return result.lora_state_dict, captured[0]
+    return result.lora_state_dict, captured[0], captured[1]
 
 
 @pytest.fixture
@@ -53,22 +60,36 @@ def pipe(demo_models: tuple[Path, Path]) -> Any:
 
 
 def test_file_has_kohya_keys_fp16_weights_and_the_metadata(trained: Any) -> None:
-    lora, _ = trained
+    lora, *_ = trained
     metadata = {"distillery.name": "rifttami", "distillery.caption": "a man, smiling"} | CFG.as_strings()
     data = lora_file(lora, metadata)
     header = safetensors_metadata(data)
     assert {k: header[k] for k in metadata} == metadata
     assert header["ss_network_dim"] == "4" and header["format"] == "pt"
     tensors = safetensors.torch.load(data)
-    assert all(k.startswith("lora_unet_") for k in tensors)
-    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in tensors
+    assert all(k.startswith(("lora_unet_", "lora_te_text_model_encoder_layers_")) for k in tensors)
+    block = "lora_unet_down_blocks_1_attentions_0"
+    for module in ("transformer_blocks_0_attn1_to_q", "transformer_blocks_0_ff_net_0_proj", "proj_in"):
+        assert f"{block}_{module}.lora_down.weight" in tensors
+    assert "lora_te_text_model_encoder_layers_1_mlp_fc2.lora_up.weight" in tensors
+    # proj_in is a 1x1 conv in SD 1.5: its LoRA is a conv pair too, as kohya writes it.
+    assert tensors[f"{block}_proj_in.lora_down.weight"].dim() == 4
     weights = [k for k in tensors if not k.endswith(".alpha")]
     assert len(weights) == len(lora) and all(tensors[k].dtype == torch.float16 for k in weights)
     assert len(tensors) - len(weights) == len(lora) // 2  # one alpha per module
+    # The scale is already in the up weights: every alpha is its module's rank (8 for the text encoder here).
+    assert all(tensors[k].item() == tensors[k.replace(".alpha", ".lora_down.weight")].shape[0]
+               for k in tensors if k.endswith(".alpha"))
+    assert {tensors[k].item() for k in tensors if k.startswith("lora_te_") and k.endswith(".alpha")} == {8.0}
+    # kohya's hash of the tensor bytes: the same whatever the metadata.
+    assert header["sshs_model_hash"] == safetensors_metadata(lora_file(lora, {}))["sshs_model_hash"]
+    assert len(header["sshs_model_hash"]) == 64
 
 
-def test_loaded_file_reproduces_the_trained_unet(trained: Any, pipe: Any, resident: Resident) -> None:
-    lora, live = trained
+def test_loaded_file_reproduces_the_trained_unet_and_text_encoder(
+    trained: Any, pipe: Any, resident: Resident
+) -> None:
+    lora, live, live_text = trained
     probe = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(3))
     text = resident.encode_prompts([PROMPT])
     with torch.no_grad():
@@ -80,10 +101,16 @@ def test_loaded_file_reproduces_the_trained_unet(trained: Any, pipe: Any, reside
     assert effect > 1e-4
     # fp16 rounding only; a wrong key mapping or alpha scale would make the error as large as the effect.
     assert error < 0.02 * effect
+    # diffusers' loader put the lora_te_ weights into the text encoder with the same effect as in training.
+    with torch.no_grad():
+        tokens = pipe.tokenizer([PROMPT], padding="max_length", max_length=77, return_tensors="pt")
+        loaded_text = pipe.text_encoder(tokens.input_ids)[0]
+    text_effect = (live_text - resident.encode_prompts([PROMPT])).abs().max().item()
+    assert text_effect > 1e-4 and (loaded_text - live_text).abs().max().item() < 0.02 * text_effect
 
 
 def test_lora_changes_what_the_pipeline_generates(trained: Any, pipe: Any) -> None:
-    lora, _ = trained
+    lora, *_ = trained
 
     def generate() -> torch.Tensor:
         out = pipe(PROMPT, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt")
@@ -101,3 +128,115 @@ def test_lora_changes_what_the_pipeline_generates(trained: Any, pipe: Any) -> No
 def test_an_empty_state_dict_is_refused() -> None:
     with pytest.raises(ValueError):
         lora_file({}, {})
+
+
+# --- every key maps to a layer of A1111's SD 1.5 model ---------------------------------------------------------
+
+
+def a1111_layer(key: str) -> str | None:
+    """The compvis layer A1111's Lora extension (networks.py, convert_diffusers_name_to_compvis) finds for a
+    kohya module name, or None where it matches no rule and the weight would be dropped."""
+    rules: list[tuple[str, Any]] = [
+        (
+            r"lora_unet_down_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)",
+            lambda m: f"diffusion_model_input_blocks_{1 + int(m[1]) * 3 + int(m[3])}_"
+            f"{1 if m[2] == 'attentions' else 0}_{m[4]}",
+        ),
+        (r"lora_unet_mid_block_attentions_0_(.+)", lambda m: f"diffusion_model_middle_block_1_{m[1]}"),
+        (
+            r"lora_unet_up_blocks_(\d+)_(attentions|resnets)_(\d+)_(.+)",
+            lambda m: f"diffusion_model_output_blocks_{int(m[1]) * 3 + int(m[3])}_"
+            f"{1 if m[2] == 'attentions' else 0}_{m[4]}",
+        ),
+        (
+            r"lora_te_text_model_encoder_layers_(\d+)_(.+)",
+            lambda m: f"transformer_text_model_encoder_layers_{m[1]}_{m[2]}",
+        ),
+    ]
+    for pattern, convert in rules:
+        match = re.fullmatch(pattern, key)
+        if match:
+            return str(convert(match))
+    return None
+
+
+def sd15_compvis_layers() -> set[str]:
+    """SD 1.5's LoRA-able layers by their compvis names: the SpatialTransformers of input blocks 1, 2, 4, 5, 7
+    and 8, the middle block and output blocks 3-11, and the 12 CLIP encoder layers."""
+    blocks = [f"input_blocks_{i}_1" for i in (1, 2, 4, 5, 7, 8)] + ["middle_block_1"]
+    blocks += [f"output_blocks_{i}_1" for i in range(3, 12)]
+    inner = ["proj_in", "proj_out", "transformer_blocks_0_ff_net_0_proj", "transformer_blocks_0_ff_net_2"]
+    inner += [f"transformer_blocks_0_attn{a}_{m}" for a in (1, 2) for m in ("to_q", "to_k", "to_v", "to_out_0")]
+    unet = {f"diffusion_model_{block}_{layer}" for block in blocks for layer in inner}
+    te = [f"self_attn_{p}_proj" for p in ("q", "k", "v", "out")] + ["mlp_fc1", "mlp_fc2"]
+    return unet | {f"transformer_text_model_encoder_layers_{i}_{layer}" for i in range(12) for layer in te}
+
+
+def test_every_key_of_a_full_sd15_lora_maps_to_an_a1111_layer() -> None:
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    from daemon.models.sd15_arch import build_text_encoder, build_unet
+    from daemon.pipeline.train import TARGET_MODULES, TEXT_ENCODER_PREFIX, TEXT_ENCODER_TARGETS
+
+    class Targets:
+        def __init__(self, modules: list[str]) -> None:
+            self.target_modules = modules
+            self.exclude_modules = None
+            self.layers_to_transform = None
+            self.layers_pattern = None
+
+    with torch.device("meta"):  # names only: no memory for 1 B parameters
+        unet, text_encoder = build_unet(), build_text_encoder()
+    modules = [n for n, _ in unet.named_modules() if check_target_module_exists(Targets(TARGET_MODULES), n)]
+    modules += [
+        TEXT_ENCODER_PREFIX + n
+        for n, _ in text_encoder.named_modules()
+        if check_target_module_exists(Targets(TEXT_ENCODER_TARGETS), n)
+    ]
+    layers = set()
+    for module in modules:
+        for part in ("down", "up"):
+            name, _, suffix = kohya_key(f"{module}.lora.{part}.weight").partition(".")
+            assert suffix == f"lora_{part}.weight"
+            layer = a1111_layer(name)
+            assert layer is not None, name
+            layers.add(layer)
+    # One A1111 layer per module, and together exactly SD 1.5's transformer and CLIP layers.
+    assert len(modules) == len(layers) == 16 * 12 + 12 * 6
+    assert layers == sd15_compvis_layers()
+
+
+def test_kohya_metadata_is_what_lora_browsers_read() -> None:
+    likeness = {"likeness_score": "78", "likeness_measured": "true"}
+    meta = kohya_metadata(
+        name="rifttami",
+        base_model="stable-diffusion-v1-5",
+        resolution=512,
+        train_images=1,
+        learning_rate=1e-4,
+        text_encoder_learning_rate=5e-5,
+        steps=500,
+        network_args={"text_encoder_dim": "8"},
+        started_at=1700000000.5,
+        instance_prompt="a photo of rifttami man",
+        likeness=likeness,
+        comment="Likeness 78/100: 7 of 8 test pictures look like the photo.",
+    )
+    assert meta["ss_output_name"] == "rifttami" and meta["ss_base_model_version"] == "sd_v1"
+    assert meta["ss_sd_model_name"] == "stable-diffusion-v1-5" and meta["ss_resolution"] == "(512, 512)"
+    assert (meta["ss_num_train_images"], meta["ss_max_train_steps"]) == ("1", "500")
+    assert (meta["ss_learning_rate"], meta["ss_text_encoder_lr"]) == ("0.0001", "5e-05")
+    assert json.loads(meta["ss_network_args"]) == {"text_encoder_dim": "8"}
+    assert meta["ss_training_started_at"] == "1700000000.5"
+    assert json.loads(meta["ss_tag_frequency"]) == {"rifttami": {"a photo of rifttami man": 1}}
+    assert meta["ss_likeness_score"] == "78" and meta["ss_training_comment"].startswith("Likeness 78/100")
+    assert all(isinstance(v, str) for v in meta.values())
+    # Into the file header as they are, beside the network entries lora_file adds itself.
+    weights = {"x.lora.down.weight": torch.ones(2, 3), "x.lora.up.weight": torch.ones(3, 2)}
+    header = safetensors_metadata(lora_file(weights, meta))
+    assert {k: header[k] for k in meta} == meta and header["ss_network_module"] == "networks.lora"
+
+
+def test_a_key_that_is_not_a_lora_weight_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a LoRA weight"):
+        kohya_key("down_blocks.0.attentions.0.proj_in.weight")
