@@ -49,6 +49,8 @@ MAX_CLIENT_STATE = 4096
 # How long a watcher sleeps before re-reading the store when no wake-up came (a safety net, not the path).
 WATCH_POLL_S = 5.0
 MAX_DESCRIPTION = 500
+# Above any job's event count, below the store's 8-byte sequence keys.
+MAX_SEQ = 2**62
 # Bounds of one regularization import: fewer photos regularize poorly, more add nothing but time.
 MIN_PHOTOS = 10
 MAX_PHOTOS = 500
@@ -417,7 +419,8 @@ class Distillery:
         """Events after after_seq from the log, then live ones, until the job's final event."""
         logs.current_job.set(job_id)
         job = await asyncio.to_thread(self.visible_job, job_id, requester)
-        last = after_seq
+        # Sequence numbers count events; a larger after_seq (up to uint64's end) just means "nothing to replay".
+        last = min(after_seq, MAX_SEQ)
         while True:
             events = await asyncio.to_thread(self.store.events_after, job_id, last)
             for event in events:

@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from daemon.errors import BadInput
 from daemon.rpc.guard import USER_MESSAGE_KEY
 from daemon.rpc.validate import MAX_REPEATED, check_request
-from tests.rpc.test_service_rpc import Api, start_api
+from tests.rpc.test_service_rpc import Api, collect, start_api
 
 USER = pb.Requester(platform="telegram", user="7", chat="7")
 
@@ -172,3 +172,10 @@ async def test_an_unforeseen_fault_is_internal_with_an_error_id_and_the_tracebac
     [record] = [record for record in caplog.records if error_id in record.getMessage()]
     assert record.exc_info is not None and "MDB_BAD_VALSIZE" in str(record.exc_info[1])
     assert "GetUserStats" in record.getMessage()
+
+
+async def test_watch_after_the_last_possible_sequence_replays_nothing(api: Api, portrait_png: bytes) -> None:
+    reply = await api.client.submit(api.client.spec(USER, upload=True), portrait_png)
+    events = await collect(api.client.watch(reply.job.id, USER))
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED
+    assert await collect(api.client.watch(reply.job.id, USER, after_seq=2**64 - 1)) == []
