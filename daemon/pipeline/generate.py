@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.image import open_png
+from daemon.pipeline.prompt_weights import PromptEncoder
 from daemon.pipeline.train import CANCELLED
 from daemon.store.lmdb_store import Store
 
@@ -104,6 +105,10 @@ class GeneratePipeline:
     resident: Resident
     store: Store
     adapters: AdapterCache
+    prompts: PromptEncoder = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prompts = PromptEncoder(self.resident.pipeline, self.resident.dtype)
 
     def __call__(self, ctx: JobContext) -> Outcome:
         job = ctx.job
@@ -203,8 +208,9 @@ class GeneratePipeline:
             options["ip_adapter_image"] = adapt
         with attached:
             result = resident.pipeline(
-                prompt=params.full_prompt,
-                negative_prompt=params.negative_prompt,
+                # A1111's (word:1.3) weights, through compel; unweighted prompts encode exactly as diffusers does.
+                prompt_embeds=self.prompts.embeds(params.full_prompt),
+                negative_prompt_embeds=self.prompts.embeds(params.negative_prompt),
                 num_inference_steps=params.steps,
                 guidance_scale=params.cfg,
                 width=params.width,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from daemon.errors import BadInput
 from daemon.jobs.model import GenerateParams, LoraRecord, LoraUse
+from daemon.pipeline import prompt_weights
 
 MAX_LORAS = 5
 MAX_IMAGES = 4
@@ -109,6 +110,8 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         raise BadInput(f"Prompts are limited to {MAX_PROMPT} characters.")
     if not request.prompt.strip() and not loras:
         raise BadInput("Write what to generate, or name a LoRA with --lora.")
+    prompt_weights.check(request.prompt)
+    prompt_weights.check(request.negative_prompt)
     if len(request.loras) > MAX_LORAS:
         raise BadInput(f"At most {MAX_LORAS} LoRAs can be used at once.")
     names = [name for name, _ in request.loras]

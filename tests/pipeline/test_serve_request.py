@@ -77,3 +77,12 @@ def test_resolve_fills_every_default() -> None:
 def test_an_empty_request_is_refused() -> None:
     with pytest.raises(BadInput, match="Write what to generate"):
         resolve(ServeRequest(prompt="  "), [], SD15)
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_prompt_weight_out_of_range_is_refused_when_accepted(field: str) -> None:
+    request = ServeRequest(prompt="a portrait")
+    setattr(request, field, "a (portrait:9)")
+    with pytest.raises(BadInput, match=r"\(word:9\) must be between 0 and 3"):
+        resolve(request, [], SD15)
+    assert resolve(ServeRequest(prompt="a (portrait:1.2)"), [], SD15).full_prompt == "a (portrait:1.2)"
