@@ -92,7 +92,7 @@ LORA_USAGE = (
 
 # The options of /serve; every one takes a value ("--n 2" or "--n=2").
 _SERVE_OPTIONS = frozenset(
-    ("--lora", "--neg", "--seed", "--cfg", "--steps", "--ar", "--adapt", "--adaptweight", "--n")
+    ("--lora", "--neg", "--seed", "--cfg", "--steps", "--ar", "--adapt", "--adaptweight", "--n", "--sampler")
 )
 LORA_ACTIONS = (
     "--makepublic",
@@ -193,6 +193,8 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             spec.adapt_weight = _number(option, value, float)
         elif option == "--n":
             spec.count = _whole(option, value, 1, UINT32_MAX, "1 to 4")
+        elif option == "--sampler":
+            spec.sampler = value  # the daemon knows its samplers and names them when this is not one
     spec.prompt = " ".join(prompt)
     if not spec.prompt and not spec.loras:
         raise UsageError("Write what to generate.")

@@ -94,6 +94,15 @@ class GenerateParams:
     count: int
     adapt_image: str = ""  # a stored image name; "" for none
     adapt_weight: float = 0.0
+    sampler: str = ""  # A1111's name ("Euler a"); "" (jobs from before samplers): the resident's DPM++ 2M
+    # Hires pass (--power): 0 is off; else the upscale factor, its steps, denoising strength and upscaler.
+    hires_scale: float = 0.0
+    hires_steps: int = 0
+    hires_denoise: float = 0.0
+    hires_upscaler: str = ""
+    # Image to image (--image): a stored picture and how much of it is denoised away (0 keeps it, 1 ignores it).
+    init_image: str = ""
+    init_denoise: float = 0.0
 
 
 @dataclass

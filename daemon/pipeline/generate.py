@@ -22,24 +22,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from daemon.errors import BadInput, JobCancelled
+from daemon.errors import BadInput
 from daemon.jobs.model import GenerateParams, JobKind, LoraUse, Stage, SubjectClass
 from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
+from daemon.pipeline.denoise import Denoiser
 from daemon.pipeline.image import open_png
 from daemon.pipeline.prompt_weights import PromptEncoder
-from daemon.pipeline.train import CANCELLED
+from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS
 from daemon.store.lmdb_store import Store
 
 logger = logging.getLogger(__name__)
 
-# A1111's names for the resident scheduler (DPMSolverMultistepScheduler, dpmsolver++, second order).
-SAMPLER = "DPM++ 2M"
 # The preview's guidance: the usual SD 1.5 default, as /serve uses when the user names none.
 PREVIEW_CFG = 7.0
 NO_IP_ADAPTER = "Adapting to a picture (--adapt) is not available here: this distillery has no IP-Adapter."
@@ -105,10 +103,10 @@ class GeneratePipeline:
     resident: Resident
     store: Store
     adapters: AdapterCache
-    prompts: PromptEncoder = field(init=False)
+    denoiser: Denoiser = field(init=False)
 
     def __post_init__(self) -> None:
-        self.prompts = PromptEncoder(self.resident.pipeline, self.resident.dtype)
+        self.denoiser = Denoiser(self.resident, PromptEncoder(self.resident.pipeline, self.resident.dtype))
 
     def __call__(self, ctx: JobContext) -> Outcome:
         job = ctx.job
@@ -154,8 +152,8 @@ class GeneratePipeline:
             png = png_with_text(image, {"parameters": text, "distillery": json.dumps(facts)})
             info = {
                 "seed": seed,
-                "width": params.width,
-                "height": params.height,
+                "width": image.width,  # after the hires pass, when there is one
+                "height": image.height,
                 "parameters": text,
                 "loras": [{"name": use.name, "weight": use.weight} for use in params.loras],
             }
@@ -190,52 +188,30 @@ class GeneratePipeline:
         return open_png(self.store.get_image(params.adapt_image))
 
     def _denoise(self, ctx: JobContext, params: GenerateParams, adapt: Image.Image | None) -> list[Image.Image]:
-        """One batched call: ``count`` images, each from its own generator, progress and cancel every step."""
-        resident = self.resident
-        generators = [torch.Generator(resident.device).manual_seed(params.seed + i) for i in range(params.count)]
-
-        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            if ctx.should_stop():
-                raise JobCancelled(CANCELLED)
-            ctx.progress(step + 1, pipe.num_timesteps, what="Denoising step")
-            return tensors
-
-        options: dict[str, Any] = {}
-        ip_adapter = resident.ip_adapter
+        """One batched run: ``count`` images, each from its own generator, progress and cancel every step."""
+        extra: dict[str, Any] = {}
+        ip_adapter = self.resident.ip_adapter
         attached: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if adapt is not None and ip_adapter is not None:
             attached = ip_adapter.attached(params.adapt_weight)
-            options["ip_adapter_image"] = adapt
+            extra["ip_adapter_image"] = adapt
+        init = open_png(self.store.get_image(params.init_image)) if params.init_image else None
         with attached:
-            result = resident.pipeline(
-                # A1111's (word:1.3) weights, through compel; unweighted prompts encode exactly as diffusers does.
-                prompt_embeds=self.prompts.embeds(params.full_prompt),
-                negative_prompt_embeds=self.prompts.embeds(params.negative_prompt),
-                num_inference_steps=params.steps,
-                guidance_scale=params.cfg,
-                width=params.width,
-                height=params.height,
-                num_images_per_prompt=params.count,
-                generator=generators,
-                callback_on_step_end=on_step_end,
-                output_type="pil",
-                **options,
-            )
-        images: list[Image.Image] = result.images
-        return images
+            return self.denoiser.text_to_image(ctx, params, extra, init)
 
     def _parameters(self, seed: int, params: GenerateParams, hashes: dict[str, str]) -> str:
         """A1111's infotext for one image; the prompt gets A1111's ``<lora:name:weight>`` tags, so pasting it
         into A1111 with the downloaded LoRA files makes the same request there."""
         resident = self.resident
-        scheduler = resident.pipeline.scheduler.config
+        sampler = SAMPLERS[params.sampler or DEFAULT_SAMPLER]
         tags = "".join(f" <lora:{use.name}:{use.weight:g}>" for use in params.loras)
         fields: list[tuple[str, object]] = [
             ("Steps", params.steps),
-            ("Sampler", SAMPLER),
-            ("Schedule type", "Karras" if getattr(scheduler, "use_karras_sigmas", False) else "Uniform"),
+            ("Sampler", sampler.a1111),
+            ("Schedule type", sampler.schedule),
             ("CFG scale", f"{params.cfg:g}"),
             ("Seed", seed),
+            # A1111 writes the base size here and the final one under "Hires resize".
             ("Size", f"{params.width}x{params.height}"),
             ("Model hash", resident.base_model_hash[:10]),
             ("Model", model_name(resident.base_model)),
@@ -263,7 +239,7 @@ class GeneratePipeline:
             "seed": seed,
             "steps": params.steps,
             "cfg": params.cfg,
-            "sampler": SAMPLER,
+            "sampler": params.sampler or DEFAULT_SAMPLER,
             "width": params.width,
             "height": params.height,
             "base_model": resident.base_model,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from daemon.errors import BadInput
 from daemon.jobs.model import GenerateParams, LoraRecord, LoraUse
 from daemon.pipeline import prompt_weights
+from daemon.pipeline.samplers import sampler_name
 
 MAX_LORAS = 5
 MAX_IMAGES = 4
@@ -56,6 +57,7 @@ class ServeRequest:
     adapt_url: str = ""
     adapt_weight: float | None = None
     count: int = 0
+    sampler: str = ""  # "": the default
 
 
 def auto_weight(count: int) -> float:
@@ -156,4 +158,5 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         count=count,
         adapt_image=request.adapt_image,
         adapt_weight=adapt_weight if adapt else 0.0,
+        sampler=sampler_name(request.sampler),
     )

@@ -104,6 +104,7 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
         adapt_url=spec.adapt_url.strip() if adapt == "adapt_url" else "",
         adapt_weight=spec.adapt_weight if spec.HasField("adapt_weight") else None,
         count=spec.count,
+        sampler=spec.sampler.strip(),
     )
 
 
@@ -120,6 +121,7 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
         full_prompt=params.full_prompt,
         width=params.width,
         height=params.height,
+        sampler=params.sampler,
     )
     if params.adapt_image:
         spec.adapt_image = params.adapt_image

@@ -8,10 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
+from daemon.errors import BadInput
 from daemon.pipeline.generate import GeneratePipeline
+from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS, sampler_name
 from daemon.store.lmdb_store import Store
-from tests.pipeline.generate_fixtures import NAMES, params, pixels, run
+from tests.pipeline.generate_fixtures import NAMES, params, parse_infotext, pixels, run, texts
 
 pytest_plugins = ["tests.fixtures_models", "tests.pipeline.generate_fixtures"]
 
@@ -32,3 +35,32 @@ def test_prompt_weights_change_the_picture_and_unit_weights_do_not(
     assert np.abs(weighted.astype(int) - plain).max() > 10
     negative = picture(generate, store, journal, negative_prompt="(blurry:1.5), lowres")
     assert np.abs(negative.astype(int) - picture(generate, store, journal)).max() > 10
+
+
+def test_each_sampler_is_deterministic_differs_from_the_default_and_is_named_in_the_infotext(
+    generate: GeneratePipeline, store: Store, journal: Any
+) -> None:
+    default = picture(generate, store, journal)
+    assert np.array_equal(default, picture(generate, store, journal, sampler="DPM++ 2M"))
+    for name, sampler in SAMPLERS.items():
+        if name == DEFAULT_SAMPLER:
+            continue
+        outcome = run(generate, store, journal, params(NAMES[0], sampler=name))
+        image = pixels(outcome.images[0].png)
+        assert np.array_equal(image, picture(generate, store, journal, sampler=name)), name
+        assert not np.array_equal(image, default), name  # UniPC and DPM++ 2M are close at 3 steps
+        _, _, fields = parse_infotext(texts(outcome.images[0].png)["parameters"])
+        assert (fields["Sampler"], fields["Schedule type"]) == (sampler.a1111, sampler.schedule)
+
+
+@pytest.mark.parametrize(
+    ("written", "name"),
+    [("", "DPM++ 2M"), ("euler a", "Euler a"), ("Euler_A", "Euler a"), ("dpmpp_2m_karras", "DPM++ 2M Karras")],
+)
+def test_sampler_names_are_read_loosely(written: str, name: str) -> None:
+    assert sampler_name(written) == name
+
+
+def test_an_unknown_sampler_is_refused_with_the_list() -> None:
+    with pytest.raises(BadInput, match=r"There is no sampler 'k_lms'; choose one of DPM\+\+ 2M, .*Euler a"):
+        sampler_name("k_lms")

@@ -86,3 +86,10 @@ def test_a_prompt_weight_out_of_range_is_refused_when_accepted(field: str) -> No
     with pytest.raises(BadInput, match=r"\(word:9\) must be between 0 and 3"):
         resolve(request, [], SD15)
     assert resolve(ServeRequest(prompt="a (portrait:1.2)"), [], SD15).full_prompt == "a (portrait:1.2)"
+
+
+def test_the_sampler_is_resolved_to_its_documented_name() -> None:
+    assert resolve(ServeRequest(prompt="x"), [], SD15).sampler == "DPM++ 2M"
+    assert resolve(ServeRequest(prompt="x", sampler="euler a"), [], SD15).sampler == "Euler a"
+    with pytest.raises(BadInput, match="There is no sampler"):
+        resolve(ServeRequest(prompt="x", sampler="plms"), [], SD15)

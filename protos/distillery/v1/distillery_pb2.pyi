@@ -438,7 +438,7 @@ class LoraWeight(_message.Message):
     def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class GenerateSpec(_message.Message):
-    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height")
+    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -453,6 +453,7 @@ class GenerateSpec(_message.Message):
     FULL_PROMPT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
     negative_prompt: str
@@ -467,7 +468,8 @@ class GenerateSpec(_message.Message):
     full_prompt: str
     width: int
     height: int
-    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    sampler: str
+    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("spec", "requester", "idempotency_key")
