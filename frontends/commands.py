@@ -90,10 +90,24 @@ LORA_USAGE = (
     "file (works in AUTOMATIC1111 and ComfyUI)."
 )
 
-# The options of /serve; every one takes a value ("--n 2" or "--n=2").
+# The options of /serve; every one takes a value ("--n 2" or "--n=2")...
 _SERVE_OPTIONS = frozenset(
-    ("--lora", "--neg", "--seed", "--cfg", "--steps", "--ar", "--adapt", "--adaptweight", "--n", "--sampler")
+    (
+        "--lora",
+        "--neg",
+        "--seed",
+        "--cfg",
+        "--steps",
+        "--ar",
+        "--adapt",
+        "--adaptweight",
+        "--n",
+        "--sampler",
+        "--upscalemethod",
+    )
 )
+# ...but these switches, which take one only written inline ("--power" or "--power=1.5").
+_SERVE_SWITCHES = frozenset(("--power",))
 LORA_ACTIONS = (
     "--makepublic",
     "--makeprivate",
@@ -154,9 +168,9 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             prompt.append(word)
             index += 1
             continue
-        if option not in _SERVE_OPTIONS:
+        if option not in _SERVE_OPTIONS | _SERVE_SWITCHES:
             raise UsageError(f"Unknown option {option}.")
-        if inline:
+        if inline or option in _SERVE_SWITCHES:
             value = inline
         else:
             index += 1
@@ -193,6 +207,12 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             spec.adapt_weight = _number(option, value, float)
         elif option == "--n":
             spec.count = _whole(option, value, 1, UINT32_MAX, "1 to 4")
+        elif option == "--power":
+            spec.power = True
+            if value:
+                spec.power_scale = _number(option, value, float)
+        elif option == "--upscalemethod":
+            spec.upscale_method = value
         elif option == "--sampler":
             spec.sampler = value  # the daemon knows its samplers and names them when this is not one
     spec.prompt = " ".join(prompt)

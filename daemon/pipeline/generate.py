@@ -223,6 +223,15 @@ class GeneratePipeline:
         if params.adapt_image and resident.ip_adapter is not None:
             fields.append(("IP-Adapter", model_name(resident.ip_adapter.source)))
             fields.append(("IP-Adapter weight", f"{params.adapt_weight:g}"))
+        if params.init_image:
+            # A1111's img2img writes its strength under the same name as the hires pass does.
+            fields.append(("Denoising strength", f"{params.init_denoise:g}"))
+        if params.hires_scale:
+            if not params.init_image:
+                fields.append(("Denoising strength", f"{params.hires_denoise:g}"))
+            fields.append(("Hires upscale", f"{params.hires_scale:g}"))
+            fields.append(("Hires steps", params.hires_steps))
+            fields.append(("Hires upscaler", params.hires_upscaler))
         return infotext(params.full_prompt + tags, params.negative_prompt, fields)
 
     def _facts(
@@ -248,6 +257,15 @@ class GeneratePipeline:
                 {"name": use.name, "weight": use.weight, "sha256": sha256s[use.name]} for use in params.loras
             ],
             "adapt": {"image": params.adapt_image, "weight": params.adapt_weight} if params.adapt_image else None,
+            "hires": {
+                "scale": params.hires_scale,
+                "steps": params.hires_steps,
+                "denoise": params.hires_denoise,
+                "upscaler": params.hires_upscaler,
+            }
+            if params.hires_scale
+            else None,
+            "image": {"name": params.init_image, "denoise": params.init_denoise} if params.init_image else None,
         }
 
 

@@ -11,10 +11,12 @@ import math
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from daemon.errors import BadInput
 from daemon.jobs.model import GenerateParams, LoraRecord, LoraUse
 from daemon.pipeline import prompt_weights
+from daemon.pipeline.denoise import LATENT, UPSCALERS, denoised_steps
 from daemon.pipeline.samplers import sampler_name
 
 MAX_LORAS = 5
@@ -28,6 +30,11 @@ WEIGHT_RANGE = (-2.0, 2.0)
 MAX_RATIO_TERM = 8
 MAX_ELONGATION = 2.0
 MAX_SEED = 2**32 - 1
+# The hires pass (--power): A1111's usual factors, and a denoising strength that redraws details but keeps the
+# composition (A1111 suggests 0.5-0.7 for latent upscaling).
+POWER_SCALE = 2.0
+POWER_SCALE_RANGE = (1.5, 2.0)
+POWER_DENOISE = 0.55
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class ServeRequest:
     adapt_weight: float | None = None
     count: int = 0
     sampler: str = ""  # "": the default
+    power: bool = False  # the hires pass
+    power_scale: float | None = None  # its upscale factor, 1.5..2 (default 2)
+    upscale_method: str = ""  # "latent" (default) or "lanczos"
 
 
 def auto_weight(count: int) -> float:
@@ -145,6 +155,7 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
             raise BadInput(f"The weight of {name} must be between {WEIGHT_RANGE[0]:g} and {WEIGHT_RANGE[1]:g}.")
         uses.append(LoraUse(name=lora.name, weight=round(weight, 3)))
     width, height = size_for(request.aspect_ratio, defaults.resolution, defaults.size_multiple)
+    hires = _hires(request, steps)
     return GenerateParams(
         prompt=request.prompt.strip(),
         full_prompt=with_activation_words(request.prompt, loras),
@@ -159,4 +170,28 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         adapt_image=request.adapt_image,
         adapt_weight=adapt_weight if adapt else 0.0,
         sampler=sampler_name(request.sampler),
+        **hires,
     )
+
+
+def _hires(request: ServeRequest, steps: int) -> dict[str, Any]:
+    """The hires pass's GenerateParams fields; none without --power."""
+    if not request.power:
+        if request.upscale_method or request.power_scale is not None:
+            raise BadInput("--upscalemethod and the upscale factor go with --power.")
+        return {}
+    scale = POWER_SCALE if request.power_scale is None else request.power_scale
+    if not POWER_SCALE_RANGE[0] <= scale <= POWER_SCALE_RANGE[1] or math.isnan(scale):
+        low, high = POWER_SCALE_RANGE
+        raise BadInput(f"--power upscales {low:g} to {high:g} times.")
+    upscaler = {name.lower(): name for name in UPSCALERS}.get(request.upscale_method.strip().lower() or "latent")
+    if upscaler is None:
+        raise BadInput(f"--upscalemethod takes {' or '.join(name.lower() for name in UPSCALERS)}.")
+    if denoised_steps(steps, POWER_DENOISE) < 1:
+        raise BadInput("--power needs at least 2 steps.")
+    return {
+        "hires_scale": scale,
+        "hires_steps": steps,  # A1111's "Hires steps" default: as many as the first pass
+        "hires_denoise": POWER_DENOISE,
+        "hires_upscaler": upscaler or LATENT,
+    }

@@ -105,6 +105,9 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
         adapt_weight=spec.adapt_weight if spec.HasField("adapt_weight") else None,
         count=spec.count,
         sampler=spec.sampler.strip(),
+        power=spec.power,
+        power_scale=spec.power_scale if spec.HasField("power_scale") else None,
+        upscale_method=spec.upscale_method.strip(),
     )
 
 
@@ -123,6 +126,8 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
         height=params.height,
         sampler=params.sampler,
     )
+    if params.hires_scale:
+        spec.power, spec.power_scale, spec.upscale_method = True, params.hires_scale, params.hires_upscaler.lower()
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight

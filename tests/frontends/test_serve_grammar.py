@@ -13,10 +13,21 @@ def test_sampler_goes_to_the_daemon_as_written() -> None:
     assert parse_serve("a man").sampler == ""
 
 
+def test_power_is_a_switch_with_an_optional_inline_factor() -> None:
+    spec = parse_serve("a man --power on mars --upscalemethod lanczos")
+    assert spec.prompt == "a man on mars" and spec.power and not spec.HasField("power_scale")
+    assert spec.upscale_method == "lanczos"
+    scaled = parse_serve("a man --power=1.5")
+    assert scaled.power and scaled.power_scale == pytest.approx(1.5)
+    assert not parse_serve("a man").power
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
         ("x --sampler", "--sampler needs a value"),
+        ("x --power=big", "--power takes a number"),
+        ("x --upscalemethod", "--upscalemethod needs a value"),
     ],
 )
 def test_mistakes_in_the_new_options_are_named(text: str, words: str) -> None:

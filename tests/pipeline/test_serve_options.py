@@ -5,16 +5,18 @@ Each is deterministic by seed and changes the picture against the same request w
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from daemon.errors import BadInput
 from daemon.pipeline.generate import GeneratePipeline
 from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS, sampler_name
 from daemon.store.lmdb_store import Store
-from tests.pipeline.generate_fixtures import NAMES, params, parse_infotext, pixels, run, texts
+from tests.pipeline.generate_fixtures import NAMES, context, params, parse_infotext, pixels, run, texts
 
 pytest_plugins = ["tests.fixtures_models", "tests.pipeline.generate_fixtures"]
 
@@ -64,3 +66,29 @@ def test_sampler_names_are_read_loosely(written: str, name: str) -> None:
 def test_an_unknown_sampler_is_refused_with_the_list() -> None:
     with pytest.raises(BadInput, match=r"There is no sampler 'k_lms'; choose one of DPM\+\+ 2M, .*Euler a"):
         sampler_name("k_lms")
+
+
+@pytest.mark.parametrize(("upscaler", "scale", "side"), [("Latent", 2.0, 128), ("Lanczos", 1.5, 96)])
+def test_power_upscales_denoises_again_and_its_infotext_parses_back(
+    generate: GeneratePipeline, store: Store, journal: Any, upscaler: str, scale: float, side: int
+) -> None:
+    hires = {"hires_scale": scale, "hires_steps": 4, "hires_denoise": 0.5, "hires_upscaler": upscaler}
+    ctx = context(store, journal, params(NAMES[0], steps=4, **hires))
+    outcome = generate(ctx)
+    image = pixels(outcome.images[0].png)
+    assert image.shape == (side, side, 3)
+    assert np.array_equal(image, picture(generate, store, journal, steps=4, **hires))
+    # Not the base picture stretched: the second pass drew new detail.
+    base = run(generate, store, journal, params(NAMES[0], steps=4)).images[0].png
+    stretched = np.asarray(Image.open(io.BytesIO(base)).resize((side, side), Image.Resampling.LANCZOS))
+    assert np.abs(image.astype(int) - stretched).max() > 10
+    _, _, fields = parse_infotext(texts(outcome.images[0].png)["parameters"])
+    assert fields["Size"] == "64x64"  # A1111 writes the base size; the upscale says the rest
+    hires_fields = (fields["Hires upscale"], fields["Hires steps"], fields["Hires upscaler"])
+    assert hires_fields == (f"{scale:g}", "4", upscaler)
+    assert fields["Denoising strength"] == "0.5"
+    assert outcome.images[0].info["width"] == side
+    # Progress counts both passes as one: 4 base steps, then 4 x 0.5 hires steps (the journal thins it out).
+    steps = [e.step for e in store.events_after(ctx.job.id, 0) if e.kind == "progress"]
+    assert steps == sorted(steps) and steps[-1] == 6
+    assert {e.total for e in store.events_after(ctx.job.id, 0) if e.kind == "progress"} == {6}

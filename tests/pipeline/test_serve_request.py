@@ -93,3 +93,26 @@ def test_the_sampler_is_resolved_to_its_documented_name() -> None:
     assert resolve(ServeRequest(prompt="x", sampler="euler a"), [], SD15).sampler == "Euler a"
     with pytest.raises(BadInput, match="There is no sampler"):
         resolve(ServeRequest(prompt="x", sampler="plms"), [], SD15)
+
+
+def test_power_fills_in_the_hires_pass() -> None:
+    assert resolve(ServeRequest(prompt="x"), [], SD15).hires_scale == 0
+    params = resolve(ServeRequest(prompt="x", power=True, steps=20), [], SD15)
+    assert (params.hires_scale, params.hires_steps, params.hires_upscaler) == (2.0, 20, "Latent")
+    assert 0.3 <= params.hires_denoise <= 0.7 and (params.width, params.height) == (512, 512)
+    lanczos = resolve(ServeRequest(prompt="x", power=True, power_scale=1.5, upscale_method="LANCZOS"), [], SD15)
+    assert (lanczos.hires_scale, lanczos.hires_upscaler) == (1.5, "Lanczos")
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (ServeRequest(prompt="x", power=True, power_scale=3), "upscales 1.5 to 2 times"),
+        (ServeRequest(prompt="x", power=True, upscale_method="esrgan"), "--upscalemethod takes latent or lanczos"),
+        (ServeRequest(prompt="x", upscale_method="latent"), "go with --power"),
+        (ServeRequest(prompt="x", power=True, steps=1), "at least 2 steps"),
+    ],
+)
+def test_power_mistakes_are_named(request_: ServeRequest, words: str) -> None:
+    with pytest.raises(BadInput, match=words):
+        resolve(request_, [], SD15)
