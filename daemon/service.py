@@ -38,7 +38,7 @@ from daemon.jobs.worker import Worker
 from daemon.pipeline.fetch import fetch_url
 from daemon.pipeline.image import SourceImage, normalize_image, open_png
 from daemon.pipeline.name import NameMinter
-from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, resolve
+from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, fit_picture, picture_size, resolve
 from daemon.settings import Settings
 from daemon.store.lmdb_store import Store, StoredImage
 
@@ -252,22 +252,34 @@ class Distillery:
         params = resolve(request, loras, self.generation)
         if request.adapt_image:
             await asyncio.to_thread(self.visible_image, request.adapt_image, requester)
+        if request.init_image:
+            await asyncio.to_thread(self.visible_image, request.init_image, requester)
+            stored = await asyncio.to_thread(self.store.get_image, request.init_image)
+            fit_picture(params, picture_size(stored), self.generation)
         await asyncio.to_thread(self._check_capacity, requester)
-        adapt: SourceImage | None = None
-        if request.adapt_url:
-            raw = await fetch_url(request.adapt_url, self.settings.fetch)
-            adapt = await asyncio.to_thread(normalize_image, raw, self.settings.image)
+        adapt = await self._fetch_picture(request.adapt_url)
+        init = await self._fetch_picture(request.init_url)
+        if init is not None:
+            fit_picture(params, (init.width, init.height), self.generation)
         async with self._admit:
             if (earlier := await self._earlier(requester, idempotency_key, request_hash)) is not None:
                 return earlier
             await asyncio.to_thread(self._check_capacity, requester)
-            return await self._store_generation(requester, params, adapt, idempotency_key, request_hash)
+            return await self._store_generation(requester, params, adapt, init, idempotency_key, request_hash)
+
+    async def _fetch_picture(self, url: str) -> SourceImage | None:
+        """A /serve picture given as a link: fetched with the SSRF checks, then checked like a /distill one."""
+        if not url:
+            return None
+        raw = await fetch_url(url, self.settings.fetch)
+        return await asyncio.to_thread(normalize_image, raw, self.settings.image)
 
     async def _store_generation(
         self,
         requester: Requester,
         params: GenerateParams,
         adapt: SourceImage | None,
+        init: SourceImage | None,
         idempotency_key: str,
         request_hash: str,
     ) -> Submitted:
@@ -275,6 +287,10 @@ class Distillery:
         if adapt is not None:
             # The fetched --adapt picture is stored like any source image: the job names it, its owner sees it.
             params.adapt_image = f"{job_id}-adapt.png"
+        inputs: list[tuple[str, bytes, str]] = []
+        if init is not None:
+            params.init_image = f"{job_id}-image.png"
+            inputs.append((params.init_image, init.png, init.sha256))
         job = Job(
             id=job_id,
             lora_name="",
@@ -289,13 +305,14 @@ class Distillery:
             request_hash=request_hash,
             kind=JobKind.GENERATE,
             generate=params,
+            inputs=[name for name, _, _ in inputs],
         )
         position = len(self.queue) + 1
         images = "an image" if params.count == 1 else f"{params.count} images"
         text = f"Generating {images}; you are number {position} in the queue."
         first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
         png, sha256 = (adapt.png, adapt.sha256) if adapt is not None else (None, "")
-        stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256)
+        stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256, inputs)
         if stored.id != job.id:
             return self._duplicate(stored, request_hash)
         submitted = self._queued(stored, position)

@@ -104,6 +104,8 @@ _SERVE_OPTIONS = frozenset(
         "--n",
         "--sampler",
         "--upscalemethod",
+        "--image",
+        "--imagedenoise",
     )
 )
 # ...but these switches, which take one only written inline ("--power" or "--power=1.5").
@@ -154,6 +156,12 @@ def lora_name(word: str) -> str:
     return name
 
 
+def _stored_picture(option: str, value: str) -> str:
+    if not value.lower().endswith(".png"):
+        raise UsageError(f"{option} takes a stored picture such as rifttami.png, or an image link.")
+    return value.lower()
+
+
 def parse_serve(text: str) -> pb.GenerateSpec:
     """Parse the words after /serve into the request. The prompt is every word that is not an option or its
     value; options left out stay unset (seed, CFG, weights) or 0, for the daemon's defaults."""
@@ -199,10 +207,15 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             if value.lower().startswith(("http://", "https://")):
                 if spec.WhichOneof("adapt") != "adapt_image":  # a stored picture wins over a link
                     spec.adapt_url = value
-            elif value.lower().endswith(".png"):
-                spec.adapt_image = value.lower()
             else:
-                raise UsageError("--adapt takes a stored picture such as rifttami.png, or an image link.")
+                spec.adapt_image = _stored_picture(option, value)
+        elif option == "--image":
+            if value.lower().startswith(("http://", "https://")):
+                spec.init_url = value
+            else:
+                spec.init_image = _stored_picture(option, value)
+        elif option == "--imagedenoise":
+            spec.init_denoise = _number(option, value, float)
         elif option == "--adaptweight":
             spec.adapt_weight = _number(option, value, float)
         elif option == "--n":

@@ -7,11 +7,14 @@ with each LoRA's name added where the user did not write it.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
+
+from PIL import Image
 
 from daemon.errors import BadInput
 from daemon.jobs.model import GenerateParams, LoraRecord, LoraUse
@@ -35,6 +38,8 @@ MAX_SEED = 2**32 - 1
 POWER_SCALE = 2.0
 POWER_SCALE_RANGE = (1.5, 2.0)
 POWER_DENOISE = 0.55
+# Image to image: A1111's default denoising strength.
+IMAGE_DENOISE = 0.75
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,9 @@ class ServeRequest:
     power: bool = False  # the hires pass
     power_scale: float | None = None  # its upscale factor, 1.5..2 (default 2)
     upscale_method: str = ""  # "latent" (default) or "lanczos"
+    init_image: str = ""  # image to image from a stored picture...
+    init_url: str = ""  # ...or one fetched from a link
+    init_denoise: float | None = None  # how much of it is redrawn, 0..1 (default 0.75)
 
 
 def auto_weight(count: int) -> float:
@@ -96,8 +104,12 @@ def parse_aspect_ratio(text: str) -> tuple[int, int]:
 def size_for(aspect_ratio: str, resolution: int, multiple: int) -> tuple[int, int]:
     """Width and height with about the pixels of a ``resolution`` square, in the ratio, on the model's grid."""
     w, h = parse_aspect_ratio(aspect_ratio)
+    return _sides(w / h, resolution, multiple)
+
+
+def _sides(ratio: float, resolution: int, multiple: int) -> tuple[int, int]:
     area = resolution * resolution
-    width = math.sqrt(area * w / h)
+    width = math.sqrt(area * ratio)
     height = area / width
 
     def snap(side: float) -> int:
@@ -156,6 +168,7 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         uses.append(LoraUse(name=lora.name, weight=round(weight, 3)))
     width, height = size_for(request.aspect_ratio, defaults.resolution, defaults.size_multiple)
     hires = _hires(request, steps)
+    init = _image_to_image(request, steps)
     return GenerateParams(
         prompt=request.prompt.strip(),
         full_prompt=with_activation_words(request.prompt, loras),
@@ -171,7 +184,36 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         adapt_weight=adapt_weight if adapt else 0.0,
         sampler=sampler_name(request.sampler),
         **hires,
+        **init,
     )
+
+
+def _image_to_image(request: ServeRequest, steps: int) -> dict[str, Any]:
+    """The image-to-image GenerateParams fields; none without --image. A link's picture is named once stored."""
+    if not (request.init_image or request.init_url):
+        if request.init_denoise is not None:
+            raise BadInput("--imagedenoise goes with --image.")
+        return {}
+    if request.aspect_ratio.strip():
+        raise BadInput("With --image the picture sets the aspect ratio: leave out --ar.")
+    denoise = IMAGE_DENOISE if request.init_denoise is None else request.init_denoise
+    if not 0.0 <= denoise <= 1.0 or math.isnan(denoise):
+        raise BadInput("--imagedenoise must be between 0 (keep the picture) and 1 (redraw it all).")
+    if 0.0 < denoise < 1.0 and denoised_steps(steps, denoise) < 1:
+        raise BadInput(f"With --imagedenoise {denoise:g}, {steps} steps redraw nothing: use more steps.")
+    return {"init_image": request.init_image, "init_denoise": denoise}
+
+
+def picture_size(png: bytes) -> tuple[int, int]:
+    """Width and height of a stored picture, from its header."""
+    with Image.open(io.BytesIO(png)) as image:
+        return image.size
+
+
+def fit_picture(params: GenerateParams, size: tuple[int, int], defaults: GenerationDefaults) -> None:
+    """Give an image-to-image job the picture's aspect ratio (within 2:1) at the model's native pixel count."""
+    ratio = min(max(size[0] / size[1], 1 / MAX_ELONGATION), MAX_ELONGATION)
+    params.width, params.height = _sides(ratio, defaults.resolution, defaults.size_multiple)
 
 
 def _hires(request: ServeRequest, steps: int) -> dict[str, Any]:

@@ -92,6 +92,7 @@ def spec_from_pb(spec: pb.DistillSpec, upload: bytes | None) -> SubmitSpec:
 def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
     """A ServeRequest from the wire; unset optional fields stay None so the daemon's defaults apply."""
     adapt = spec.WhichOneof("adapt")
+    init = spec.WhichOneof("init")
     return ServeRequest(
         prompt=spec.prompt,
         loras=[(use.name.strip(), use.weight if use.HasField("weight") else None) for use in spec.loras],
@@ -108,6 +109,9 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
         power=spec.power,
         power_scale=spec.power_scale if spec.HasField("power_scale") else None,
         upscale_method=spec.upscale_method.strip(),
+        init_image=spec.init_image.strip() if init == "init_image" else "",
+        init_url=spec.init_url.strip() if init == "init_url" else "",
+        init_denoise=spec.init_denoise if spec.HasField("init_denoise") else None,
     )
 
 
@@ -128,6 +132,8 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
     )
     if params.hires_scale:
         spec.power, spec.power_scale, spec.upscale_method = True, params.hires_scale, params.hires_upscaler.lower()
+    if params.init_image:
+        spec.init_image, spec.init_denoise = params.init_image, params.init_denoise
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight

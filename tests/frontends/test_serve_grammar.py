@@ -22,12 +22,23 @@ def test_power_is_a_switch_with_an_optional_inline_factor() -> None:
     assert not parse_serve("a man").power
 
 
+def test_image_takes_a_stored_picture_or_a_link_and_a_denoise() -> None:
+    stored = parse_serve("a painting --image RiftTami.png --imagedenoise 0.3")
+    assert stored.WhichOneof("init") == "init_image" and stored.init_image == "rifttami.png"
+    assert stored.init_denoise == pytest.approx(0.3)
+    linked = parse_serve("a painting --image https://example.org/me.jpg")
+    assert linked.WhichOneof("init") == "init_url" and not linked.HasField("init_denoise")
+    assert parse_serve("a painting").WhichOneof("init") is None
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
         ("x --sampler", "--sampler needs a value"),
         ("x --power=big", "--power takes a number"),
         ("x --upscalemethod", "--upscalemethod needs a value"),
+        ("x --image somewhere", "--image takes a stored picture"),
+        ("x --imagedenoise half", "--imagedenoise takes a number"),
     ],
 )
 def test_mistakes_in_the_new_options_are_named(text: str, words: str) -> None:

@@ -92,3 +92,45 @@ def test_power_upscales_denoises_again_and_its_infotext_parses_back(
     steps = [e.step for e in store.events_after(ctx.job.id, 0) if e.kind == "progress"]
     assert steps == sorted(steps) and steps[-1] == 6
     assert {e.total for e in store.events_after(ctx.job.id, 0) if e.kind == "progress"} == {6}
+
+
+def put_picture(store: Store, name: str, seed: int, size: tuple[int, int]) -> Image.Image:
+    image = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    store.put_image(name, "telegram//111", buf.getvalue(), "0" * 64)
+    return image
+
+
+def test_image_to_image_keeps_the_picture_at_0_ignores_it_at_1_and_mixes_in_between(
+    generate: GeneratePipeline, store: Store, journal: Any
+) -> None:
+    wide = put_picture(store, "wide.png", 1, (96, 48))
+    put_picture(store, "other.png", 2, (96, 48))
+    size = {"width": 88, "height": 48, "steps": 4}  # what fit_picture gives a 2:1 picture on the demo model
+
+    kept = picture(generate, store, journal, init_image="wide.png", init_denoise=0.0, **size)
+    assert np.array_equal(kept, np.asarray(wide.resize((88, 48), Image.Resampling.LANCZOS)))
+
+    ignored = picture(generate, store, journal, init_image="wide.png", init_denoise=1.0, **size)
+    assert np.array_equal(
+        ignored, picture(generate, store, journal, init_image="other.png", init_denoise=1.0, **size)
+    )
+    assert np.array_equal(ignored, picture(generate, store, journal, **size))
+
+    outcome = run(generate, store, journal, params(NAMES[0], init_image="wide.png", init_denoise=0.5, **size))
+    mixed = pixels(outcome.images[0].png)
+    assert mixed.shape == (48, 88, 3)
+    assert np.array_equal(
+        mixed, picture(generate, store, journal, init_image="wide.png", init_denoise=0.5, **size)
+    )
+    assert np.abs(mixed.astype(int) - kept).max() > 10 and np.abs(mixed.astype(int) - ignored).max() > 10
+    other = picture(generate, store, journal, init_image="other.png", init_denoise=0.5, **size)
+    assert np.abs(mixed.astype(int) - other).max() > 10
+    _, _, fields = parse_infotext(texts(outcome.images[0].png)["parameters"])
+    assert fields["Denoising strength"] == "0.5" and fields["Size"] == "88x48"
+
+    # With --power on top: the picture's size, doubled.
+    hires = {"hires_scale": 2.0, "hires_steps": 4, "hires_denoise": 0.5, "hires_upscaler": "Latent"}
+    powered = picture(generate, store, journal, init_image="wide.png", init_denoise=0.5, **size, **hires)
+    assert powered.shape == (96, 176, 3)

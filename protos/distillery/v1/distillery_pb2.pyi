@@ -438,7 +438,7 @@ class LoraWeight(_message.Message):
     def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class GenerateSpec(_message.Message):
-    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler", "power", "power_scale", "upscale_method")
+    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler", "power", "power_scale", "upscale_method", "init_image", "init_url", "init_denoise")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -457,6 +457,9 @@ class GenerateSpec(_message.Message):
     POWER_FIELD_NUMBER: _ClassVar[int]
     POWER_SCALE_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    INIT_URL_FIELD_NUMBER: _ClassVar[int]
+    INIT_DENOISE_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
     negative_prompt: str
@@ -475,7 +478,10 @@ class GenerateSpec(_message.Message):
     power: bool
     power_scale: float
     upscale_method: str
-    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ..., power: _Optional[bool] = ..., power_scale: _Optional[float] = ..., upscale_method: _Optional[str] = ...) -> None: ...
+    init_image: str
+    init_url: str
+    init_denoise: float
+    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ..., power: _Optional[bool] = ..., power_scale: _Optional[float] = ..., upscale_method: _Optional[str] = ..., init_image: _Optional[str] = ..., init_url: _Optional[str] = ..., init_denoise: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("spec", "requester", "idempotency_key")
