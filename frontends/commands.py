@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from distillery.v1 import distillery_pb2 as pb
 
 CLASS_CHOICES = ("man", "woman", "person")
+MAX_ADAPTS = 4  # --adapt pictures in one /serve
 
 DISTILL_USAGE = (
     "Usage: /distill <image url> [--class man|woman|person] [--noflip]\n"
@@ -106,6 +107,9 @@ _SERVE_OPTIONS = frozenset(
         "--upscalemethod",
         "--image",
         "--imagedenoise",
+        "--adaptface",
+        *(f"--adapt{n}" for n in range(1, MAX_ADAPTS + 1)),
+        *(f"--adaptweight{n}" for n in range(1, MAX_ADAPTS + 1)),
     )
 )
 # ...but these switches, which take one only written inline ("--power" or "--power=1.5").
@@ -156,10 +160,37 @@ def lora_name(word: str) -> str:
     return name
 
 
-def _stored_picture(option: str, value: str) -> str:
+def _is_link(value: str) -> bool:
+    return value.lower().startswith(("http://", "https://"))
+
+
+def _picture(option: str, value: str) -> str:
+    """A picture option's value: an image link as written, or a stored picture's name."""
+    if _is_link(value):
+        return value
     if not value.lower().endswith(".png"):
         raise UsageError(f"{option} takes a stored picture such as rifttami.png, or an image link.")
     return value.lower()
+
+
+def _fill_adapts(spec: pb.GenerateSpec, pictures: dict[int, str], weights: dict[int, float]) -> None:
+    """The --adapt pictures in slot order: the first in ``adapt``, the others in ``more_adapts``."""
+    for slot in weights:
+        if slot not in pictures:
+            raise UsageError(f"--adaptweight{'' if slot == 1 else slot} has no --adapt{slot} picture to weigh.")
+    for index, slot in enumerate(sorted(pictures)):
+        value, weight = pictures[slot], weights.get(slot)
+        if index == 0:
+            if _is_link(value):
+                spec.adapt_url = value
+            else:
+                spec.adapt_image = value
+            if weight is not None:
+                spec.adapt_weight = weight
+            continue
+        more = spec.more_adapts.add(**{"url" if _is_link(value) else "image": value})
+        if weight is not None:
+            more.weight = weight
 
 
 def parse_serve(text: str) -> pb.GenerateSpec:
@@ -168,6 +199,8 @@ def parse_serve(text: str) -> pb.GenerateSpec:
     words = _words(text)
     prompt: list[str] = []
     spec = pb.GenerateSpec()
+    pictures: dict[int, str] = {}  # --adapt slot (1-4) -> a stored picture or a link
+    weights: dict[int, float] = {}
     index = 0
     while index < len(words):
         word = words[index]
@@ -203,21 +236,22 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             if not re.fullmatch(r"\d+:\d+", value):
                 raise UsageError(f"--ar takes a ratio such as 2:3, not {value!r}.")
             spec.aspect_ratio = value
-        elif option == "--adapt":
-            if value.lower().startswith(("http://", "https://")):
-                if spec.WhichOneof("adapt") != "adapt_image":  # a stored picture wins over a link
-                    spec.adapt_url = value
-            else:
-                spec.adapt_image = _stored_picture(option, value)
+        elif option.startswith("--adaptweight"):
+            weights[int(option.removeprefix("--adaptweight") or 1)] = _number(option, value, float)
+        elif option == "--adaptface":
+            spec.adapt_face = _picture(option, value)
+        elif option.startswith("--adapt"):
+            slot = int(option.removeprefix("--adapt") or next(n for n in range(1, 99) if n not in pictures))
+            if slot > MAX_ADAPTS:
+                raise UsageError(f"Use at most {MAX_ADAPTS} --adapt pictures.")
+            pictures[slot] = _picture(option, value)
         elif option == "--image":
-            if value.lower().startswith(("http://", "https://")):
+            if _is_link(value):
                 spec.init_url = value
             else:
-                spec.init_image = _stored_picture(option, value)
+                spec.init_image = _picture(option, value)
         elif option == "--imagedenoise":
             spec.init_denoise = _number(option, value, float)
-        elif option == "--adaptweight":
-            spec.adapt_weight = _number(option, value, float)
         elif option == "--n":
             spec.count = _whole(option, value, 1, UINT32_MAX, "1 to 4")
         elif option == "--power":
@@ -228,6 +262,7 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             spec.upscale_method = value
         elif option == "--sampler":
             spec.sampler = value  # the daemon knows its samplers and names them when this is not one
+    _fill_adapts(spec, pictures, weights)
     spec.prompt = " ".join(prompt)
     if not spec.prompt and not spec.loras:
         raise UsageError("Write what to generate.")

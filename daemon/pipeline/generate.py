@@ -26,7 +26,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from daemon.errors import BadInput
-from daemon.jobs.model import GenerateParams, JobKind, LoraUse, Stage, SubjectClass
+from daemon.jobs.model import AdaptUse, GenerateParams, JobKind, LoraUse, Stage, SubjectClass
 from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
@@ -179,22 +179,26 @@ class GeneratePipeline:
         [image] = self.render(ctx, params, lambda _: lora, prefix=f"{ctx.job.id}-preview")
         return image
 
-    def _adapt_image(self, params: GenerateParams) -> Image.Image | None:
-        if not params.adapt_image:
-            return None
-        if self.resident.ip_adapter is None:
+    def _adapt_image(self, params: GenerateParams) -> list[tuple[Image.Image, float]]:
+        """The job's --adapt pictures with their weights (records from before several pictures hold one)."""
+        uses = params.adapts or ([AdaptUse(params.adapt_image, params.adapt_weight)] if params.adapt_image else [])
+        if uses and self.resident.ip_adapter is None:
             # The service refuses such requests; this is for one that was queued before a restart without it.
             raise BadInput(NO_IP_ADAPTER)
-        return open_png(self.store.get_image(params.adapt_image))
+        return [(open_png(self.store.get_image(use.image)), use.weight) for use in uses]
 
-    def _denoise(self, ctx: JobContext, params: GenerateParams, adapt: Image.Image | None) -> list[Image.Image]:
+    def _denoise(
+        self, ctx: JobContext, params: GenerateParams, adapt: list[tuple[Image.Image, float]]
+    ) -> list[Image.Image]:
         """One batched run: ``count`` images, each from its own generator, progress and cancel every step."""
         extra: dict[str, Any] = {}
         ip_adapter = self.resident.ip_adapter
         attached: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if adapt is not None and ip_adapter is not None:
-            attached = ip_adapter.attached(params.adapt_weight)
-            extra["ip_adapter_image"] = adapt
+        if adapt and ip_adapter is not None:
+            attached = ip_adapter.attached([weight for _, weight in adapt])
+            # One picture per (repeated) IP-Adapter; a lone picture is passed as diffusers' single-adapter form.
+            pictures = [picture for picture, _ in adapt]
+            extra["ip_adapter_image"] = pictures[0] if len(pictures) == 1 else pictures
         init = open_png(self.store.get_image(params.init_image)) if params.init_image else None
         with attached:
             return self.denoiser.text_to_image(ctx, params, extra, init)
@@ -222,7 +226,8 @@ class GeneratePipeline:
             fields.append(("Lora hashes", ", ".join(pairs)))
         if params.adapt_image and resident.ip_adapter is not None:
             fields.append(("IP-Adapter", model_name(resident.ip_adapter.source)))
-            fields.append(("IP-Adapter weight", f"{params.adapt_weight:g}"))
+            weights = [use.weight for use in params.adapts] or [params.adapt_weight]
+            fields.append(("IP-Adapter weight", ", ".join(f"{weight:g}" for weight in weights)))
         if params.init_image:
             # A1111's img2img writes its strength under the same name as the hires pass does.
             fields.append(("Denoising strength", f"{params.init_denoise:g}"))
@@ -257,6 +262,7 @@ class GeneratePipeline:
                 {"name": use.name, "weight": use.weight, "sha256": sha256s[use.name]} for use in params.loras
             ],
             "adapt": {"image": params.adapt_image, "weight": params.adapt_weight} if params.adapt_image else None,
+            "adapts": [{"image": use.image, "weight": use.weight} for use in params.adapts],
             "hires": {
                 "scale": params.hires_scale,
                 "steps": params.hires_steps,

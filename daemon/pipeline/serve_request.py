@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from daemon.errors import BadInput
-from daemon.jobs.model import GenerateParams, LoraRecord, LoraUse
+from daemon.jobs.model import AdaptUse, GenerateParams, LoraRecord, LoraUse
 from daemon.pipeline import prompt_weights
 from daemon.pipeline.denoise import LATENT, UPSCALERS, denoised_steps
 from daemon.pipeline.samplers import sampler_name
@@ -33,6 +33,7 @@ WEIGHT_RANGE = (-2.0, 2.0)
 MAX_RATIO_TERM = 8
 MAX_ELONGATION = 2.0
 MAX_SEED = 2**32 - 1
+MAX_ADAPTS = 4
 # The hires pass (--power): A1111's usual factors, and a denoising strength that redraws details but keeps the
 # composition (A1111 suggests 0.5-0.7 for latent upscaling).
 POWER_SCALE = 2.0
@@ -52,6 +53,15 @@ class GenerationDefaults:
     cfg: float = 7.0
     adapt_available: bool = False  # an IP-Adapter is loaded
     adapt_weight: float = 0.6
+
+
+@dataclass
+class AdaptPicture:
+    """One --adapt picture as requested: a stored image or a link, and its weight (None: the default)."""
+
+    image: str = ""
+    url: str = ""
+    weight: float | None = None
 
 
 @dataclass
@@ -76,6 +86,14 @@ class ServeRequest:
     init_image: str = ""  # image to image from a stored picture...
     init_url: str = ""  # ...or one fetched from a link
     init_denoise: float | None = None  # how much of it is redrawn, 0..1 (default 0.75)
+    more_adapts: list[AdaptPicture] = field(default_factory=list)  # --adapt2..4, after adapt_image/adapt_url
+    adapt_face: str = ""  # --adaptface: a picture for a face IP-Adapter
+
+    @property
+    def adapt_pictures(self) -> list[AdaptPicture]:
+        """Every --adapt picture in order, the first one included."""
+        first = [AdaptPicture(self.adapt_image, self.adapt_url, self.adapt_weight)]
+        return [p for p in (*first, *self.more_adapts) if p.image or p.url]
 
 
 def auto_weight(count: int) -> float:
@@ -153,12 +171,7 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
     seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
     if not 0 <= seed <= MAX_SEED:
         raise BadInput(f"The seed must be between 0 and {MAX_SEED}.")
-    adapt = bool(request.adapt_image or request.adapt_url)
-    if adapt and not defaults.adapt_available:
-        raise BadInput("--adapt is not available: this distillery has no IP-Adapter model configured.")
-    adapt_weight = defaults.adapt_weight if request.adapt_weight is None else request.adapt_weight
-    if adapt and not 0.0 <= adapt_weight <= 1.0:
-        raise BadInput("The adapt weight must be between 0 and 1.")
+    adapts = _adapts(request, defaults)
     uses = []
     for (name, weight), lora in zip(request.loras, loras, strict=True):
         if weight is None:
@@ -180,12 +193,33 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         width=width,
         height=height,
         count=count,
-        adapt_image=request.adapt_image,
-        adapt_weight=adapt_weight if adapt else 0.0,
+        adapt_image=adapts[0].image if adapts else "",
+        adapt_weight=adapts[0].weight if adapts else 0.0,
+        adapts=adapts,
         sampler=sampler_name(request.sampler),
         **hires,
         **init,
     )
+
+
+def _adapts(request: ServeRequest, defaults: GenerationDefaults) -> list[AdaptUse]:
+    """Each --adapt picture with its weight; a link's picture gets its name when the job is stored."""
+    if request.adapt_face:
+        raise BadInput("--adaptface is not available: this distillery has no face IP-Adapter configured.")
+    pictures = request.adapt_pictures
+    if not pictures:
+        return []
+    if not defaults.adapt_available:
+        raise BadInput("--adapt is not available: this distillery has no IP-Adapter model configured.")
+    if len(pictures) > MAX_ADAPTS:
+        raise BadInput(f"Use at most {MAX_ADAPTS} --adapt pictures.")
+    uses = []
+    for picture in pictures:
+        weight = defaults.adapt_weight if picture.weight is None else picture.weight
+        if not 0.0 <= weight <= 1.0 or math.isnan(weight):
+            raise BadInput("The adapt weight must be between 0 and 1.")
+        uses.append(AdaptUse(image=picture.image, weight=weight))
+    return uses
 
 
 def _image_to_image(request: ServeRequest, steps: int) -> dict[str, Any]:

@@ -31,6 +31,27 @@ def test_image_takes_a_stored_picture_or_a_link_and_a_denoise() -> None:
     assert parse_serve("a painting").WhichOneof("init") is None
 
 
+def test_up_to_four_adapt_pictures_repeated_or_numbered_each_with_a_weight() -> None:
+    spec = parse_serve(
+        "x --adapt a.png --adapt https://example.org/b.jpg --adaptweight2 0.3 --adapt4 d.png --adapt3 c.png "
+        "--adaptweight 0.9"
+    )
+    assert spec.WhichOneof("adapt") == "adapt_image" and spec.adapt_image == "a.png"
+    assert spec.adapt_weight == pytest.approx(0.9)
+    more = [
+        (m.WhichOneof("source"), m.image or m.url, m.weight if m.HasField("weight") else None)
+        for m in spec.more_adapts
+    ]
+    assert more == [
+        ("url", "https://example.org/b.jpg", pytest.approx(0.3)),
+        ("image", "c.png", None),
+        ("image", "d.png", None),
+    ]
+    first_link = parse_serve("x --adapt1 https://example.org/a.jpg")
+    assert first_link.WhichOneof("adapt") == "adapt_url" and not first_link.more_adapts
+    assert parse_serve("x --adaptface me.png").adapt_face == "me.png"
+
+
 @pytest.mark.parametrize(
     ("text", "words"),
     [
@@ -39,6 +60,10 @@ def test_image_takes_a_stored_picture_or_a_link_and_a_denoise() -> None:
         ("x --upscalemethod", "--upscalemethod needs a value"),
         ("x --image somewhere", "--image takes a stored picture"),
         ("x --imagedenoise half", "--imagedenoise takes a number"),
+        ("x --adapt a.png --adapt b.png --adapt c.png --adapt d.png --adapt e.png", "at most 4 --adapt pictures"),
+        ("x --adapt5 e.png", "Unknown option --adapt5"),
+        ("x --adaptweight3 0.5 --adapt a.png", "--adaptweight3 has no --adapt3 picture"),
+        ("x --adaptface somewhere", "--adaptface takes a stored picture"),
     ],
 )
 def test_mistakes_in_the_new_options_are_named(text: str, words: str) -> None:

@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 
 from daemon.errors import BadInput
+from daemon.jobs.model import AdaptUse
+from daemon.models.resident import Resident
+from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.generate import GeneratePipeline
 from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS, sampler_name
 from daemon.store.lmdb_store import Store
@@ -134,3 +137,30 @@ def test_image_to_image_keeps_the_picture_at_0_ignores_it_at_1_and_mixes_in_betw
     hires = {"hires_scale": 2.0, "hires_steps": 4, "hires_denoise": 0.5, "hires_upscaler": "Latent"}
     powered = picture(generate, store, journal, init_image="wide.png", init_denoise=0.5, **size, **hires)
     assert powered.shape == (96, 176, 3)
+
+
+def test_several_adapt_pictures_each_with_its_weight(
+    ip_resident: Resident, store: Store, journal: Any, adapters_for_ip: AdapterCache
+) -> None:
+    put_picture(store, "second.png", 3, (48, 48))
+    put_picture(store, "third.png", 4, (48, 48))
+    generate = GeneratePipeline(resident=ip_resident, store=store, adapters=adapters_for_ip)
+    one = [AdaptUse("adapt.png", 0.8)]
+    three = [*one, AdaptUse("second.png", 0.5), AdaptUse("third.png", 0.7)]
+
+    def adapted(uses: list[AdaptUse]) -> Any:
+        return run(generate, store, journal, params(adapt_image="adapt.png", adapt_weight=0.8, adapts=uses))
+
+    single = pixels(adapted(one).images[0].png)
+    outcome = adapted(three)
+    several = pixels(outcome.images[0].png)
+    assert np.array_equal(several, pixels(adapted(three).images[0].png))
+    assert np.abs(several.astype(int) - single).max() > 10
+    # Each picture has its own say: at weight 0 the extra pictures change nothing.
+    silent = [*one, AdaptUse("second.png", 0.0), AdaptUse("third.png", 0.0)]
+    assert np.abs(pixels(adapted(silent).images[0].png).astype(int) - single).max() <= 1
+    _, _, fields = parse_infotext(texts(outcome.images[0].png)["parameters"])
+    assert fields["IP-Adapter weight"] == "0.8, 0.5, 0.7"
+    # Off again afterwards: the UNet has its own processors and no projection.
+    assert ip_resident.unet.encoder_hid_proj is None
+    assert not any(hasattr(p, "to_k_ip") for p in ip_resident.unet.attn_processors.values())

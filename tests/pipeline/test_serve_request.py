@@ -10,6 +10,7 @@ from daemon.errors import BadInput
 from daemon.jobs.model import SubjectClass
 from daemon.pipeline.serve_request import (
     MAX_LORAS,
+    AdaptPicture,
     GenerationDefaults,
     ServeRequest,
     auto_weight,
@@ -116,3 +117,32 @@ def test_power_fills_in_the_hires_pass() -> None:
 def test_power_mistakes_are_named(request_: ServeRequest, words: str) -> None:
     with pytest.raises(BadInput, match=words):
         resolve(request_, [], SD15)
+
+
+def test_four_adapt_pictures_are_accepted_with_their_weights_and_a_fifth_is_refused() -> None:
+    with_ip = GenerationDefaults(resolution=512, size_multiple=64, steps=30, adapt_available=True)
+    more = [
+        AdaptPicture(image="b.png", weight=0.3),
+        AdaptPicture(url="https://x.org/c.png"),
+        AdaptPicture("d.png"),
+    ]
+    request = ServeRequest(prompt="x", adapt_image="a.png", more_adapts=more)
+    params = resolve(request, [], with_ip)
+    assert [(use.image, use.weight) for use in params.adapts] == [
+        ("a.png", 0.6),
+        ("b.png", 0.3),
+        ("", 0.6),  # the link's picture is named when the job is stored
+        ("d.png", 0.6),
+    ]
+    assert (params.adapt_image, params.adapt_weight) == ("a.png", 0.6)
+    request.more_adapts.append(AdaptPicture("e.png"))
+    with pytest.raises(BadInput, match="at most 4 --adapt pictures"):
+        resolve(request, [], with_ip)
+    with pytest.raises(BadInput, match="between 0 and 1"):
+        resolve(
+            ServeRequest(prompt="x", adapt_image="a.png", more_adapts=[AdaptPicture("b.png", "", 2)]), [], with_ip
+        )
+    with pytest.raises(BadInput, match="no face IP-Adapter configured"):
+        resolve(ServeRequest(prompt="x", adapt_face="me.png"), [], with_ip)
+    with pytest.raises(BadInput, match="no IP-Adapter model configured"):
+        resolve(ServeRequest(prompt="x", adapt_image="a.png"), [], SD15)
