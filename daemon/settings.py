@@ -9,6 +9,7 @@ else in the daemon reads the environment. Example config file (``--config distil
     base_model = "/models/realisticVision.safetensors"   # hub id, diffusers folder or single file
     captioner = "HuggingFaceTB/SmolVLM-256M-Instruct"
     reg_images = 200
+    daily_images = 40      # per user per UTC day; 0 or absent: no limit
 
     [train]            # any TrainConfig field
     steps = 1000
@@ -23,7 +24,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from daemon.models.config import PRESET_MODELS, PRESETS, ModelConfig
 from daemon.pipeline.fetch import FetchPolicy
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.image import ImageLimits
+from daemon.quota import DailyQuota
 from daemon.store.lmdb_store import StoreConfig
 
 
@@ -61,6 +63,8 @@ class Settings:
     metrics: str | None = None
     # LoRAs /serve keeps loaded between generations; the least recently used goes first past this.
     lora_cache: int = 8
+    # Images and distillations per user per UTC day; 0 (the default) is no limit.
+    quota: DailyQuota = field(default_factory=DailyQuota)
 
 
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -85,6 +89,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--lora-cache", "lora_cache", int, "LoRAs kept loaded for /serve between generations (default 8)"),
     ("--ip-adapter", "ip_adapter", str, "IP-Adapter hub id or folder for /serve --adapt (default: off)"),
     ("--ip-adapter-weight", "ip_adapter_weight", str, "its weights file (models/ip-adapter_sd15.safetensors)"),
+    ("--daily-images", "daily_images", int, "images /serve makes per user per UTC day (0: no limit)"),
+    ("--daily-distills", "daily_distills", int, "LoRAs /distill trains per user per UTC day (0: no limit)"),
 ]
 
 
@@ -156,6 +162,9 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     lora_cache = int(value("lora_cache", 8))
     if lora_cache < 1:
         raise SystemExit(f"--lora-cache must be at least 1, not {lora_cache}")
+    quota = DailyQuota(images=int(value("daily_images", 0)), distills=int(value("daily_distills", 0)))
+    if quota.images < 0 or quota.distills < 0:
+        raise SystemExit("--daily-images and --daily-distills must be 0 (no limit) or more")
     allow_private = bool(value("allow_private_urls", False))
     return Settings(
         state_dir=state_dir,
@@ -174,6 +183,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         socket_group=str(value("socket_group")) if value("socket_group") else None,
         metrics=str(metrics) if metrics else None,
         lora_cache=lora_cache,
+        quota=quota,
     )
 
 

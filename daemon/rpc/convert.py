@@ -15,7 +15,7 @@ from daemon.jobs.model import (
     Stage,
     SubjectClass,
 )
-from daemon.pipeline.serve_request import ServeRequest
+from daemon.pipeline.serve_request import AdaptPicture, ServeRequest
 from daemon.service import StatusReport, SubmitSpec, UserStats
 from daemon.store.lmdb_store import StoredImage
 
@@ -112,6 +112,15 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
         init_image=spec.init_image.strip() if init == "init_image" else "",
         init_url=spec.init_url.strip() if init == "init_url" else "",
         init_denoise=spec.init_denoise if spec.HasField("init_denoise") else None,
+        more_adapts=[
+            AdaptPicture(
+                image=more.image.strip() if more.WhichOneof("source") == "image" else "",
+                url=more.url.strip() if more.WhichOneof("source") == "url" else "",
+                weight=more.weight if more.HasField("weight") else None,
+            )
+            for more in spec.more_adapts
+        ],
+        adapt_face=spec.adapt_face.strip(),
     )
 
 
@@ -134,6 +143,8 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
         spec.power, spec.power_scale, spec.upscale_method = True, params.hires_scale, params.hires_upscaler.lower()
     if params.init_image:
         spec.init_image, spec.init_denoise = params.init_image, params.init_denoise
+    for use in params.adapts[1:]:
+        spec.more_adapts.add(image=use.image, weight=use.weight)
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight
@@ -210,13 +221,21 @@ def image_info_to_pb(meta: StoredImage, width: int, height: int) -> pb.ImageInfo
 
 
 def user_stats_to_pb(stats: UserStats) -> pb.UserStats:
-    return pb.UserStats(
+    message = pb.UserStats(
         loras_owned=stats.loras_owned,
         public_loras=stats.public_loras,
         distill_jobs=stats.distill_jobs,
         generate_jobs=stats.generate_jobs,
         images_generated=stats.images_generated,
     )
+    if (today := stats.today) is not None:
+        message.images_today, message.distills_today = today.images_used, today.distills_used
+        message.quota_resets_at = today.resets_at
+        if today.images_left is not None:
+            message.images_left_today = today.images_left
+        if today.distills_left is not None:
+            message.distills_left_today = today.distills_left
+    return message
 
 
 def event_to_pb(
