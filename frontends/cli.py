@@ -444,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="generate images: PROMPT [--lora NAME[:W]] [--neg TEXT] [--seed N] [--cfg X] [--steps N] "
-        "[--ar W:H] [--adapt NAME.png|URL] [--adaptweight W] [--n 1..4], as the chat's /serve",
+        "[--ar W:H] [--adapt NAME.png|URL] [--adaptweight W] [--n 1..4] [--sampler S] [--power] "
+        "[--image NAME.png|URL] [--imagedenoise D], as the chat's /serve",
     )
     serve.add_argument("--out", default="images", help="folder for the images (default ./images)")
     serve.add_argument("--key", help="idempotency key: the same key again returns the same job")

@@ -2,7 +2,8 @@
 
 ``/distill <image url> [--class man|woman|person] [--noflip]``
 ``/serve <prompt> [--lora <name>[:weight] ...] [--neg <text>] [--seed N] [--cfg X] [--steps N] [--ar W:H]
-[--adapt <name>.png | <url>] [--adaptweight 0..1] [--n 1..4]``
+[--n 1..4] [--sampler NAME] [--power[=X]] [--upscalemethod M] [--image <picture>] [--imagedenoise 0..1]
+[--adapt[1..4] <picture> ...] [--adaptweight[1..4] 0..1] [--adaptface <picture>]``
 ``/lora <name> [--makepublic | --makeprivate | --description "..." | --showimage | --hideimage | --delete |
 --download]``
 """
@@ -78,10 +79,14 @@ def parse_distill(text: str, need_url: bool) -> DistillArgs:
 
 SERVE_USAGE = (
     "Usage: /serve <prompt> [--lora <name>[:weight]] (up to 5) [--neg <text>] [--seed N] [--cfg X] "
-    "[--steps N] [--ar W:H] [--adapt <name>.png or <url>] [--adaptweight 0..1] [--n 1..4]\n"
-    'Example: /serve "a portrait as an astronaut" --lora rifttami --n 2\n'
+    "[--steps N] [--ar W:H] [--n 1..4] [--sampler NAME] [--power[=1.5..2]] [--upscalemethod latent|lanczos] "
+    "[--image <name>.png or <url>] [--imagedenoise 0..1] [--adapt <name>.png or <url>] (up to 4, or "
+    "--adapt1..4) [--adaptweight 0..1] (or --adaptweight1..4)\n"
+    'Example: /serve "a portrait as an (astronaut:1.2)" --lora rifttami --n 2 --power\n'
     "A LoRA's name is its activation word: it is added to the prompt when you did not write it. "
-    "With several LoRAs each is weakened automatically unless you give a weight (name:0.8)."
+    "With several LoRAs each is weakened automatically unless you give a weight (name:0.8). "
+    "(word:1.3), (word) and [word] weight parts of the prompt as in AUTOMATIC1111. "
+    "Samplers: DPM++ 2M (default), DPM++ 2M Karras, Euler a, Euler, DDIM, UniPC."
 )
 
 LORA_USAGE = (
