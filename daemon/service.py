@@ -111,6 +111,7 @@ class StatusReport:
     preset: str
     jobs_done: int
     uptime_seconds: float
+    models: list[str] = dataclasses.field(default_factory=list)  # /serve --model names
 
 
 def new_job_id() -> str:
@@ -637,6 +638,7 @@ class Distillery:
             preset=self.settings.models.preset,
             jobs_done=self.store.counter("jobs_succeeded"),
             uptime_seconds=time.time() - self.started_at,
+            models=list(self.generation.models) if self.generation else [],
         )
 
 

@@ -11,6 +11,9 @@ else in the daemon reads the environment. Example config file (``--config distil
     reg_images = 200
     daily_images = 40      # per user per UTC day; 0 or absent: no limit
 
+    [serve_models]     # more SD 1.5 checkpoints for /serve --model <name>
+    realistic = "/models/realisticVision.safetensors"
+
     [train]            # any TrainConfig field
     steps = 1000
     rank = 16
@@ -22,6 +25,7 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, key, kind, text in _FLAGS:
         parser.add_argument(flag, dest=key, type=kind, help=f"{text} [env DISTILLERY_{key.upper()}]")
     parser.add_argument(
+        "--serve-model",
+        dest="serve_models",
+        action="append",
+        metavar="NAME=SOURCE",
+        help="another SD 1.5 checkpoint for /serve --model (repeat; or a [serve_models] table in the config file)",
+    )
+    parser.add_argument(
         "--allow-private-urls",
         action="store_true",
         default=None,
@@ -153,6 +164,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         base_config=str(value("base_config", "")),
         ip_adapter=str(value("ip_adapter", "")),
         ip_adapter_weight=str(value("ip_adapter_weight", ModelConfig.ip_adapter_weight)),
+        serve_models=_serve_models(args.get("serve_models"), file_values.get("serve_models", {})),
     )
     train = TrainConfig.demo() if preset == "demo" else TrainConfig()
     if value("train_steps") is not None:
@@ -185,6 +197,17 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         lora_cache=lora_cache,
         quota=quota,
     )
+
+
+def _serve_models(flags: list[str] | None, table: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``--serve-model NAME=SOURCE`` flags, else the config file's ``[serve_models]`` table, checked."""
+    pairs = [tuple(flag.split("=", 1)) for flag in flags] if flags else list(table.items())
+    models: dict[str, str] = {}
+    for pair in pairs:
+        if len(pair) != 2 or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", str(pair[0])) or not pair[1]:
+            raise SystemExit(f"--serve-model takes NAME=SOURCE with a lower-case name, not {'='.join(pair)!r}")
+        models[str(pair[0])] = str(pair[1])
+    return tuple(models.items())
 
 
 def _with_overrides(train: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:

@@ -113,6 +113,7 @@ _SERVE_OPTIONS = frozenset(
         "--image",
         "--imagedenoise",
         "--adaptface",
+        "--model",
         *(f"--adapt{n}" for n in range(1, MAX_ADAPTS + 1)),
         *(f"--adaptweight{n}" for n in range(1, MAX_ADAPTS + 1)),
     )
@@ -265,6 +266,8 @@ def parse_serve(text: str) -> pb.GenerateSpec:
                 spec.power_scale = _number(option, value, float)
         elif option == "--upscalemethod":
             spec.upscale_method = value
+        elif option == "--model":
+            spec.model = value.lower()
         elif option == "--sampler":
             spec.sampler = value  # the daemon knows its samplers and names them when this is not one
     _fill_adapts(spec, pictures, weights)

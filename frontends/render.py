@@ -299,6 +299,15 @@ def lora_text(lora: pb.Lora, requester: pb.Requester) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def models_text(status: pb.Status) -> str:
+    """The models /serve --model may name (/models), after the base model that training uses."""
+    lines = [f"base: {status.base_model} (the default, and what training uses)"]
+    lines += [f"{name}: /serve ... --model {name}" for name in status.models]
+    if not status.models:
+        lines.append("No other models are configured.")
+    return "\n".join(lines)
+
+
 def stats_text(stats: pb.UserStats) -> str:
     """A user's numbers (/stats), with what is left of the daily quotas where the operator set them."""
 

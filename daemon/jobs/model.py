@@ -114,6 +114,7 @@ class GenerateParams:
     # Every --adapt picture (1-4) with its weight; adapt_image and adapt_weight repeat the first one, which is
     # all that records from before several pictures hold.
     adapts: list[AdaptUse] = field(default_factory=list)
+    model: str = ""  # a /serve --model name; "": the configured base model
 
 
 @dataclass

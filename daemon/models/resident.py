@@ -244,7 +244,8 @@ def _load_single_file(path: Path, base_config: str, dtype: torch.dtype, extra: d
         )
 
 
-def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
+def load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
+    """The base pipeline of ``cfg`` (frozen modules not yet on the device) and the sha256 of its weights."""
     from diffusers import StableDiffusionPipeline
 
     # No safety checker (it would hold ~1 GB of VRAM beside the models): class images never leave the daemon,
@@ -305,7 +306,7 @@ def load_resident(cfg: ModelConfig) -> Resident:
         # OpenMP's spinning threads made a training step ~15x slower (720 ms instead of 48 ms).
         torch.set_num_threads(1)
     logger.info("loading %s on %s as %s", cfg.base_model, device, dtype)
-    pipe, base_hash = _load_pipeline(cfg, dtype)
+    pipe, base_hash = load_pipeline(cfg, dtype)
     # Training needs the model's own noise schedule; DDPM is the schedule the UNet was trained with.
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # type: ignore[no-untyped-call]
     # Sampling: DPM-Solver++ reaches PNDM's 50-step quality in ~25 steps, halving regularization time.

@@ -29,6 +29,7 @@ from daemon.errors import BadInput
 from daemon.jobs.model import AdaptUse, GenerateParams, JobKind, LoraUse, Stage, SubjectClass
 from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
+from daemon.models.switch import ModelSwitcher
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.denoise import Denoiser
 from daemon.pipeline.image import open_png
@@ -103,6 +104,7 @@ class GeneratePipeline:
     resident: Resident
     store: Store
     adapters: AdapterCache
+    models: ModelSwitcher | None = None  # several checkpoints (/serve --model); None: the base model only
     denoiser: Denoiser = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +136,8 @@ class GeneratePipeline:
         Used by generation jobs, and by distillation for the preview of a LoRA not stored yet.
         """
         adapt = self._adapt_image(params)
+        if self.models is not None:
+            self.models.ensure(params.model, lambda text: ctx.stage(Stage.GENERATE, text))
         files: dict[str, bytes] = {}
 
         def remember(name: str) -> bytes:
@@ -282,9 +286,13 @@ class JobRunner:
     distill: Pipeline
     generate: Pipeline
     reg_import: Pipeline | None = None
+    models: ModelSwitcher | None = None
 
     def __call__(self, ctx: JobContext) -> Outcome:
         kind = ctx.job.kind
+        if kind != JobKind.GENERATE and self.models is not None:
+            # Training and regularization images always use the configured base, whatever /serve left resident.
+            self.models.ensure("", lambda text: ctx.stage(Stage.PREPARE, text))
         if kind == JobKind.GENERATE:
             return self.generate(ctx)
         if kind == JobKind.DISTILL:

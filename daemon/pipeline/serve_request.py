@@ -53,6 +53,7 @@ class GenerationDefaults:
     cfg: float = 7.0
     adapt_available: bool = False  # an IP-Adapter is loaded
     adapt_weight: float = 0.6
+    models: tuple[str, ...] = ()  # the /serve --model names the operator configured
 
 
 @dataclass
@@ -88,6 +89,7 @@ class ServeRequest:
     init_denoise: float | None = None  # how much of it is redrawn, 0..1 (default 0.75)
     more_adapts: list[AdaptPicture] = field(default_factory=list)  # --adapt2..4, after adapt_image/adapt_url
     adapt_face: str = ""  # --adaptface: a picture for a face IP-Adapter
+    model: str = ""  # --model: one of the operator's checkpoints; "": the base model
 
     @property
     def adapt_pictures(self) -> list[AdaptPicture]:
@@ -172,6 +174,10 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
     if not 0 <= seed <= MAX_SEED:
         raise BadInput(f"The seed must be between 0 and {MAX_SEED}.")
     adapts = _adapts(request, defaults)
+    model = request.model.strip().lower()
+    if model and model not in defaults.models:
+        known = f"choose one of {', '.join(defaults.models)}" if defaults.models else "there is only the base"
+        raise BadInput(f"There is no model called {request.model}; {known}.")
     uses = []
     for (name, weight), lora in zip(request.loras, loras, strict=True):
         if weight is None:
@@ -196,6 +202,7 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         adapt_image=adapts[0].image if adapts else "",
         adapt_weight=adapts[0].weight if adapts else 0.0,
         adapts=adapts,
+        model=model,
         sampler=sampler_name(request.sampler),
         **hires,
         **init,

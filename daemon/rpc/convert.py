@@ -121,6 +121,7 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
             for more in spec.more_adapts
         ],
         adapt_face=spec.adapt_face.strip(),
+        model=spec.model.strip(),
     )
 
 
@@ -145,6 +146,7 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
         spec.init_image, spec.init_denoise = params.init_image, params.init_denoise
     for use in params.adapts[1:]:
         spec.more_adapts.add(image=use.image, weight=use.weight)
+    spec.model = params.model
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight
@@ -299,4 +301,5 @@ def status_to_pb(report: StatusReport) -> pb.Status:
         preset=report.preset,
         jobs_done=report.jobs_done,
         uptime_seconds=report.uptime_seconds,
+        models=report.models,
     )

@@ -3,6 +3,7 @@ pictures it may use, and the sentence and status of every refusal."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +14,11 @@ from aiohttp import web
 from distillery.v1 import distillery_pb2 as pb
 from PIL import Image
 
+from daemon.errors import BadInput
+from daemon.pipeline.serve_request import ServeRequest, resolve
+from daemon.settings import load_settings
+from frontends.commands import parse_serve
+from frontends.render import models_text
 from tests.rpc.test_manage_rpc import DEFAULTS, distill, fake_jobs, refused, serve
 from tests.rpc.test_service_rpc import ALICE, BOB, Api, start_api
 
@@ -89,3 +95,31 @@ async def test_another_users_private_picture_cannot_start_an_image(api: Api, por
     name = await distill(api, ALICE, portrait_png)
     error = await refused(serve(api, BOB, f"x --image {name}.png"))
     assert error.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_serve_models_come_from_flags_or_the_config_file(tmp_path: Path) -> None:
+    settings = load_settings(["--serve-model", "realistic=/m/rv.safetensors", "--serve-model", "anime=/m/a"], {})
+    assert settings.models.serve_models == (("realistic", "/m/rv.safetensors"), ("anime", "/m/a"))
+    config = tmp_path / "d.toml"
+    config.write_text('[serve_models]\nrealistic = "/m/rv.safetensors"\n')
+    assert load_settings(["--config", str(config)], {}).models.serve_models == (
+        ("realistic", "/m/rv.safetensors"),
+    )
+    assert load_settings([], {}).models.serve_models == ()
+    with pytest.raises(SystemExit, match="NAME=SOURCE"):
+        load_settings(["--serve-model", "Bad Name=/m"], {})
+
+
+def test_model_names_are_checked_and_listed(tmp_path: Path) -> None:
+    defaults = dataclasses.replace(DEFAULTS, models=("realistic",))
+    assert resolve(ServeRequest(prompt="x", model="Realistic"), [], defaults).model == "realistic"
+    with pytest.raises(BadInput, match="There is no model called anime; choose one of realistic"):
+        resolve(ServeRequest(prompt="x", model="anime"), [], defaults)
+    with pytest.raises(BadInput, match="there is only the base"):
+        resolve(ServeRequest(prompt="x", model="anime"), [], DEFAULTS)
+    assert parse_serve("x --model Realistic").model == "realistic"
+    status = pb.Status(base_model="sd15", models=["realistic"])
+    assert (
+        models_text(status)
+        == "base: sd15 (the default, and what training uses)\nrealistic: /serve ... --model realistic"
+    )

@@ -438,7 +438,7 @@ class LoraWeight(_message.Message):
     def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class GenerateSpec(_message.Message):
-    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler", "power", "power_scale", "upscale_method", "init_image", "init_url", "init_denoise", "more_adapts", "adapt_face")
+    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler", "power", "power_scale", "upscale_method", "init_image", "init_url", "init_denoise", "more_adapts", "adapt_face", "model")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -462,6 +462,7 @@ class GenerateSpec(_message.Message):
     INIT_DENOISE_FIELD_NUMBER: _ClassVar[int]
     MORE_ADAPTS_FIELD_NUMBER: _ClassVar[int]
     ADAPT_FACE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
     negative_prompt: str
@@ -485,7 +486,8 @@ class GenerateSpec(_message.Message):
     init_denoise: float
     more_adapts: _containers.RepeatedCompositeFieldContainer[AdaptPicture]
     adapt_face: str
-    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ..., power: _Optional[bool] = ..., power_scale: _Optional[float] = ..., upscale_method: _Optional[str] = ..., init_image: _Optional[str] = ..., init_url: _Optional[str] = ..., init_denoise: _Optional[float] = ..., more_adapts: _Optional[_Iterable[_Union[AdaptPicture, _Mapping]]] = ..., adapt_face: _Optional[str] = ...) -> None: ...
+    model: str
+    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ..., power: _Optional[bool] = ..., power_scale: _Optional[float] = ..., upscale_method: _Optional[str] = ..., init_image: _Optional[str] = ..., init_url: _Optional[str] = ..., init_denoise: _Optional[float] = ..., more_adapts: _Optional[_Iterable[_Union[AdaptPicture, _Mapping]]] = ..., adapt_face: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
 
 class AdaptPicture(_message.Message):
     __slots__ = ("image", "url", "weight")
@@ -582,7 +584,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("ready", "queue_length", "current_job_id", "current_lora_name", "current_stage", "base_model", "captioner_model", "device", "preset", "jobs_done", "uptime_seconds", "version")
+    __slots__ = ("ready", "queue_length", "current_job_id", "current_lora_name", "current_stage", "base_model", "captioner_model", "device", "preset", "jobs_done", "uptime_seconds", "version", "models")
     READY_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -595,6 +597,7 @@ class Status(_message.Message):
     JOBS_DONE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     queue_length: int
     current_job_id: str
@@ -607,4 +610,5 @@ class Status(_message.Message):
     jobs_done: int
     uptime_seconds: float
     version: str
-    def __init__(self, ready: _Optional[bool] = ..., queue_length: _Optional[int] = ..., current_job_id: _Optional[str] = ..., current_lora_name: _Optional[str] = ..., current_stage: _Optional[_Union[Stage, str]] = ..., base_model: _Optional[str] = ..., captioner_model: _Optional[str] = ..., device: _Optional[str] = ..., preset: _Optional[str] = ..., jobs_done: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ready: _Optional[bool] = ..., queue_length: _Optional[int] = ..., current_job_id: _Optional[str] = ..., current_lora_name: _Optional[str] = ..., current_stage: _Optional[_Union[Stage, str]] = ..., base_model: _Optional[str] = ..., captioner_model: _Optional[str] = ..., device: _Optional[str] = ..., preset: _Optional[str] = ..., jobs_done: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
