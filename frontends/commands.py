@@ -81,7 +81,7 @@ SERVE_USAGE = (
     "Usage: /serve <prompt> [--lora <name>[:weight]] (up to 5) [--neg <text>] [--seed N] [--cfg X] "
     "[--steps N] [--ar W:H] [--n 1..4] [--sampler NAME] [--power[=1.5..2]] [--upscalemethod latent|lanczos] "
     "[--image <name>.png or <url>] [--imagedenoise 0..1] [--adapt <name>.png or <url>] (up to 4, or "
-    "--adapt1..4) [--adaptweight 0..1] (or --adaptweight1..4)\n"
+    "--adapt1..4) [--adaptweight 0..1] (or --adaptweight1..4) [--model NAME]\n"
     'Example: /serve "a portrait as an (astronaut:1.2)" --lora rifttami --n 2 --power\n'
     "A LoRA's name is its activation word: it is added to the prompt when you did not write it. "
     "With several LoRAs each is weakened automatically unless you give a weight (name:0.8). "
