@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from daemon import logs
+from daemon import logs, quota
 from daemon.errors import BadInput, Conflict, Exhausted, Forbidden, NotFound, Unavailable
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
@@ -38,7 +38,8 @@ from daemon.jobs.worker import Worker
 from daemon.pipeline.fetch import fetch_url
 from daemon.pipeline.image import SourceImage, normalize_image, open_png
 from daemon.pipeline.name import NameMinter
-from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, resolve
+from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, fit_picture, picture_size, resolve
+from daemon.quota import QuotaUse
 from daemon.settings import Settings
 from daemon.store.lmdb_store import Store, StoredImage
 
@@ -91,6 +92,7 @@ class UserStats:
     distill_jobs: int
     generate_jobs: int
     images_generated: int
+    today: QuotaUse | None = None
 
 
 @dataclass
@@ -111,6 +113,7 @@ class StatusReport:
     preset: str
     jobs_done: int
     uptime_seconds: float
+    models: list[str] = dataclasses.field(default_factory=list)  # /serve --model names
 
 
 def new_job_id() -> str:
@@ -126,8 +129,17 @@ def _check_requester(requester: Requester) -> None:
 class Distillery:
     """The daemon's operations. Built before the models load; ``attach`` makes it ready for jobs."""
 
-    def __init__(self, settings: Settings, store: Store, hub: EventHub, journal: Journal, queue: JobQueue) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        hub: EventHub,
+        journal: Journal,
+        queue: JobQueue,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        self.clock = clock  # for the daily quotas' day boundary
         self.store = store
         self.hub = hub
         self.journal = journal
@@ -190,6 +202,7 @@ class Distillery:
         if (earlier := await self._earlier(spec.requester, spec.idempotency_key, request_hash)) is not None:
             return earlier
         await asyncio.to_thread(self._check_capacity, spec.requester)
+        await asyncio.to_thread(self._check_quota, spec.requester, 0, 1)
 
         raw = await self._source_bytes(spec)
         image = await asyncio.to_thread(normalize_image, raw, self.settings.image)
@@ -199,6 +212,7 @@ class Distillery:
             if (earlier := await self._earlier(spec.requester, spec.idempotency_key, request_hash)) is not None:
                 return earlier
             await asyncio.to_thread(self._check_capacity, spec.requester)
+            await asyncio.to_thread(self._check_quota, spec.requester, 0, 1)
             return await self._store_new(spec, image, request_hash)
 
     async def _store_new(self, spec: SubmitSpec, image: SourceImage, request_hash: str) -> Submitted:
@@ -217,7 +231,7 @@ class Distillery:
                 requested_class=spec.subject_class,
                 flip=spec.flip,
                 train_steps=spec.train_steps or self.settings.train.steps,
-                created_at=time.time(),
+                created_at=self.clock(),
                 idempotency_key=spec.idempotency_key,
                 request_hash=request_hash,
             )
@@ -252,31 +266,54 @@ class Distillery:
             return earlier
         loras = [await asyncio.to_thread(self.get_lora, name, requester) for name, _ in request.loras]
         params = resolve(request, loras, self.generation)
-        if request.adapt_image:
-            await asyncio.to_thread(self.visible_image, request.adapt_image, requester)
+        for picture in request.adapt_pictures:
+            if picture.image:
+                await asyncio.to_thread(self.visible_image, picture.image, requester)
+        if request.init_image:
+            await asyncio.to_thread(self.visible_image, request.init_image, requester)
+            stored = await asyncio.to_thread(self.store.get_image, request.init_image)
+            fit_picture(params, picture_size(stored), self.generation)
         await asyncio.to_thread(self._check_capacity, requester)
-        adapt: SourceImage | None = None
-        if request.adapt_url:
-            raw = await fetch_url(request.adapt_url, self.settings.fetch)
-            adapt = await asyncio.to_thread(normalize_image, raw, self.settings.image)
+        await asyncio.to_thread(self._check_quota, requester, params.count, 0)
+        adapt = [await self._fetch_picture(picture.url) for picture in request.adapt_pictures]
+        init = await self._fetch_picture(request.init_url)
+        if init is not None:
+            fit_picture(params, (init.width, init.height), self.generation)
         async with self._admit:
             if (earlier := await self._earlier(requester, idempotency_key, request_hash)) is not None:
                 return earlier
             await asyncio.to_thread(self._check_capacity, requester)
-            return await self._store_generation(requester, params, adapt, idempotency_key, request_hash)
+            await asyncio.to_thread(self._check_quota, requester, params.count, 0)
+            return await self._store_generation(requester, params, adapt, init, idempotency_key, request_hash)
+
+    async def _fetch_picture(self, url: str) -> SourceImage | None:
+        """A /serve picture given as a link: fetched with the SSRF checks, then checked like a /distill one."""
+        if not url:
+            return None
+        raw = await fetch_url(url, self.settings.fetch)
+        return await asyncio.to_thread(normalize_image, raw, self.settings.image)
 
     async def _store_generation(
         self,
         requester: Requester,
         params: GenerateParams,
-        adapt: SourceImage | None,
+        adapt: list[SourceImage | None],
+        init: SourceImage | None,
         idempotency_key: str,
         request_hash: str,
     ) -> Submitted:
         job_id = new_job_id()
-        if adapt is not None:
-            # The fetched --adapt picture is stored like any source image: the job names it, its owner sees it.
-            params.adapt_image = f"{job_id}-adapt.png"
+        inputs: list[tuple[str, bytes, str]] = []
+        for number, (use, fetched) in enumerate(zip(params.adapts, adapt, strict=True), 1):
+            if fetched is not None:
+                # A fetched --adapt picture is stored like any source image: the job names it, its owner sees it.
+                use.image = f"{job_id}-adapt{'' if number == 1 else number}.png"
+                if number > 1:
+                    inputs.append((use.image, fetched.png, fetched.sha256))
+        params.adapt_image = params.adapts[0].image if params.adapts else ""
+        if init is not None:
+            params.init_image = f"{job_id}-image.png"
+            inputs.append((params.init_image, init.png, init.sha256))
         job = Job(
             id=job_id,
             lora_name="",
@@ -286,18 +323,20 @@ class Distillery:
             requested_class=None,
             flip=False,
             train_steps=0,
-            created_at=time.time(),
+            created_at=self.clock(),
             idempotency_key=idempotency_key,
             request_hash=request_hash,
             kind=JobKind.GENERATE,
             generate=params,
+            inputs=[name for name, _, _ in inputs],
         )
         position = len(self.queue) + 1
         images = "an image" if params.count == 1 else f"{params.count} images"
         text = f"Generating {images}; you are number {position} in the queue."
         first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
-        png, sha256 = (adapt.png, adapt.sha256) if adapt is not None else (None, "")
-        stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256)
+        picture = adapt[0] if adapt else None
+        png, sha256 = (picture.png, picture.sha256) if picture is not None else (None, "")
+        stored = await asyncio.to_thread(self.store.create_job, job, first, png, sha256, inputs)
         if stored.id != job.id:
             return self._duplicate(stored, request_hash)
         submitted = self._queued(stored, position)
@@ -391,6 +430,15 @@ class Distillery:
             raise Exhausted(
                 f"You already have {len(mine)} jobs queued or running; wait for one to finish or cancel one."
             )
+
+    def quota_use(self, requester: Requester) -> QuotaUse:
+        """The requester's images and distillations today, and what is left of the daily quotas."""
+        mine = (job for job in self.store.jobs() if requester.owns(job.owner))
+        return quota.usage(mine, self.settings.quota, self.clock())
+
+    def _check_quota(self, requester: Requester, images: int, distills: int) -> None:
+        if self.settings.quota.images or self.settings.quota.distills:
+            quota.check(self.quota_use(requester), self.clock(), images=images, distills=distills)
 
     async def _source_bytes(self, spec: SubmitSpec) -> bytes:
         if spec.upload is not None:
@@ -534,6 +582,7 @@ class Distillery:
             distill_jobs=len(jobs) - len(generations),
             generate_jobs=len(generations),
             images_generated=sum(len(job.outputs) for job in generations),
+            today=quota.usage(jobs, self.settings.quota, self.clock()),
         )
 
     def list_loras(self, requester: Requester, include_public: bool) -> list[LoraRecord]:
@@ -592,6 +641,7 @@ class Distillery:
             preset=self.settings.models.preset,
             jobs_done=self.store.counter("jobs_succeeded"),
             uptime_seconds=time.time() - self.started_at,
+            models=list(self.generation.models) if self.generation else [],
         )
 
 

@@ -9,6 +9,10 @@ else in the daemon reads the environment. Example config file (``--config distil
     base_model = "/models/realisticVision.safetensors"   # hub id, diffusers folder or single file
     captioner = "HuggingFaceTB/SmolVLM-256M-Instruct"
     reg_images = 200
+    daily_images = 40      # per user per UTC day; 0 or absent: no limit
+
+    [serve_models]     # more SD 1.5 checkpoints for /serve --model <name>
+    realistic = "/models/realisticVision.safetensors"
 
     [train]            # any TrainConfig field
     steps = 1000
@@ -21,9 +25,10 @@ import argparse
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ from daemon.models.config import PRESET_MODELS, PRESETS, ModelConfig
 from daemon.pipeline.fetch import FetchPolicy
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.image import ImageLimits
+from daemon.quota import DailyQuota
 from daemon.store.lmdb_store import StoreConfig
 
 
@@ -61,6 +67,8 @@ class Settings:
     metrics: str | None = None
     # LoRAs /serve keeps loaded between generations; the least recently used goes first past this.
     lora_cache: int = 8
+    # Images and distillations per user per UTC day; 0 (the default) is no limit.
+    quota: DailyQuota = field(default_factory=DailyQuota)
 
 
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -85,6 +93,8 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--lora-cache", "lora_cache", int, "LoRAs kept loaded for /serve between generations (default 8)"),
     ("--ip-adapter", "ip_adapter", str, "IP-Adapter hub id or folder for /serve --adapt (default: off)"),
     ("--ip-adapter-weight", "ip_adapter_weight", str, "its weights file (models/ip-adapter_sd15.safetensors)"),
+    ("--daily-images", "daily_images", int, "images /serve makes per user per UTC day (0: no limit)"),
+    ("--daily-distills", "daily_distills", int, "LoRAs /distill trains per user per UTC day (0: no limit)"),
 ]
 
 
@@ -94,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="TOML config file")
     for flag, key, kind, text in _FLAGS:
         parser.add_argument(flag, dest=key, type=kind, help=f"{text} [env DISTILLERY_{key.upper()}]")
+    parser.add_argument(
+        "--serve-model",
+        dest="serve_models",
+        action="append",
+        metavar="NAME=SOURCE",
+        help="another SD 1.5 checkpoint for /serve --model (repeat; or a [serve_models] table in the config file)",
+    )
     parser.add_argument(
         "--allow-private-urls",
         action="store_true",
@@ -147,6 +164,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         base_config=str(value("base_config", "")),
         ip_adapter=str(value("ip_adapter", "")),
         ip_adapter_weight=str(value("ip_adapter_weight", ModelConfig.ip_adapter_weight)),
+        serve_models=_serve_models(args.get("serve_models"), file_values.get("serve_models", {})),
     )
     train = TrainConfig.demo() if preset == "demo" else TrainConfig()
     if value("train_steps") is not None:
@@ -156,6 +174,9 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     lora_cache = int(value("lora_cache", 8))
     if lora_cache < 1:
         raise SystemExit(f"--lora-cache must be at least 1, not {lora_cache}")
+    quota = DailyQuota(images=int(value("daily_images", 0)), distills=int(value("daily_distills", 0)))
+    if quota.images < 0 or quota.distills < 0:
+        raise SystemExit("--daily-images and --daily-distills must be 0 (no limit) or more")
     allow_private = bool(value("allow_private_urls", False))
     return Settings(
         state_dir=state_dir,
@@ -174,7 +195,19 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         socket_group=str(value("socket_group")) if value("socket_group") else None,
         metrics=str(metrics) if metrics else None,
         lora_cache=lora_cache,
+        quota=quota,
     )
+
+
+def _serve_models(flags: list[str] | None, table: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """``--serve-model NAME=SOURCE`` flags, else the config file's ``[serve_models]`` table, checked."""
+    pairs = [tuple(flag.split("=", 1)) for flag in flags] if flags else list(table.items())
+    models: dict[str, str] = {}
+    for pair in pairs:
+        if len(pair) != 2 or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", str(pair[0])) or not pair[1]:
+            raise SystemExit(f"--serve-model takes NAME=SOURCE with a lower-case name, not {'='.join(pair)!r}")
+        models[str(pair[0])] = str(pair[1])
+    return tuple(models.items())
 
 
 def _with_overrides(train: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:

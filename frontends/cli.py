@@ -43,6 +43,7 @@ from frontends.render import (
     generation_summary,
     image_info_text,
     lora_text,
+    models_text,
     stats_text,
     usage_text,
 )
@@ -332,6 +333,12 @@ async def cmd_status(client: DaemonClient, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_models(client: DaemonClient, args: argparse.Namespace) -> int:
+    """The models /serve --model may name, after the base model that training uses."""
+    print(models_text(await client.status()))
+    return 0
+
+
 async def wait_ready(client: DaemonClient, daemon: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until the daemon's health says SERVING; fail early if it exits."""
     deadline = time.monotonic() + timeout
@@ -444,7 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser(
         "serve",
         help="generate images: PROMPT [--lora NAME[:W]] [--neg TEXT] [--seed N] [--cfg X] [--steps N] "
-        "[--ar W:H] [--adapt NAME.png|URL] [--adaptweight W] [--n 1..4], as the chat's /serve",
+        "[--ar W:H] [--adapt NAME.png|URL] [--adaptweight W] [--n 1..4] [--sampler S] [--power] "
+        "[--image NAME.png|URL] [--imagedenoise D], as the chat's /serve",
     )
     serve.add_argument("--out", default="images", help="folder for the images (default ./images)")
     serve.add_argument("--key", help="idempotency key: the same key again returns the same job")
@@ -463,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("name")
     image.add_argument("-o", "--output")
     sub.add_parser("status", help="the daemon's queue, current job and models")
+    sub.add_parser("models", help="the models /serve --model may name")
     demo = sub.add_parser("demo", help="run a whole /distill on the demo preset with a daemon of its own")
     demo.add_argument("--state-dir", default="state/demo")
     backup = sub.add_parser("backup", help="hot, consistent copy of the daemon's store into a new folder")
@@ -507,6 +516,7 @@ COMMANDS = {
     "download": cmd_download,
     "image": cmd_image,
     "status": cmd_status,
+    "models": cmd_models,
 }
 
 

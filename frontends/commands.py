@@ -2,7 +2,8 @@
 
 ``/distill <image url> [--class man|woman|person] [--noflip]``
 ``/serve <prompt> [--lora <name>[:weight] ...] [--neg <text>] [--seed N] [--cfg X] [--steps N] [--ar W:H]
-[--adapt <name>.png | <url>] [--adaptweight 0..1] [--n 1..4]``
+[--n 1..4] [--sampler NAME] [--power[=X]] [--upscalemethod M] [--image <picture>] [--imagedenoise 0..1]
+[--adapt[1..4] <picture> ...] [--adaptweight[1..4] 0..1] [--adaptface <picture>]``
 ``/lora <name> [--makepublic | --makeprivate | --description "..." | --showimage | --hideimage | --delete |
 --download]``
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from distillery.v1 import distillery_pb2 as pb
 
 CLASS_CHOICES = ("man", "woman", "person")
+MAX_ADAPTS = 4  # --adapt pictures in one /serve
 
 DISTILL_USAGE = (
     "Usage: /distill <image url> [--class man|woman|person] [--noflip]\n"
@@ -77,10 +79,14 @@ def parse_distill(text: str, need_url: bool) -> DistillArgs:
 
 SERVE_USAGE = (
     "Usage: /serve <prompt> [--lora <name>[:weight]] (up to 5) [--neg <text>] [--seed N] [--cfg X] "
-    "[--steps N] [--ar W:H] [--adapt <name>.png or <url>] [--adaptweight 0..1] [--n 1..4]\n"
-    'Example: /serve "a portrait as an astronaut" --lora rifttami --n 2\n'
+    "[--steps N] [--ar W:H] [--n 1..4] [--sampler NAME] [--power[=1.5..2]] [--upscalemethod latent|lanczos] "
+    "[--image <name>.png or <url>] [--imagedenoise 0..1] [--adapt <name>.png or <url>] (up to 4, or "
+    "--adapt1..4) [--adaptweight 0..1] (or --adaptweight1..4) [--model NAME]\n"
+    'Example: /serve "a portrait as an (astronaut:1.2)" --lora rifttami --n 2 --power\n'
     "A LoRA's name is its activation word: it is added to the prompt when you did not write it. "
-    "With several LoRAs each is weakened automatically unless you give a weight (name:0.8)."
+    "With several LoRAs each is weakened automatically unless you give a weight (name:0.8). "
+    "(word:1.3), (word) and [word] weight parts of the prompt as in AUTOMATIC1111. "
+    "Samplers: DPM++ 2M (default), DPM++ 2M Karras, Euler a, Euler, DDIM, UniPC."
 )
 
 LORA_USAGE = (
@@ -90,10 +96,30 @@ LORA_USAGE = (
     "file (works in AUTOMATIC1111 and ComfyUI)."
 )
 
-# The options of /serve; every one takes a value ("--n 2" or "--n=2").
+# The options of /serve; every one takes a value ("--n 2" or "--n=2")...
 _SERVE_OPTIONS = frozenset(
-    ("--lora", "--neg", "--seed", "--cfg", "--steps", "--ar", "--adapt", "--adaptweight", "--n")
+    (
+        "--lora",
+        "--neg",
+        "--seed",
+        "--cfg",
+        "--steps",
+        "--ar",
+        "--adapt",
+        "--adaptweight",
+        "--n",
+        "--sampler",
+        "--upscalemethod",
+        "--image",
+        "--imagedenoise",
+        "--adaptface",
+        "--model",
+        *(f"--adapt{n}" for n in range(1, MAX_ADAPTS + 1)),
+        *(f"--adaptweight{n}" for n in range(1, MAX_ADAPTS + 1)),
+    )
 )
+# ...but these switches, which take one only written inline ("--power" or "--power=1.5").
+_SERVE_SWITCHES = frozenset(("--power",))
 LORA_ACTIONS = (
     "--makepublic",
     "--makeprivate",
@@ -140,12 +166,47 @@ def lora_name(word: str) -> str:
     return name
 
 
+def _is_link(value: str) -> bool:
+    return value.lower().startswith(("http://", "https://"))
+
+
+def _picture(option: str, value: str) -> str:
+    """A picture option's value: an image link as written, or a stored picture's name."""
+    if _is_link(value):
+        return value
+    if not value.lower().endswith(".png"):
+        raise UsageError(f"{option} takes a stored picture such as rifttami.png, or an image link.")
+    return value.lower()
+
+
+def _fill_adapts(spec: pb.GenerateSpec, pictures: dict[int, str], weights: dict[int, float]) -> None:
+    """The --adapt pictures in slot order: the first in ``adapt``, the others in ``more_adapts``."""
+    for slot in weights:
+        if slot not in pictures:
+            raise UsageError(f"--adaptweight{'' if slot == 1 else slot} has no --adapt{slot} picture to weigh.")
+    for index, slot in enumerate(sorted(pictures)):
+        value, weight = pictures[slot], weights.get(slot)
+        if index == 0:
+            if _is_link(value):
+                spec.adapt_url = value
+            else:
+                spec.adapt_image = value
+            if weight is not None:
+                spec.adapt_weight = weight
+            continue
+        more = spec.more_adapts.add(**{"url" if _is_link(value) else "image": value})
+        if weight is not None:
+            more.weight = weight
+
+
 def parse_serve(text: str) -> pb.GenerateSpec:
     """Parse the words after /serve into the request. The prompt is every word that is not an option or its
     value; options left out stay unset (seed, CFG, weights) or 0, for the daemon's defaults."""
     words = _words(text)
     prompt: list[str] = []
     spec = pb.GenerateSpec()
+    pictures: dict[int, str] = {}  # --adapt slot (1-4) -> a stored picture or a link
+    weights: dict[int, float] = {}
     index = 0
     while index < len(words):
         word = words[index]
@@ -154,9 +215,9 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             prompt.append(word)
             index += 1
             continue
-        if option not in _SERVE_OPTIONS:
+        if option not in _SERVE_OPTIONS | _SERVE_SWITCHES:
             raise UsageError(f"Unknown option {option}.")
-        if inline:
+        if inline or option in _SERVE_SWITCHES:
             value = inline
         else:
             index += 1
@@ -181,18 +242,35 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             if not re.fullmatch(r"\d+:\d+", value):
                 raise UsageError(f"--ar takes a ratio such as 2:3, not {value!r}.")
             spec.aspect_ratio = value
-        elif option == "--adapt":
-            if value.lower().startswith(("http://", "https://")):
-                if spec.WhichOneof("adapt") != "adapt_image":  # a stored picture wins over a link
-                    spec.adapt_url = value
-            elif value.lower().endswith(".png"):
-                spec.adapt_image = value.lower()
+        elif option.startswith("--adaptweight"):
+            weights[int(option.removeprefix("--adaptweight") or 1)] = _number(option, value, float)
+        elif option == "--adaptface":
+            spec.adapt_face = _picture(option, value)
+        elif option.startswith("--adapt"):
+            slot = int(option.removeprefix("--adapt") or next(n for n in range(1, 99) if n not in pictures))
+            if slot > MAX_ADAPTS:
+                raise UsageError(f"Use at most {MAX_ADAPTS} --adapt pictures.")
+            pictures[slot] = _picture(option, value)
+        elif option == "--image":
+            if _is_link(value):
+                spec.init_url = value
             else:
-                raise UsageError("--adapt takes a stored picture such as rifttami.png, or an image link.")
-        elif option == "--adaptweight":
-            spec.adapt_weight = _number(option, value, float)
+                spec.init_image = _picture(option, value)
+        elif option == "--imagedenoise":
+            spec.init_denoise = _number(option, value, float)
         elif option == "--n":
             spec.count = _whole(option, value, 1, UINT32_MAX, "1 to 4")
+        elif option == "--power":
+            spec.power = True
+            if value:
+                spec.power_scale = _number(option, value, float)
+        elif option == "--upscalemethod":
+            spec.upscale_method = value
+        elif option == "--model":
+            spec.model = value.lower()
+        elif option == "--sampler":
+            spec.sampler = value  # the daemon knows its samplers and names them when this is not one
+    _fill_adapts(spec, pictures, weights)
     spec.prompt = " ".join(prompt)
     if not spec.prompt and not spec.loras:
         raise UsageError("Write what to generate.")

@@ -299,13 +299,34 @@ def lora_text(lora: pb.Lora, requester: pb.Requester) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def models_text(status: pb.Status) -> str:
+    """The models /serve --model may name (/models), after the base model that training uses."""
+    lines = [f"base: {status.base_model} (the default, and what training uses)"]
+    lines += [f"{name}: /serve ... --model {name}" for name in status.models]
+    if not status.models:
+        lines.append("No other models are configured.")
+    return "\n".join(lines)
+
+
 def stats_text(stats: pb.UserStats) -> str:
-    """A user's numbers (/stats)."""
-    return (
-        f"LoRAs: {stats.loras_owned} ({stats.public_loras} public)\n"
-        f"Distill jobs: {stats.distill_jobs}\n"
-        f"Generations: {stats.generate_jobs}, {stats.images_generated} images"
-    )
+    """A user's numbers (/stats), with what is left of the daily quotas where the operator set them."""
+
+    def today(used: int, field: str) -> str:
+        return f"{used} ({getattr(stats, field)} left)" if stats.HasField(field) else str(used)
+
+    lines = [
+        f"LoRAs: {stats.loras_owned} ({stats.public_loras} public)",
+        f"Distill jobs: {stats.distill_jobs}",
+        f"Generations: {stats.generate_jobs}, {stats.images_generated} images",
+    ]
+    if stats.HasField("images_left_today") or stats.HasField("distills_left_today"):
+        # Only where the operator set daily quotas: then what is used and left today matters.
+        lines.append(
+            f"Today: {today(stats.images_today, 'images_left_today')} images, "
+            f"{today(stats.distills_today, 'distills_left_today')} LoRAs distilled; "
+            "the count starts again at 00:00 UTC."
+        )
+    return "\n".join(lines)
 
 
 STATE_WORDS = {

@@ -79,6 +79,14 @@ class LoraUse:
 
 
 @dataclass
+class AdaptUse:
+    """One --adapt picture in a generation and the IP-Adapter scale it gets."""
+
+    image: str  # a stored image name
+    weight: float
+
+
+@dataclass
 class GenerateParams:
     """A generation job's request as it will run: every default and the seed are filled in at submit."""
 
@@ -94,6 +102,19 @@ class GenerateParams:
     count: int
     adapt_image: str = ""  # a stored image name; "" for none
     adapt_weight: float = 0.0
+    sampler: str = ""  # A1111's name ("Euler a"); "" (jobs from before samplers): the resident's DPM++ 2M
+    # Hires pass (--power): 0 is off; else the upscale factor, its steps, denoising strength and upscaler.
+    hires_scale: float = 0.0
+    hires_steps: int = 0
+    hires_denoise: float = 0.0
+    hires_upscaler: str = ""
+    # Image to image (--image): a stored picture and how much of it is denoised away (0 keeps it, 1 ignores it).
+    init_image: str = ""
+    init_denoise: float = 0.0
+    # Every --adapt picture (1-4) with its weight; adapt_image and adapt_weight repeat the first one, which is
+    # all that records from before several pictures hold.
+    adapts: list[AdaptUse] = field(default_factory=list)
+    model: str = ""  # a /serve --model name; "": the configured base model
 
 
 @dataclass
@@ -204,6 +225,7 @@ def job_from_json(raw: bytes) -> Job:
     generate = data.get("generate")
     if generate is not None:
         generate["loras"] = [LoraUse(**use) for use in generate["loras"]]
+        generate["adapts"] = [AdaptUse(**use) for use in generate.get("adapts", [])]
         data["generate"] = GenerateParams(**generate)
     return Job(**data)
 

@@ -56,18 +56,51 @@ class IpAdapter:
     source: str  # as configured, for the record
 
     @contextmanager
-    def attached(self, scale: float) -> Iterator[None]:
-        """The IP-Adapter on the UNet at ``scale`` for the duration; off again however the block ends."""
+    def attached(self, scales: float | Sequence[float]) -> Iterator[None]:
+        """The IP-Adapter on the UNet for the duration, one picture per scale; off again however the block ends.
+
+        Several pictures (``/serve --adapt1..4``) each get their own scale, as several IP-Adapter units do in
+        A1111 and ComfyUI: every cross-attention adds one image attention per picture, all through the same
+        loaded weights.
+        """
+        scales = [scales] if isinstance(scales, int | float) else list(scales)
         unet = self.pipeline.unet
         # set_attn_processor pops from the dict it is given: hand it a copy.
-        unet.set_attn_processor(dict(self.processors))
-        unet.encoder_hid_proj = self.projection
+        unet.set_attn_processor(dict(self.processors) if len(scales) == 1 else self._repeated(len(scales)))
+        unet.encoder_hid_proj = self.projection if len(scales) == 1 else self._projection(len(scales))
         unet.config.encoder_hid_dim_type = "ip_image_proj"
         try:
-            self.pipeline.set_ip_adapter_scale(scale)
+            self.pipeline.set_ip_adapter_scale(scales)
             yield
         finally:
             self.detach()
+
+    def _repeated(self, count: int) -> dict[str, Any]:
+        """The attention processors for ``count`` pictures: each image layer listed ``count`` times (the same
+        modules, so nothing is copied), with a scale of its own."""
+        processors: dict[str, Any] = {}
+        for name, processor in self.processors.items():
+            if not hasattr(processor, "to_k_ip"):
+                processors[name] = processor
+                continue
+            # Built empty and filled with the loaded layers: the constructor would allocate random ones.
+            kind: Any = type(processor)
+            twin = kind.__new__(kind)
+            torch.nn.Module.__init__(twin)
+            twin.hidden_size = processor.hidden_size
+            twin.cross_attention_dim = processor.cross_attention_dim
+            twin.num_tokens = list(processor.num_tokens) * count
+            twin.scale = list(processor.scale) * count
+            twin.to_k_ip = torch.nn.ModuleList(list(processor.to_k_ip) * count)
+            twin.to_v_ip = torch.nn.ModuleList(list(processor.to_v_ip) * count)
+            processors[name] = twin
+        return processors
+
+    def _projection(self, count: int) -> Any:
+        """The image projection repeated for ``count`` pictures (the same layers)."""
+        from diffusers.models.embeddings import MultiIPAdapterImageProjection
+
+        return MultiIPAdapterImageProjection(list(self.projection.image_projection_layers) * count)
 
     def detach(self) -> None:
         """Give the UNet back its own attention processors and no image projection."""
@@ -211,7 +244,8 @@ def _load_single_file(path: Path, base_config: str, dtype: torch.dtype, extra: d
         )
 
 
-def _load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
+def load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
+    """The base pipeline of ``cfg`` (frozen modules not yet on the device) and the sha256 of its weights."""
     from diffusers import StableDiffusionPipeline
 
     # No safety checker (it would hold ~1 GB of VRAM beside the models): class images never leave the daemon,
@@ -272,7 +306,7 @@ def load_resident(cfg: ModelConfig) -> Resident:
         # OpenMP's spinning threads made a training step ~15x slower (720 ms instead of 48 ms).
         torch.set_num_threads(1)
     logger.info("loading %s on %s as %s", cfg.base_model, device, dtype)
-    pipe, base_hash = _load_pipeline(cfg, dtype)
+    pipe, base_hash = load_pipeline(cfg, dtype)
     # Training needs the model's own noise schedule; DDPM is the schedule the UNet was trained with.
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)  # type: ignore[no-untyped-call]
     # Sampling: DPM-Solver++ reaches PNDM's 50-step quality in ~25 steps, halving regularization time.

@@ -18,27 +18,27 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from daemon.errors import BadInput, JobCancelled
-from daemon.jobs.model import GenerateParams, JobKind, LoraUse, Stage, SubjectClass
+from daemon.errors import BadInput
+from daemon.jobs.model import AdaptUse, GenerateParams, JobKind, LoraUse, Stage, SubjectClass
 from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
+from daemon.models.switch import ModelSwitcher
 from daemon.pipeline.adapters import AdapterCache
+from daemon.pipeline.denoise import Denoiser
 from daemon.pipeline.image import open_png
-from daemon.pipeline.train import CANCELLED
+from daemon.pipeline.prompt_weights import PromptEncoder
+from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS
 from daemon.store.lmdb_store import Store
 
 logger = logging.getLogger(__name__)
 
-# A1111's names for the resident scheduler (DPMSolverMultistepScheduler, dpmsolver++, second order).
-SAMPLER = "DPM++ 2M"
 # The preview's guidance: the usual SD 1.5 default, as /serve uses when the user names none.
 PREVIEW_CFG = 7.0
 NO_IP_ADAPTER = "Adapting to a picture (--adapt) is not available here: this distillery has no IP-Adapter."
@@ -104,6 +104,11 @@ class GeneratePipeline:
     resident: Resident
     store: Store
     adapters: AdapterCache
+    models: ModelSwitcher | None = None  # several checkpoints (/serve --model); None: the base model only
+    denoiser: Denoiser = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.denoiser = Denoiser(self.resident, PromptEncoder(self.resident.pipeline, self.resident.dtype))
 
     def __call__(self, ctx: JobContext) -> Outcome:
         job = ctx.job
@@ -131,6 +136,8 @@ class GeneratePipeline:
         Used by generation jobs, and by distillation for the preview of a LoRA not stored yet.
         """
         adapt = self._adapt_image(params)
+        if self.models is not None:
+            self.models.ensure(params.model, lambda text: ctx.stage(Stage.GENERATE, text))
         files: dict[str, bytes] = {}
 
         def remember(name: str) -> bytes:
@@ -149,8 +156,8 @@ class GeneratePipeline:
             png = png_with_text(image, {"parameters": text, "distillery": json.dumps(facts)})
             info = {
                 "seed": seed,
-                "width": params.width,
-                "height": params.height,
+                "width": image.width,  # after the hires pass, when there is one
+                "height": image.height,
                 "parameters": text,
                 "loras": [{"name": use.name, "weight": use.weight} for use in params.loras],
             }
@@ -176,60 +183,43 @@ class GeneratePipeline:
         [image] = self.render(ctx, params, lambda _: lora, prefix=f"{ctx.job.id}-preview")
         return image
 
-    def _adapt_image(self, params: GenerateParams) -> Image.Image | None:
-        if not params.adapt_image:
-            return None
-        if self.resident.ip_adapter is None:
+    def _adapt_image(self, params: GenerateParams) -> list[tuple[Image.Image, float]]:
+        """The job's --adapt pictures with their weights (records from before several pictures hold one)."""
+        uses = params.adapts or ([AdaptUse(params.adapt_image, params.adapt_weight)] if params.adapt_image else [])
+        if uses and self.resident.ip_adapter is None:
             # The service refuses such requests; this is for one that was queued before a restart without it.
             raise BadInput(NO_IP_ADAPTER)
-        return open_png(self.store.get_image(params.adapt_image))
+        return [(open_png(self.store.get_image(use.image)), use.weight) for use in uses]
 
-    def _denoise(self, ctx: JobContext, params: GenerateParams, adapt: Image.Image | None) -> list[Image.Image]:
-        """One batched call: ``count`` images, each from its own generator, progress and cancel every step."""
-        resident = self.resident
-        generators = [torch.Generator(resident.device).manual_seed(params.seed + i) for i in range(params.count)]
-
-        def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            if ctx.should_stop():
-                raise JobCancelled(CANCELLED)
-            ctx.progress(step + 1, pipe.num_timesteps, what="Denoising step")
-            return tensors
-
-        options: dict[str, Any] = {}
-        ip_adapter = resident.ip_adapter
+    def _denoise(
+        self, ctx: JobContext, params: GenerateParams, adapt: list[tuple[Image.Image, float]]
+    ) -> list[Image.Image]:
+        """One batched run: ``count`` images, each from its own generator, progress and cancel every step."""
+        extra: dict[str, Any] = {}
+        ip_adapter = self.resident.ip_adapter
         attached: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if adapt is not None and ip_adapter is not None:
-            attached = ip_adapter.attached(params.adapt_weight)
-            options["ip_adapter_image"] = adapt
+        if adapt and ip_adapter is not None:
+            attached = ip_adapter.attached([weight for _, weight in adapt])
+            # One picture per (repeated) IP-Adapter; a lone picture is passed as diffusers' single-adapter form.
+            pictures = [picture for picture, _ in adapt]
+            extra["ip_adapter_image"] = pictures[0] if len(pictures) == 1 else pictures
+        init = open_png(self.store.get_image(params.init_image)) if params.init_image else None
         with attached:
-            result = resident.pipeline(
-                prompt=params.full_prompt,
-                negative_prompt=params.negative_prompt,
-                num_inference_steps=params.steps,
-                guidance_scale=params.cfg,
-                width=params.width,
-                height=params.height,
-                num_images_per_prompt=params.count,
-                generator=generators,
-                callback_on_step_end=on_step_end,
-                output_type="pil",
-                **options,
-            )
-        images: list[Image.Image] = result.images
-        return images
+            return self.denoiser.text_to_image(ctx, params, extra, init)
 
     def _parameters(self, seed: int, params: GenerateParams, hashes: dict[str, str]) -> str:
         """A1111's infotext for one image; the prompt gets A1111's ``<lora:name:weight>`` tags, so pasting it
         into A1111 with the downloaded LoRA files makes the same request there."""
         resident = self.resident
-        scheduler = resident.pipeline.scheduler.config
+        sampler = SAMPLERS[params.sampler or DEFAULT_SAMPLER]
         tags = "".join(f" <lora:{use.name}:{use.weight:g}>" for use in params.loras)
         fields: list[tuple[str, object]] = [
             ("Steps", params.steps),
-            ("Sampler", SAMPLER),
-            ("Schedule type", "Karras" if getattr(scheduler, "use_karras_sigmas", False) else "Uniform"),
+            ("Sampler", sampler.a1111),
+            ("Schedule type", sampler.schedule),
             ("CFG scale", f"{params.cfg:g}"),
             ("Seed", seed),
+            # A1111 writes the base size here and the final one under "Hires resize".
             ("Size", f"{params.width}x{params.height}"),
             ("Model hash", resident.base_model_hash[:10]),
             ("Model", model_name(resident.base_model)),
@@ -240,7 +230,17 @@ class GeneratePipeline:
             fields.append(("Lora hashes", ", ".join(pairs)))
         if params.adapt_image and resident.ip_adapter is not None:
             fields.append(("IP-Adapter", model_name(resident.ip_adapter.source)))
-            fields.append(("IP-Adapter weight", f"{params.adapt_weight:g}"))
+            weights = [use.weight for use in params.adapts] or [params.adapt_weight]
+            fields.append(("IP-Adapter weight", ", ".join(f"{weight:g}" for weight in weights)))
+        if params.init_image:
+            # A1111's img2img writes its strength under the same name as the hires pass does.
+            fields.append(("Denoising strength", f"{params.init_denoise:g}"))
+        if params.hires_scale:
+            if not params.init_image:
+                fields.append(("Denoising strength", f"{params.hires_denoise:g}"))
+            fields.append(("Hires upscale", f"{params.hires_scale:g}"))
+            fields.append(("Hires steps", params.hires_steps))
+            fields.append(("Hires upscaler", params.hires_upscaler))
         return infotext(params.full_prompt + tags, params.negative_prompt, fields)
 
     def _facts(
@@ -257,7 +257,7 @@ class GeneratePipeline:
             "seed": seed,
             "steps": params.steps,
             "cfg": params.cfg,
-            "sampler": SAMPLER,
+            "sampler": params.sampler or DEFAULT_SAMPLER,
             "width": params.width,
             "height": params.height,
             "base_model": resident.base_model,
@@ -266,6 +266,16 @@ class GeneratePipeline:
                 {"name": use.name, "weight": use.weight, "sha256": sha256s[use.name]} for use in params.loras
             ],
             "adapt": {"image": params.adapt_image, "weight": params.adapt_weight} if params.adapt_image else None,
+            "adapts": [{"image": use.image, "weight": use.weight} for use in params.adapts],
+            "hires": {
+                "scale": params.hires_scale,
+                "steps": params.hires_steps,
+                "denoise": params.hires_denoise,
+                "upscaler": params.hires_upscaler,
+            }
+            if params.hires_scale
+            else None,
+            "image": {"name": params.init_image, "denoise": params.init_denoise} if params.init_image else None,
         }
 
 
@@ -276,9 +286,13 @@ class JobRunner:
     distill: Pipeline
     generate: Pipeline
     reg_import: Pipeline | None = None
+    models: ModelSwitcher | None = None
 
     def __call__(self, ctx: JobContext) -> Outcome:
         kind = ctx.job.kind
+        if kind != JobKind.GENERATE and self.models is not None:
+            # Training and regularization images always use the configured base, whatever /serve left resident.
+            self.models.ensure("", lambda text: ctx.stage(Stage.PREPARE, text))
         if kind == JobKind.GENERATE:
             return self.generate(ctx)
         if kind == JobKind.DISTILL:

@@ -7,13 +7,20 @@ with each LoRA's name added where the user did not write it.
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
 
 from daemon.errors import BadInput
-from daemon.jobs.model import GenerateParams, LoraRecord, LoraUse
+from daemon.jobs.model import AdaptUse, GenerateParams, LoraRecord, LoraUse
+from daemon.pipeline import prompt_weights
+from daemon.pipeline.denoise import LATENT, UPSCALERS, denoised_steps
+from daemon.pipeline.samplers import sampler_name
 
 MAX_LORAS = 5
 MAX_IMAGES = 4
@@ -26,6 +33,14 @@ WEIGHT_RANGE = (-2.0, 2.0)
 MAX_RATIO_TERM = 8
 MAX_ELONGATION = 2.0
 MAX_SEED = 2**32 - 1
+MAX_ADAPTS = 4
+# The hires pass (--power): A1111's usual factors, and a denoising strength that redraws details but keeps the
+# composition (A1111 suggests 0.5-0.7 for latent upscaling).
+POWER_SCALE = 2.0
+POWER_SCALE_RANGE = (1.5, 2.0)
+POWER_DENOISE = 0.55
+# Image to image: A1111's default denoising strength.
+IMAGE_DENOISE = 0.75
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,16 @@ class GenerationDefaults:
     cfg: float = 7.0
     adapt_available: bool = False  # an IP-Adapter is loaded
     adapt_weight: float = 0.6
+    models: tuple[str, ...] = ()  # the /serve --model names the operator configured
+
+
+@dataclass
+class AdaptPicture:
+    """One --adapt picture as requested: a stored image or a link, and its weight (None: the default)."""
+
+    image: str = ""
+    url: str = ""
+    weight: float | None = None
 
 
 @dataclass
@@ -55,6 +80,22 @@ class ServeRequest:
     adapt_url: str = ""
     adapt_weight: float | None = None
     count: int = 0
+    sampler: str = ""  # "": the default
+    power: bool = False  # the hires pass
+    power_scale: float | None = None  # its upscale factor, 1.5..2 (default 2)
+    upscale_method: str = ""  # "latent" (default) or "lanczos"
+    init_image: str = ""  # image to image from a stored picture...
+    init_url: str = ""  # ...or one fetched from a link
+    init_denoise: float | None = None  # how much of it is redrawn, 0..1 (default 0.75)
+    more_adapts: list[AdaptPicture] = field(default_factory=list)  # --adapt2..4, after adapt_image/adapt_url
+    adapt_face: str = ""  # --adaptface: a picture for a face IP-Adapter
+    model: str = ""  # --model: one of the operator's checkpoints; "": the base model
+
+    @property
+    def adapt_pictures(self) -> list[AdaptPicture]:
+        """Every --adapt picture in order, the first one included."""
+        first = [AdaptPicture(self.adapt_image, self.adapt_url, self.adapt_weight)]
+        return [p for p in (*first, *self.more_adapts) if p.image or p.url]
 
 
 def auto_weight(count: int) -> float:
@@ -83,8 +124,12 @@ def parse_aspect_ratio(text: str) -> tuple[int, int]:
 def size_for(aspect_ratio: str, resolution: int, multiple: int) -> tuple[int, int]:
     """Width and height with about the pixels of a ``resolution`` square, in the ratio, on the model's grid."""
     w, h = parse_aspect_ratio(aspect_ratio)
+    return _sides(w / h, resolution, multiple)
+
+
+def _sides(ratio: float, resolution: int, multiple: int) -> tuple[int, int]:
     area = resolution * resolution
-    width = math.sqrt(area * w / h)
+    width = math.sqrt(area * ratio)
     height = area / width
 
     def snap(side: float) -> int:
@@ -109,6 +154,8 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         raise BadInput(f"Prompts are limited to {MAX_PROMPT} characters.")
     if not request.prompt.strip() and not loras:
         raise BadInput("Write what to generate, or name a LoRA with --lora.")
+    prompt_weights.check(request.prompt)
+    prompt_weights.check(request.negative_prompt)
     if len(request.loras) > MAX_LORAS:
         raise BadInput(f"At most {MAX_LORAS} LoRAs can be used at once.")
     names = [name for name, _ in request.loras]
@@ -126,12 +173,11 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
     seed = secrets.randbelow(MAX_SEED + 1) if request.seed is None else request.seed
     if not 0 <= seed <= MAX_SEED:
         raise BadInput(f"The seed must be between 0 and {MAX_SEED}.")
-    adapt = bool(request.adapt_image or request.adapt_url)
-    if adapt and not defaults.adapt_available:
-        raise BadInput("--adapt is not available: this distillery has no IP-Adapter model configured.")
-    adapt_weight = defaults.adapt_weight if request.adapt_weight is None else request.adapt_weight
-    if adapt and not 0.0 <= adapt_weight <= 1.0:
-        raise BadInput("The adapt weight must be between 0 and 1.")
+    adapts = _adapts(request, defaults)
+    model = request.model.strip().lower()
+    if model and model not in defaults.models:
+        known = f"choose one of {', '.join(defaults.models)}" if defaults.models else "there is only the base"
+        raise BadInput(f"There is no model called {request.model}; {known}.")
     uses = []
     for (name, weight), lora in zip(request.loras, loras, strict=True):
         if weight is None:
@@ -140,6 +186,8 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
             raise BadInput(f"The weight of {name} must be between {WEIGHT_RANGE[0]:g} and {WEIGHT_RANGE[1]:g}.")
         uses.append(LoraUse(name=lora.name, weight=round(weight, 3)))
     width, height = size_for(request.aspect_ratio, defaults.resolution, defaults.size_multiple)
+    hires = _hires(request, steps)
+    init = _image_to_image(request, steps)
     return GenerateParams(
         prompt=request.prompt.strip(),
         full_prompt=with_activation_words(request.prompt, loras),
@@ -151,6 +199,82 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         width=width,
         height=height,
         count=count,
-        adapt_image=request.adapt_image,
-        adapt_weight=adapt_weight if adapt else 0.0,
+        adapt_image=adapts[0].image if adapts else "",
+        adapt_weight=adapts[0].weight if adapts else 0.0,
+        adapts=adapts,
+        model=model,
+        sampler=sampler_name(request.sampler),
+        **hires,
+        **init,
     )
+
+
+def _adapts(request: ServeRequest, defaults: GenerationDefaults) -> list[AdaptUse]:
+    """Each --adapt picture with its weight; a link's picture gets its name when the job is stored."""
+    if request.adapt_face:
+        raise BadInput("--adaptface is not available: this distillery has no face IP-Adapter configured.")
+    pictures = request.adapt_pictures
+    if not pictures:
+        return []
+    if not defaults.adapt_available:
+        raise BadInput("--adapt is not available: this distillery has no IP-Adapter model configured.")
+    if len(pictures) > MAX_ADAPTS:
+        raise BadInput(f"Use at most {MAX_ADAPTS} --adapt pictures.")
+    uses = []
+    for picture in pictures:
+        weight = defaults.adapt_weight if picture.weight is None else picture.weight
+        if not 0.0 <= weight <= 1.0 or math.isnan(weight):
+            raise BadInput("The adapt weight must be between 0 and 1.")
+        uses.append(AdaptUse(image=picture.image, weight=weight))
+    return uses
+
+
+def _image_to_image(request: ServeRequest, steps: int) -> dict[str, Any]:
+    """The image-to-image GenerateParams fields; none without --image. A link's picture is named once stored."""
+    if not (request.init_image or request.init_url):
+        if request.init_denoise is not None:
+            raise BadInput("--imagedenoise goes with --image.")
+        return {}
+    if request.aspect_ratio.strip():
+        raise BadInput("With --image the picture sets the aspect ratio: leave out --ar.")
+    denoise = IMAGE_DENOISE if request.init_denoise is None else request.init_denoise
+    if not 0.0 <= denoise <= 1.0 or math.isnan(denoise):
+        raise BadInput("--imagedenoise must be between 0 (keep the picture) and 1 (redraw it all).")
+    if 0.0 < denoise < 1.0 and denoised_steps(steps, denoise) < 1:
+        raise BadInput(f"With --imagedenoise {denoise:g}, {steps} steps redraw nothing: use more steps.")
+    return {"init_image": request.init_image, "init_denoise": denoise}
+
+
+def picture_size(png: bytes) -> tuple[int, int]:
+    """Width and height of a stored picture, from its header."""
+    with Image.open(io.BytesIO(png)) as image:
+        return image.size
+
+
+def fit_picture(params: GenerateParams, size: tuple[int, int], defaults: GenerationDefaults) -> None:
+    """Give an image-to-image job the picture's aspect ratio (within 2:1) at the model's native pixel count."""
+    ratio = min(max(size[0] / size[1], 1 / MAX_ELONGATION), MAX_ELONGATION)
+    params.width, params.height = _sides(ratio, defaults.resolution, defaults.size_multiple)
+
+
+def _hires(request: ServeRequest, steps: int) -> dict[str, Any]:
+    """The hires pass's GenerateParams fields; none without --power."""
+    if not request.power:
+        if request.upscale_method or request.power_scale is not None:
+            raise BadInput("--upscalemethod and the upscale factor go with --power.")
+        return {}
+    scale = POWER_SCALE if request.power_scale is None else request.power_scale
+    if not POWER_SCALE_RANGE[0] <= scale <= POWER_SCALE_RANGE[1] or math.isnan(scale):
+        low, high = POWER_SCALE_RANGE
+        raise BadInput(f"--power upscales {low:g} to {high:g} times.")
+    upscaler = {name.lower(): name for name in UPSCALERS}.get(request.upscale_method.strip().lower() or "latent")
+    if upscaler is None:
+        raise BadInput(f"--upscalemethod takes {' or '.join(name.lower() for name in UPSCALERS)}.")
+    if denoised_steps(steps, POWER_DENOISE) < 1:
+        raise BadInput("--power needs at least 2 steps.")
+    return {
+        "hires_scale": scale,
+        "hires_steps": steps,  # A1111's "Hires steps" default: as many as the first pass
+        "hires_denoise": POWER_DENOISE,
+        "hires_upscaler": upscaler or LATENT,
+    }

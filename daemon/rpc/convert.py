@@ -15,7 +15,7 @@ from daemon.jobs.model import (
     Stage,
     SubjectClass,
 )
-from daemon.pipeline.serve_request import ServeRequest
+from daemon.pipeline.serve_request import AdaptPicture, ServeRequest
 from daemon.service import StatusReport, SubmitSpec, UserStats
 from daemon.store.lmdb_store import StoredImage
 
@@ -92,6 +92,7 @@ def spec_from_pb(spec: pb.DistillSpec, upload: bytes | None) -> SubmitSpec:
 def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
     """A ServeRequest from the wire; unset optional fields stay None so the daemon's defaults apply."""
     adapt = spec.WhichOneof("adapt")
+    init = spec.WhichOneof("init")
     return ServeRequest(
         prompt=spec.prompt,
         loras=[(use.name.strip(), use.weight if use.HasField("weight") else None) for use in spec.loras],
@@ -104,6 +105,23 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
         adapt_url=spec.adapt_url.strip() if adapt == "adapt_url" else "",
         adapt_weight=spec.adapt_weight if spec.HasField("adapt_weight") else None,
         count=spec.count,
+        sampler=spec.sampler.strip(),
+        power=spec.power,
+        power_scale=spec.power_scale if spec.HasField("power_scale") else None,
+        upscale_method=spec.upscale_method.strip(),
+        init_image=spec.init_image.strip() if init == "init_image" else "",
+        init_url=spec.init_url.strip() if init == "init_url" else "",
+        init_denoise=spec.init_denoise if spec.HasField("init_denoise") else None,
+        more_adapts=[
+            AdaptPicture(
+                image=more.image.strip() if more.WhichOneof("source") == "image" else "",
+                url=more.url.strip() if more.WhichOneof("source") == "url" else "",
+                weight=more.weight if more.HasField("weight") else None,
+            )
+            for more in spec.more_adapts
+        ],
+        adapt_face=spec.adapt_face.strip(),
+        model=spec.model.strip(),
     )
 
 
@@ -120,7 +138,15 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
         full_prompt=params.full_prompt,
         width=params.width,
         height=params.height,
+        sampler=params.sampler,
     )
+    if params.hires_scale:
+        spec.power, spec.power_scale, spec.upscale_method = True, params.hires_scale, params.hires_upscaler.lower()
+    if params.init_image:
+        spec.init_image, spec.init_denoise = params.init_image, params.init_denoise
+    for use in params.adapts[1:]:
+        spec.more_adapts.add(image=use.image, weight=use.weight)
+    spec.model = params.model
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight
@@ -197,13 +223,21 @@ def image_info_to_pb(meta: StoredImage, width: int, height: int) -> pb.ImageInfo
 
 
 def user_stats_to_pb(stats: UserStats) -> pb.UserStats:
-    return pb.UserStats(
+    message = pb.UserStats(
         loras_owned=stats.loras_owned,
         public_loras=stats.public_loras,
         distill_jobs=stats.distill_jobs,
         generate_jobs=stats.generate_jobs,
         images_generated=stats.images_generated,
     )
+    if (today := stats.today) is not None:
+        message.images_today, message.distills_today = today.images_used, today.distills_used
+        message.quota_resets_at = today.resets_at
+        if today.images_left is not None:
+            message.images_left_today = today.images_left
+        if today.distills_left is not None:
+            message.distills_left_today = today.distills_left
+    return message
 
 
 def event_to_pb(
@@ -267,4 +301,5 @@ def status_to_pb(report: StatusReport) -> pb.Status:
         preset=report.preset,
         jobs_done=report.jobs_done,
         uptime_seconds=report.uptime_seconds,
+        models=report.models,
     )

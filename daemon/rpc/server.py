@@ -8,6 +8,7 @@ starts, health turns SERVING and systemd hears READY=1.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import grp
 import logging
 import os
@@ -31,6 +32,7 @@ from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import Worker
 from daemon.metrics import MetricsSource, start_metrics
 from daemon.models.resident import Resident, load_resident, resolve_model_config
+from daemon.models.switch import ModelSwitcher
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.classify import CaptionClassifier
 from daemon.pipeline.distill import DistillPipeline
@@ -182,7 +184,12 @@ class Daemon:
         self.core.captioner_model = getattr(resident.captioner, "name", self.settings.models.captioner_model)
         # One LoRA cache for both pipelines: generation fills it, distillation empties it before training.
         adapters = AdapterCache(resident.pipeline, self.settings.lora_cache)
-        generate = GeneratePipeline(resident=resident, store=self.store, adapters=adapters)
+        models = None
+        if self.settings.models.serve_models:
+            # The base as loaded (the demo preset's folders are only known once built).
+            base = dataclasses.replace(self.settings.models, base_model=resident.base_model)
+            models = ModelSwitcher(resident, base, adapters)
+        generate = GeneratePipeline(resident=resident, store=self.store, adapters=adapters, models=models)
         distill = DistillPipeline(
             resident=resident,
             captioner=resident.captioner,
@@ -197,7 +204,7 @@ class Daemon:
         reg_import = RegImportPipeline(
             resident=resident, store=self.store, resolution=self.settings.train.resolution
         )
-        runner = JobRunner(distill=distill, generate=generate, reg_import=reg_import)
+        runner = JobRunner(distill=distill, generate=generate, reg_import=reg_import, models=models)
         self.worker = Worker(self.queue, self.journal, runner, max_attempts=MAX_ATTEMPTS)
         worker = self.worker
         logs.set_worker_lookup(lambda: worker.current)
@@ -207,6 +214,7 @@ class Daemon:
             size_multiple=resident.size_multiple,
             steps=resident.sample_steps,
             adapt_available=resident.ip_adapter is not None,
+            models=tuple(name for name, _ in self.settings.models.serve_models),
         )
         self.core.attach(self.worker, NameMinter(resident.tokenizer), str(resident.device), generation=generation)
         self.worker.start()

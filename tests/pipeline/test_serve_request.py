@@ -10,6 +10,7 @@ from daemon.errors import BadInput
 from daemon.jobs.model import SubjectClass
 from daemon.pipeline.serve_request import (
     MAX_LORAS,
+    AdaptPicture,
     GenerationDefaults,
     ServeRequest,
     auto_weight,
@@ -77,3 +78,71 @@ def test_resolve_fills_every_default() -> None:
 def test_an_empty_request_is_refused() -> None:
     with pytest.raises(BadInput, match="Write what to generate"):
         resolve(ServeRequest(prompt="  "), [], SD15)
+
+
+@pytest.mark.parametrize("field", ["prompt", "negative_prompt"])
+def test_a_prompt_weight_out_of_range_is_refused_when_accepted(field: str) -> None:
+    request = ServeRequest(prompt="a portrait")
+    setattr(request, field, "a (portrait:9)")
+    with pytest.raises(BadInput, match=r"\(word:9\) must be between 0 and 3"):
+        resolve(request, [], SD15)
+    assert resolve(ServeRequest(prompt="a (portrait:1.2)"), [], SD15).full_prompt == "a (portrait:1.2)"
+
+
+def test_the_sampler_is_resolved_to_its_documented_name() -> None:
+    assert resolve(ServeRequest(prompt="x"), [], SD15).sampler == "DPM++ 2M"
+    assert resolve(ServeRequest(prompt="x", sampler="euler a"), [], SD15).sampler == "Euler a"
+    with pytest.raises(BadInput, match="There is no sampler"):
+        resolve(ServeRequest(prompt="x", sampler="plms"), [], SD15)
+
+
+def test_power_fills_in_the_hires_pass() -> None:
+    assert resolve(ServeRequest(prompt="x"), [], SD15).hires_scale == 0
+    params = resolve(ServeRequest(prompt="x", power=True, steps=20), [], SD15)
+    assert (params.hires_scale, params.hires_steps, params.hires_upscaler) == (2.0, 20, "Latent")
+    assert 0.3 <= params.hires_denoise <= 0.7 and (params.width, params.height) == (512, 512)
+    lanczos = resolve(ServeRequest(prompt="x", power=True, power_scale=1.5, upscale_method="LANCZOS"), [], SD15)
+    assert (lanczos.hires_scale, lanczos.hires_upscaler) == (1.5, "Lanczos")
+
+
+@pytest.mark.parametrize(
+    ("request_", "words"),
+    [
+        (ServeRequest(prompt="x", power=True, power_scale=3), "upscales 1.5 to 2 times"),
+        (ServeRequest(prompt="x", power=True, upscale_method="esrgan"), "--upscalemethod takes latent or lanczos"),
+        (ServeRequest(prompt="x", upscale_method="latent"), "go with --power"),
+        (ServeRequest(prompt="x", power=True, steps=1), "at least 2 steps"),
+    ],
+)
+def test_power_mistakes_are_named(request_: ServeRequest, words: str) -> None:
+    with pytest.raises(BadInput, match=words):
+        resolve(request_, [], SD15)
+
+
+def test_four_adapt_pictures_are_accepted_with_their_weights_and_a_fifth_is_refused() -> None:
+    with_ip = GenerationDefaults(resolution=512, size_multiple=64, steps=30, adapt_available=True)
+    more = [
+        AdaptPicture(image="b.png", weight=0.3),
+        AdaptPicture(url="https://x.org/c.png"),
+        AdaptPicture("d.png"),
+    ]
+    request = ServeRequest(prompt="x", adapt_image="a.png", more_adapts=more)
+    params = resolve(request, [], with_ip)
+    assert [(use.image, use.weight) for use in params.adapts] == [
+        ("a.png", 0.6),
+        ("b.png", 0.3),
+        ("", 0.6),  # the link's picture is named when the job is stored
+        ("d.png", 0.6),
+    ]
+    assert (params.adapt_image, params.adapt_weight) == ("a.png", 0.6)
+    request.more_adapts.append(AdaptPicture("e.png"))
+    with pytest.raises(BadInput, match="at most 4 --adapt pictures"):
+        resolve(request, [], with_ip)
+    with pytest.raises(BadInput, match="between 0 and 1"):
+        resolve(
+            ServeRequest(prompt="x", adapt_image="a.png", more_adapts=[AdaptPicture("b.png", "", 2)]), [], with_ip
+        )
+    with pytest.raises(BadInput, match="no face IP-Adapter configured"):
+        resolve(ServeRequest(prompt="x", adapt_face="me.png"), [], with_ip)
+    with pytest.raises(BadInput, match="no IP-Adapter model configured"):
+        resolve(ServeRequest(prompt="x", adapt_image="a.png"), [], SD15)

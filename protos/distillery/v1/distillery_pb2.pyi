@@ -438,7 +438,7 @@ class LoraWeight(_message.Message):
     def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class GenerateSpec(_message.Message):
-    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height")
+    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler", "power", "power_scale", "upscale_method", "init_image", "init_url", "init_denoise", "more_adapts", "adapt_face", "model")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -453,6 +453,16 @@ class GenerateSpec(_message.Message):
     FULL_PROMPT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLER_FIELD_NUMBER: _ClassVar[int]
+    POWER_FIELD_NUMBER: _ClassVar[int]
+    POWER_SCALE_FIELD_NUMBER: _ClassVar[int]
+    UPSCALE_METHOD_FIELD_NUMBER: _ClassVar[int]
+    INIT_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    INIT_URL_FIELD_NUMBER: _ClassVar[int]
+    INIT_DENOISE_FIELD_NUMBER: _ClassVar[int]
+    MORE_ADAPTS_FIELD_NUMBER: _ClassVar[int]
+    ADAPT_FACE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
     negative_prompt: str
@@ -467,7 +477,27 @@ class GenerateSpec(_message.Message):
     full_prompt: str
     width: int
     height: int
-    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+    sampler: str
+    power: bool
+    power_scale: float
+    upscale_method: str
+    init_image: str
+    init_url: str
+    init_denoise: float
+    more_adapts: _containers.RepeatedCompositeFieldContainer[AdaptPicture]
+    adapt_face: str
+    model: str
+    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ..., power: _Optional[bool] = ..., power_scale: _Optional[float] = ..., upscale_method: _Optional[str] = ..., init_image: _Optional[str] = ..., init_url: _Optional[str] = ..., init_denoise: _Optional[float] = ..., more_adapts: _Optional[_Iterable[_Union[AdaptPicture, _Mapping]]] = ..., adapt_face: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class AdaptPicture(_message.Message):
+    __slots__ = ("image", "url", "weight")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    url: str
+    weight: float
+    def __init__(self, image: _Optional[str] = ..., url: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
     __slots__ = ("spec", "requester", "idempotency_key")
@@ -526,25 +556,35 @@ class GetUserStatsRequest(_message.Message):
     def __init__(self, requester: _Optional[_Union[Requester, _Mapping]] = ...) -> None: ...
 
 class UserStats(_message.Message):
-    __slots__ = ("loras_owned", "public_loras", "distill_jobs", "generate_jobs", "images_generated")
+    __slots__ = ("loras_owned", "public_loras", "distill_jobs", "generate_jobs", "images_generated", "images_today", "images_left_today", "distills_today", "distills_left_today", "quota_resets_at")
     LORAS_OWNED_FIELD_NUMBER: _ClassVar[int]
     PUBLIC_LORAS_FIELD_NUMBER: _ClassVar[int]
     DISTILL_JOBS_FIELD_NUMBER: _ClassVar[int]
     GENERATE_JOBS_FIELD_NUMBER: _ClassVar[int]
     IMAGES_GENERATED_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_TODAY_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_LEFT_TODAY_FIELD_NUMBER: _ClassVar[int]
+    DISTILLS_TODAY_FIELD_NUMBER: _ClassVar[int]
+    DISTILLS_LEFT_TODAY_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_RESETS_AT_FIELD_NUMBER: _ClassVar[int]
     loras_owned: int
     public_loras: int
     distill_jobs: int
     generate_jobs: int
     images_generated: int
-    def __init__(self, loras_owned: _Optional[int] = ..., public_loras: _Optional[int] = ..., distill_jobs: _Optional[int] = ..., generate_jobs: _Optional[int] = ..., images_generated: _Optional[int] = ...) -> None: ...
+    images_today: int
+    images_left_today: int
+    distills_today: int
+    distills_left_today: int
+    quota_resets_at: float
+    def __init__(self, loras_owned: _Optional[int] = ..., public_loras: _Optional[int] = ..., distill_jobs: _Optional[int] = ..., generate_jobs: _Optional[int] = ..., images_generated: _Optional[int] = ..., images_today: _Optional[int] = ..., images_left_today: _Optional[int] = ..., distills_today: _Optional[int] = ..., distills_left_today: _Optional[int] = ..., quota_resets_at: _Optional[float] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("ready", "queue_length", "current_job_id", "current_lora_name", "current_stage", "base_model", "captioner_model", "device", "preset", "jobs_done", "uptime_seconds", "version")
+    __slots__ = ("ready", "queue_length", "current_job_id", "current_lora_name", "current_stage", "base_model", "captioner_model", "device", "preset", "jobs_done", "uptime_seconds", "version", "models")
     READY_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -557,6 +597,7 @@ class Status(_message.Message):
     JOBS_DONE_FIELD_NUMBER: _ClassVar[int]
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     queue_length: int
     current_job_id: str
@@ -569,4 +610,5 @@ class Status(_message.Message):
     jobs_done: int
     uptime_seconds: float
     version: str
-    def __init__(self, ready: _Optional[bool] = ..., queue_length: _Optional[int] = ..., current_job_id: _Optional[str] = ..., current_lora_name: _Optional[str] = ..., current_stage: _Optional[_Union[Stage, str]] = ..., base_model: _Optional[str] = ..., captioner_model: _Optional[str] = ..., device: _Optional[str] = ..., preset: _Optional[str] = ..., jobs_done: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., version: _Optional[str] = ...) -> None: ...
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ready: _Optional[bool] = ..., queue_length: _Optional[int] = ..., current_job_id: _Optional[str] = ..., current_lora_name: _Optional[str] = ..., current_stage: _Optional[_Union[Stage, str]] = ..., base_model: _Optional[str] = ..., captioner_model: _Optional[str] = ..., device: _Optional[str] = ..., preset: _Optional[str] = ..., jobs_done: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
