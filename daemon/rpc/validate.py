@@ -110,6 +110,20 @@ TEXT_RULES: dict[str, Text] = {
     f"{_M}GenerateSpec.aspect_ratio": Text("aspect ratio", max_chars=16),
     f"{_M}GenerateSpec.adapt_image": IMAGE_NAME,
     f"{_M}GenerateSpec.adapt_url": LINK,
+    f"{_M}GenerateSpec.init_image": IMAGE_NAME,
+    f"{_M}GenerateSpec.init_url": LINK,
+    # A stored name or a link: the service tells which; here only the longer of the two caps applies.
+    f"{_M}GenerateSpec.adapt_face": Text(
+        "face picture",
+        max_chars=2048,
+        shape=re.compile(r"\S+"),
+        shape_hint="send one stored picture name or web address",
+    ),
+    f"{_M}AdaptPicture.image": IMAGE_NAME,
+    f"{_M}AdaptPicture.url": LINK,
+    f"{_M}GenerateSpec.sampler": Text("sampler", max_chars=64),
+    f"{_M}GenerateSpec.upscale_method": Text("upscale method", max_chars=32),
+    f"{_M}GenerateSpec.model": Text("model name", max_chars=128),
 }
 # Byte fields with a cap of their own; image chunks and photos are capped by the servicer, in total.
 BYTES_CAPS: dict[str, int] = {f"{_M}SetClientStateRequest.client_state": MAX_CLIENT_STATE}
