@@ -15,7 +15,7 @@ from distillery.v1 import distillery_pb2 as pb
 from frontends.client import OFFLINE
 from frontends.slack import blocks
 from frontends.slack.daemon import ClientState
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
 

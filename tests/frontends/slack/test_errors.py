@@ -8,7 +8,7 @@ import pytest
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.slack import blocks
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import BotHarness
 

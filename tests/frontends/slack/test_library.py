@@ -13,7 +13,7 @@ from frontends.render import image_info_text, lora_text, loras_text, stats_text
 from frontends.slack import blocks, library
 from frontends.slack.daemon import slack_requester
 from frontends.slack.serve import first_event
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness
 

@@ -10,7 +10,7 @@ from distillery.v1 import distillery_pb2 as pb
 
 from frontends.slack.daemon import ClientState
 from frontends.slack.jobs import GONE, RECONNECTING
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
 

@@ -23,10 +23,10 @@ from PIL import Image
 
 from daemon.pipeline.image import NOT_AN_IMAGE
 from frontends.client import DaemonClient
+from frontends.follow import OFFLINE_NOTE
 from frontends.render import FINISHED_STATES
 from frontends.telegram.bot import NOT_OWNER, DistilleryBot
-from frontends.telegram.reattach import OFFLINE_NOTE
-from frontends.telegram.trainer import requester
+from frontends.telegram.platform import requester
 from tests.daemon_process import start_daemon
 from tests.frontends.telegram.conftest import StartBot, answer, eventually, final_edit, reply_to
 from tests.frontends.telegram.fake_bot_api import GROUP_ID, Call, FakeBotApi, group_chat, private_chat, user
