@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import grpc
 from distillery.v1 import distillery_pb2 as pb
 
-from frontends.client import DaemonApi
+from frontends.client import DaemonApi, DaemonError
 from frontends.commands import LoraArgs
 from frontends.platform import Attachment, Button
 from frontends.render import lora_text, same_person
@@ -30,6 +31,7 @@ class Answer:
     text: str = ""
     buttons: tuple[Button, ...] = ()
     file: Callable[[], Awaitable[Attachment]] | None = None
+    file_size: int = 0
 
 
 def not_owner(name: str) -> str:
@@ -72,10 +74,12 @@ async def lora_action(daemon: DaemonApi, args: LoraArgs, who: pb.Requester, uplo
 
         async def fetch() -> Attachment:
             data = await daemon.download_lora(name, who)
-            caption = f"{name}.safetensors - load it as a LoRA in AUTOMATIC1111 or ComfyUI."
+            if len(data) > upload_limit:
+                raise DaemonError(grpc.StatusCode.RESOURCE_EXHAUSTED, too_big_text(lora, upload_limit))
+            caption = f"{name}.safetensors: load it in AUTOMATIC1111 or ComfyUI and write {name} in the prompt."
             return Attachment(f"{name}.safetensors", data, caption, picture=False)
 
-        return Answer(file=fetch)
+        return Answer(file=fetch, file_size=lora.size_bytes)
     return Answer(await _change(daemon, args, who))
 
 

@@ -15,13 +15,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 from distillery.v1 import distillery_pb2 as pb
-from slack_bolt.context.ack.async_ack import AsyncAck
 
-from frontends.client import DaemonError
+from frontends.client import DaemonApi, DaemonError
 from frontends.commands import UsageError, parse_serve
 from frontends.render import JobView
 from frontends.slack import blocks
-from frontends.slack.daemon import Daemon
 
 if TYPE_CHECKING:
     from frontends.slack.app import SlackBot, SlashCommand
@@ -46,7 +44,7 @@ async def first_event(stream: AsyncIterator[pb.JobEvent]) -> pb.JobEvent:
 
 
 async def start_generation(
-    daemon: Daemon, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str
+    daemon: DaemonApi, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str
 ) -> tuple[pb.Job, int]:
     """Queue the generation; its job record (as the daemon filled it in) and queue position."""
     accepted = await first_event(daemon.generate(spec, requester, idempotency_key))
@@ -54,7 +52,7 @@ async def start_generation(
     return job, accepted.accepted.queue_position
 
 
-async def on_serve(bot: SlackBot, ack: AsyncAck, request: SlashCommand) -> None:
+async def on_serve(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:
     """/serve <prompt> [options]: answered in the ack, within Slack's 3 s; the pictures follow in a thread."""
     word = request.text.split(maxsplit=1)[0].lower() if request.text else ""
     if word in ("", "help", "-h", "--help"):

@@ -36,10 +36,13 @@ def _owner_key(requester: pb.Requester) -> tuple[str, str, str]:
 
 class FakeClock:
     """Virtual time: sleepers wake in deadline order and the clock jumps to each deadline, so pacing tests
-    take no real time while concurrent sleeps still overlap as they would in real time."""
+    take no real time while concurrent sleeps still overlap as they would in real time. ``settle`` is real
+    time given to loopback I/O (a fake chat API) before the clock moves on; ``sleeps`` lists every sleep."""
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0, settle: float = 0.0) -> None:
         self.now = start
+        self.settle = settle
+        self.sleeps: list[float] = []
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
         self._driver: asyncio.Task[None] | None = None
@@ -48,6 +51,7 @@ class FakeClock:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         if seconds <= 0:
             await asyncio.sleep(0)
             return
@@ -62,6 +66,8 @@ class FakeClock:
             # Let every runnable task reach its next sleep (or finish) before time moves on.
             for _ in range(50):
                 await asyncio.sleep(0)
+            if self.settle:
+                await asyncio.sleep(self.settle)
             if not self._sleepers:
                 break
             deadline, _, future = heapq.heappop(self._sleepers)

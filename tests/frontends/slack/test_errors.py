@@ -26,7 +26,7 @@ async def test_a_failure_while_posting_the_job_message_reaches_the_user(
         await fake_slack.wait_for(lambda: fake_slack.of("chat.postEphemeral"))
     [reply] = fake_slack.of("chat.postEphemeral")
     assert (reply.params["user"], reply.params["text"]) == ("U1", blocks.INTERNAL)
-    assert [record.message for record in caplog.records] == ["unexpected failure: SlackApiError"]
+    assert [record.message for record in caplog.records] == ["unexpected failure: Refused"]
     assert not bot.bot.followers.is_following("job1")
 
 
