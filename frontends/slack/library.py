@@ -20,7 +20,7 @@ from slack_sdk.errors import SlackApiError
 
 from frontends.actions import answer_delete, lora_action, not_owner
 from frontends.client import DaemonError
-from frontends.commands import UsageError, parse_lora
+from frontends.commands import UsageError, parse_image_name, parse_lora
 from frontends.escape import slack_mrkdwn
 from frontends.platform import Attachment, Place, PlatformError
 from frontends.render import image_info_text, loras_text, stats_text
@@ -39,19 +39,18 @@ NO_IMAGE_NAME = "That message names no picture of the distillery."
 _IMAGE_NAME = re.compile(r"[\w.-]+\.png", re.ASCII)
 
 
-def image_name(word: str) -> str:
-    """An image name as users write it: a LoRA's name alone means its source picture."""
-    word = word.strip()
-    return word if word.lower().endswith(".png") else f"{word}.png"
-
-
 async def on_info(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:
     """/info <image name>: how a picture was made."""
     words = request.text.split()
     if not words or words[0].lower() in ("help", "-h", "--help"):
         await ack(INFO_USAGE)
         return
-    await ack(await bot.within_ack(_info(bot, image_name(words[0]), request.requester)))
+    try:
+        name = parse_image_name(request.text)
+    except UsageError as error:
+        await ack(blocks.usage_error_text(str(error), INFO_USAGE))
+        return
+    await ack(await bot.within_ack(_info(bot, name, request.requester)))
 
 
 async def _info(bot: SlackBot, name: str, requester: pb.Requester) -> str:

@@ -128,14 +128,12 @@ class DistilleryBot:
         settings: Settings,
         daemon: DaemonApi,
         *,
-        preview: ResultImage | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        preview: ResultImage | None = None,
     ) -> None:
-        self.settings = settings
-        self.daemon = daemon
-        self.clock = clock
-        self.sleep = sleep
+        """``preview`` is the picture sent with a new LoRA (by default the daemon's first picture with it)."""
+        self.settings, self.daemon, self.clock, self.sleep = settings, daemon, clock, sleep
         self.library = LoraCommands(self)
         self.application: TelegramApp = self._build_application()
         self.platform = TelegramPlatform(

@@ -16,7 +16,7 @@ from telegram.ext import BaseHandler, CallbackQueryHandler, CommandHandler, Cont
 
 from frontends.actions import answer_delete, lora_action
 from frontends.client import DaemonError
-from frontends.commands import UsageError, parse_lora
+from frontends.commands import UsageError, parse_image_name, parse_lora
 from frontends.platform import Look, Place, PlatformError
 from frontends.render import image_info_text, loras_text, stats_text
 from frontends.telegram.platform import requester
@@ -65,20 +65,20 @@ class LoraCommands:
     async def info(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """``/info <image name>``, or /info as a reply to a generated image (its caption starts with the name)."""
         who, message = self._who(update)
-        words = (message.text or "").split()[1:]
+        words = (message.text or "").partition(" ")[2]
         replied = message.reply_to_message
-        if words:
-            name = words[0]
+        if words.strip():
+            name = parse_image_name(words)
         elif (
             replied is not None
             and replied.caption
             and replied.from_user
             and replied.from_user.id == self.bot.bot_id
         ):
-            name = replied.caption.split()[0]
+            name = parse_image_name(replied.caption.split()[0])
         else:
             raise UsageError("Which picture?")
-        info = await self.bot.daemon.image_info(name.lower(), who)
+        info = await self.bot.daemon.image_info(name, who)
         await self.bot.reply(message, image_info_text(info))
 
     async def loras(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -80,13 +80,19 @@ async def test_a_job_is_posted_followed_and_summarised(
     assert note(daemon, job.id) == ClientState("7", place.message, daemon.jobs[job.id].last_seq, True, 1, "1")
 
 
-async def test_a_broken_watch_resumes_after_the_last_event(
-    daemon: FakeDaemon, platform: FakePlatform, clock: FakeClock
-) -> None:
+async def shown_and_broken(daemon: FakeDaemon, failed_watches: int) -> pb.Job:
+    """A running job whose message shows its second event, and a daemon whose next watches fail."""
     job = await submitted(daemon)
     await daemon.emit(job.id, state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_TRAIN)
     daemon.jobs[job.id].client_state = ClientState("7", "70", seq=2, bot="1").encode()
-    daemon.watch_errors = [DOWN, DOWN]  # the daemon restarts: two attempts fail
+    daemon.watch_errors = [DOWN] * failed_watches
+    return job
+
+
+async def test_a_broken_watch_resumes_after_the_last_event(
+    daemon: FakeDaemon, platform: FakePlatform, clock: FakeClock
+) -> None:
+    job = await shown_and_broken(daemon, 2)  # the daemon restarts: two attempts fail
     jobs = followers(daemon, platform, clock, offline_after=30.0)
     assert await jobs.reattach() == 1
     await daemon.finish(job.id)
@@ -100,10 +106,7 @@ async def test_a_broken_watch_resumes_after_the_last_event(
 async def test_a_long_outage_is_shown_until_the_job_goes_on(
     daemon: FakeDaemon, platform: FakePlatform, clock: FakeClock
 ) -> None:
-    job = await submitted(daemon)
-    await daemon.emit(job.id, state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_TRAIN)
-    daemon.jobs[job.id].client_state = ClientState("7", "70", seq=2, bot="1").encode()
-    daemon.watch_errors = [DOWN] * 8  # about 40 s of backoff
+    job = await shown_and_broken(daemon, 8)  # about 40 s of backoff
     jobs = followers(daemon, platform, clock, offline_after=20.0)
     started = clock()
     await jobs.reattach()

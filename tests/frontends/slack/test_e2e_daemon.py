@@ -78,13 +78,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, demo_models: tuple[Path, Pa
 
 
 @pytest.fixture
-async def client(daemon: Daemons) -> AsyncIterator[DaemonClient]:
-    client = DaemonClient(daemon.target)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def bot(fake_slack: FakeSlack, client: DaemonClient) -> AsyncIterator[BotHarness]:
     harness = await BotHarness(fake_slack, client, settings_for(fake_slack, result_image="source")).start()
     yield harness

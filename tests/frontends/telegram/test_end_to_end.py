@@ -12,7 +12,7 @@ import io
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,13 +78,6 @@ def daemon(demo_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
     running = Daemon(tmp_path_factory.mktemp("telegram-e2e") / "state", demo_models)
     yield running
     running.stop()
-
-
-@pytest.fixture
-async def client(daemon: Daemon) -> AsyncIterator[DaemonClient]:
-    client = DaemonClient(daemon.target)
-    yield client
-    await client.close()
 
 
 @pytest.fixture
