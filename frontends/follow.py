@@ -119,6 +119,7 @@ async def when_answered(call: Callable[[], Awaitable[T]], what: str, sleep: Slee
 
 
 OFFLINE_NOTE = "The trainer is offline right now; this message carries on when it is back."
+NO_ANSWER = "The trainer ended the request without an answer; try again in a moment."
 GONE = "The trainer no longer knows this job."
 CANCEL_ACTION = "cancel"
 # How far back a restarted bot looks for jobs that ended while it was down but whose chat lacks the summary.
@@ -130,6 +131,24 @@ ResultImage = Callable[[JobView], Awaitable[Attachment | None]]
 ErrorReporter = Callable[[BaseException, pb.Requester | None], None]
 # One result to deliver, fetched only when its turn comes: None when it turned out to have nothing.
 _Result = Callable[[], Awaitable[Attachment | None]]
+
+
+async def close_stream(events: AsyncIterator[pb.JobEvent]) -> None:
+    """Stop reading a stream nobody needs any more (the job goes on; only the stream ends): an abandoned gRPC
+    stream would stay open until garbage collection."""
+    close = getattr(events, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def generation_accepted(
+    daemon: DaemonApi, events: AsyncIterator[pb.JobEvent], requester: pb.Requester
+) -> tuple[pb.JobEvent, pb.Job]:
+    """The ACCEPTED event a Generate stream opens with, and the job record it names (whose client state tells a
+    repeated request); the stream stays open for whoever follows the job."""
+    async for event in events:
+        return event, await daemon.get_job(event.job_id, requester)
+    raise DaemonError(grpc.StatusCode.UNAVAILABLE, NO_ANSWER)
 
 
 def platform_requester(platform: str) -> pb.Requester:

@@ -3,21 +3,20 @@
 The daemon's Generate call queues the job and streams its events; the first, ACCEPTED, names the job. The bot
 reads only that one and closes the stream (closing does not cancel the job), then follows the job with the
 same follower as a /distill: watch, paced edits, a note on the job for re-attaching after a restart. When the
-job ends, the follower uploads the pictures into the message's thread (jobs.py).
+job ends, the follower uploads the pictures into the message's thread (frontends.follow, platform.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import grpc
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.client import DaemonApi, DaemonError
 from frontends.commands import UsageError, parse_serve
+from frontends.follow import close_stream, generation_accepted
 from frontends.render import JobView
 from frontends.slack import blocks
 
@@ -27,28 +26,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STARTING = "Got it: starting your pictures. Their progress will appear in this channel."
-_NO_ACCEPT = "The trainer did not take the request; try again in a moment."
-
-
-async def first_event(stream: AsyncIterator[pb.JobEvent]) -> pb.JobEvent:
-    """The stream's first event; the stream is closed after it, which leaves the job running."""
-    try:
-        async for event in stream:
-            return event
-    finally:
-        # An abandoned gRPC stream would stay open until garbage collection; close it now.
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
-    raise DaemonError(grpc.StatusCode.UNAVAILABLE, _NO_ACCEPT)
 
 
 async def start_generation(
     daemon: DaemonApi, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str
 ) -> tuple[pb.Job, int]:
     """Queue the generation; its job record (as the daemon filled it in) and queue position."""
-    accepted = await first_event(daemon.generate(spec, requester, idempotency_key))
-    job = await daemon.get_job(accepted.job_id, requester)
+    events = daemon.generate(spec, requester, idempotency_key)
+    try:
+        accepted, job = await generation_accepted(daemon, events, requester)
+    finally:
+        await close_stream(events)  # the follower watches the job; this stream is not needed
     return job, accepted.accepted.queue_position
 
 

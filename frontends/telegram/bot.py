@@ -51,7 +51,7 @@ from frontends.commands import (
     parse_distill,
     parse_serve,
 )
-from frontends.follow import Followers, ResultImage, preview_image
+from frontends.follow import Followers, ResultImage, close_stream, generation_accepted, preview_image
 from frontends.live import Clock, Pacer, Sleep
 from frontends.platform import Look, Place, PlatformError
 from frontends.render import JobView, jobs_text
@@ -105,13 +105,6 @@ def usage_for(update: object) -> str:
     text = (message.text or message.caption or "") if message is not None else ""
     command = text.split(maxsplit=1)[0].split("@")[0].lower() if text.strip() else ""
     return {"/serve": SERVE_USAGE, "/lora": LORA_USAGE, "/info": INFO_USAGE}.get(command, DISTILL_USAGE)
-
-
-async def _close(events: AsyncIterator[pb.JobEvent]) -> None:
-    """Stop reading a Generate stream the bot no longer needs (the job goes on; only the stream ends)."""
-    close = getattr(events, "aclose", None)
-    if close is not None:
-        await close()
 
 
 def command_words(text: str) -> str:
@@ -323,22 +316,16 @@ class DistilleryBot:
             return
         who = requester(user.id, chat.id)
         events = self.daemon.generate(spec, who, key)
-        work = asyncio.ensure_future(self._accepted(events, who))
+        work = asyncio.ensure_future(generation_accepted(self.daemon, events, who))
         answered = await self._answer_soon(message, work, STARTING)
         if answered is None:
-            await _close(events)
+            await close_stream(events)
             return
         (accepted, job), placeholder = answered
         view = JobView(job_id=job.id, kind=pb.JOB_KIND_GENERATE, generate=spec)
         view.apply(accepted)
         if not await self._confirm_and_follow(chat, message, who, job, view, placeholder, key, events):
-            await _close(events)
-
-    async def _accepted(self, events: AsyncIterator[pb.JobEvent], who: pb.Requester) -> tuple[pb.JobEvent, pb.Job]:
-        """The ACCEPTED event that opens a Generate stream, and the job record (its note tells a redelivery)."""
-        async for event in events:
-            return event, await self.daemon.get_job(event.job_id, who)
-        raise DaemonError(grpc.StatusCode.UNKNOWN, "The trainer ended the request without an answer.")
+            await close_stream(events)
 
     def _first_delivery(self, chat: Chat, message: Message) -> str | None:
         """A command's idempotency key (chat and message id), or None when this process already took it."""

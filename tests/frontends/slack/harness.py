@@ -21,7 +21,7 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from frontends.client import DaemonApi as Daemon
+from frontends.client import DaemonApi
 from frontends.live import Sleep
 from frontends.slack.app import SlackBot
 from frontends.slack.server import web_app
@@ -180,7 +180,7 @@ class BotHarness:
     """One bot process: start() serves it on a loopback port; post() sends Slack-signed requests."""
 
     def __init__(
-        self, fake: FakeSlack, daemon: Daemon, settings: SlackSettings, sleep: Sleep = fast_sleep
+        self, fake: FakeSlack, daemon: DaemonApi, settings: SlackSettings, sleep: Sleep = fast_sleep
     ) -> None:
         self.fake = fake
         self.settings = settings

@@ -13,7 +13,6 @@ from frontends.client import OFFLINE
 from frontends.render import image_info_text, lora_text, loras_text, stats_text
 from frontends.slack import blocks, library
 from frontends.slack.daemon import slack_requester
-from frontends.slack.serve import first_event
 from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness, shown_text
@@ -30,7 +29,9 @@ async def _ask(bot: BotHarness, command: str, text: str = "", user: str = "U1") 
 
 
 async def _generated(fake_daemon: FakeDaemon, user: str = "U1") -> pb.ImageInfo:
-    accepted = await first_event(fake_daemon.generate(pb.GenerateSpec(prompt="a cat"), _user(user)))
+    events = fake_daemon.generate(pb.GenerateSpec(prompt="a cat"), _user(user))
+    accepted = await anext(events)
+    await events.aclose()
     await fake_daemon.finish_generation(accepted.job_id, count=1)
     return fake_daemon.image_infos[f"{accepted.job_id}-1.png"]
 
