@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import unicodedata
 from dataclasses import dataclass
 
 from distillery.v1 import distillery_pb2 as pb
@@ -31,6 +32,35 @@ class UsageError(Exception):
     """The command's words are off; ``str(error)`` says what, and the bot adds the usage text."""
 
 
+# The longest command text (after the command's name) any bot reads: prompts and descriptions included.
+MAX_COMMAND = 2000
+# The longest description (the daemon's own limit).
+MAX_DESCRIPTION = 500
+# Words of the user quoted back in a usage error are cut to this many characters.
+_QUOTED = 40
+# Whitespace the chat clients send (newlines in a prompt are fine); every other control character is not.
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def cut(word: str) -> str:
+    """A user's word as a usage error repeats it: cut when long."""
+    return word if len(word) <= _QUOTED else word[: _QUOTED - 1] + "…"
+
+
+def quoted(word: str) -> str:
+    """A user's word in quotes, as a usage error quotes a value."""
+    return repr(cut(word))
+
+
+def checked(text: str) -> str:
+    """The command's text, when it is of a length and of characters a command can have."""
+    if len(text) > MAX_COMMAND:
+        raise UsageError(f"That is too long for a command ({len(text)} characters; at most {MAX_COMMAND}).")
+    if any(unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS for char in text):
+        raise UsageError("The command has control characters in it; write it as plain text.")
+    return text
+
+
 @dataclass(frozen=True)
 class DistillArgs:
     url: str = ""
@@ -40,10 +70,7 @@ class DistillArgs:
 
 def parse_distill(text: str, need_url: bool) -> DistillArgs:
     """Parse the words after /distill; ``need_url`` is False when the image came with the message."""
-    try:
-        words = shlex.split(text)
-    except ValueError as error:
-        raise UsageError(f"I could not read that command ({error}).") from None
+    words = _words(text)
     url = ""
     subject_class = ""
     no_flip = False
@@ -59,10 +86,11 @@ def parse_distill(text: str, need_url: bool) -> DistillArgs:
                 index += 1
                 value = words[index] if index < len(words) else ""
             if value.lower() not in CLASS_CHOICES:
-                raise UsageError(f"--class takes man, woman or person, not {value or 'nothing'!r}.")
+                wrong = quoted(value) if value else "nothing"
+                raise UsageError(f"--class takes man, woman or person, not {wrong}.")
             subject_class = value.lower()
         elif word.startswith("--"):
-            raise UsageError(f"Unknown option {word}.")
+            raise UsageError(f"Unknown option {cut(word)}.")
         elif url:
             raise UsageError("Send one image link at a time.")
         else:
@@ -137,7 +165,7 @@ UINT32_MAX = 2**32 - 1
 
 def _words(text: str) -> list[str]:
     try:
-        return shlex.split(text)
+        return shlex.split(checked(text))
     except ValueError as error:
         raise UsageError(f"I could not read that command ({error}).") from None
 
@@ -147,7 +175,7 @@ def _number(option: str, value: str, kind: type[int] | type[float]) -> float:
         return kind(value)
     except ValueError:
         what = "a whole number" if kind is int else "a number"
-        raise UsageError(f"{option} takes {what}, not {value!r}.") from None
+        raise UsageError(f"{option} takes {what}, not {quoted(value)}.") from None
 
 
 def _whole(option: str, value: str, lowest: int, highest: int, wording: str) -> int:
@@ -162,7 +190,7 @@ def lora_name(word: str) -> str:
     """A LoRA name as users write it (any case, with or without .safetensors/.png)."""
     name = word.strip().lower().removesuffix(".safetensors").removesuffix(".png")
     if not _NAME.fullmatch(name):
-        raise UsageError(f"{word!r} is not a LoRA name.")
+        raise UsageError(f"{quoted(word)} is not a LoRA name (2 to 40 letters a-z and digits).")
     return name
 
 
@@ -216,7 +244,7 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             index += 1
             continue
         if option not in _SERVE_OPTIONS | _SERVE_SWITCHES:
-            raise UsageError(f"Unknown option {option}.")
+            raise UsageError(f"Unknown option {cut(option)}.")
         if inline or option in _SERVE_SWITCHES:
             value = inline
         else:
@@ -240,7 +268,7 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             spec.steps = _whole(option, value, 1, UINT32_MAX, "a positive number")
         elif option == "--ar":
             if not re.fullmatch(r"\d+:\d+", value):
-                raise UsageError(f"--ar takes a ratio such as 2:3, not {value!r}.")
+                raise UsageError(f"--ar takes a ratio such as 2:3, not {quoted(value)}.")
             spec.aspect_ratio = value
         elif option.startswith("--adaptweight"):
             weights[int(option.removeprefix("--adaptweight") or 1)] = _number(option, value, float)
@@ -299,11 +327,34 @@ def parse_lora(text: str) -> LoraArgs:
     option = rest[0]
     if option not in LORA_ACTIONS:
         raise UsageError(
-            f"Unknown option {option}." if option.startswith("--") else f"I did not understand {option!r}."
+            f"Unknown option {cut(option)}."
+            if option.startswith("--")
+            else f"I did not understand {quoted(option)}."
         )
     if option == "--description":
         # Everything after it is the description ("" clears it), quoted or not.
-        return LoraArgs(name=name, action="description", description=" ".join(rest[1:]))
+        description = " ".join(rest[1:])
+        if len(description) > MAX_DESCRIPTION:
+            raise UsageError(f"A description is limited to {MAX_DESCRIPTION} characters.")
+        return LoraArgs(name=name, action="description", description=description)
     if len(rest) > 1:
         raise UsageError("One option at a time.")
     return LoraArgs(name=name, action=option.removeprefix("--"))
+
+
+_IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}\.png")
+
+
+def parse_image_name(text: str) -> str:
+    """The picture /info asks about: ``<name>.png`` as each picture's caption starts, any case; a LoRA's name
+    alone means its source picture."""
+    words = _words(text)
+    if not words:
+        raise UsageError("Which picture?")
+    if len(words) > 1:
+        raise UsageError("Ask about one picture at a time.")
+    name = words[0].lower()
+    name = name if name.endswith(".png") else f"{name}.png"
+    if not _IMAGE_NAME.fullmatch(name):
+        raise UsageError(f"{quoted(words[0])} is not the name of a picture, such as 3f2a9c1d-1.png.")
+    return name

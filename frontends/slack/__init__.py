@@ -3,7 +3,7 @@ generate pictures with LoRAs, and ``/loras``, ``/lora``, ``/info``, ``/stats`` t
 
 Flow: settings.py (configuration) -> server.py (Socket Mode or HTTP endpoint) -> app.py (listeners: ack at
 once, work in tasks; serve.py and library.py for the commands besides /distill) -> files.py (private
-uploads) -> the daemon (daemon.py: the client seam) -> jobs.py (one follower per job, pictures into its
-thread) -> progress.py (paced message edits) -> blocks.py (Block Kit around render's text); reattach.py picks
-jobs up again after a restart; manifest.yaml creates the Slack app.
+uploads) -> the daemon (frontends.client) -> the frontend core (frontends.follow: one follower per job,
+paced edits, re-attach, pictures delivered once) -> platform.py (the Web API calls the core makes: Block Kit
+messages, updates, thread uploads); blocks.py holds the short replies; manifest.yaml creates the Slack app.
 """

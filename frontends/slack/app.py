@@ -30,15 +30,16 @@ from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from frontends.client import DaemonClient, DaemonError
+from frontends.actions import DELETE_ACTION, KEEP_ACTION
+from frontends.client import DaemonApi, DaemonClient, DaemonError
 from frontends.commands import UsageError, parse_distill
+from frontends.follow import Followers, ResultImage, preview_image, source_image
+from frontends.live import Clock, Pacer, Sleep
 from frontends.render import jobs_text
 from frontends.slack import blocks, library, serve
-from frontends.slack.daemon import Daemon, slack_requester
+from frontends.slack.daemon import PLATFORM, slack_requester
 from frontends.slack.files import UNREADABLE, FileRefused, SlackFile, check_file, download, new_session
-from frontends.slack.jobs import Followers, ResultImage, preview_image, source_image
-from frontends.slack.progress import ChannelPacer, Clock, Sleep
-from frontends.slack.reattach import reattach
+from frontends.slack.platform import SlackPlatform
 from frontends.slack.settings import SlackSettings
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 COMMAND = "/distill"
+SLOW = "The trainer took too long to answer; try again in a moment."
 # --result-image: which picture goes under a finished distill job.
-RESULT_IMAGES: dict[str, Callable[[Daemon], ResultImage | None]] = {
+RESULT_IMAGES: dict[str, Callable[[DaemonApi], ResultImage | None]] = {
     "preview": preview_image,
     "source": source_image,
     "none": lambda daemon: None,
@@ -81,7 +83,7 @@ class SlashCommand:
     trigger_id: str = ""
 
 
-CommandHandler = Callable[["SlackBot", AsyncAck, SlashCommand], Awaitable[None]]
+CommandHandler = Callable[["SlackBot", blocks.Ack, SlashCommand], Awaitable[None]]
 # The commands besides /distill, each answered in the ack by its handler (see serve.py and library.py).
 COMMANDS: dict[str, CommandHandler] = {
     "/serve": serve.on_serve,
@@ -120,7 +122,7 @@ class SlackBot:
     def __init__(
         self,
         settings: SlackSettings,
-        daemon: Daemon,
+        daemon: DaemonApi,
         client: AsyncWebClient,
         *,
         clock: Clock = time.monotonic,
@@ -129,16 +131,19 @@ class SlackBot:
         self.settings = settings
         self.daemon = daemon
         self.client = client
-        self.pacer = ChannelPacer(settings.update_interval, clock, sleep)
+        self.platform = SlackPlatform(client, settings.update_interval)
+        self.pacer = Pacer(self.platform.interval, clock, sleep)
         self.followers = Followers(
             daemon,
-            client,
+            self.platform,
             self.pacer,
+            platform_name=PLATFORM,
             result_image=RESULT_IMAGES[settings.result_image](daemon),
+            info_hint=blocks.INFO_HINT,
             report=self.report,
+            clock=clock,
             sleep=sleep,
         )
-        self._sleep = sleep
         self._recent = RecentKeys(clock=clock)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
@@ -156,7 +161,7 @@ class SlackBot:
 
     async def start(self) -> None:
         """Re-attach to the jobs a previous run left behind (in the background: the daemon may be down)."""
-        self.spawn(reattach(self.daemon, self.followers, self._sleep))
+        self.spawn(self.followers.reattach())
 
     async def close(self) -> None:
         """Stop every task; the jobs go on in the daemon and the next start re-attaches to them."""
@@ -194,13 +199,14 @@ class SlackBot:
 
     async def tell(self, requester: pb.Requester, text: str) -> None:
         """An ephemeral message only the requester sees, in the channel they asked from (else their DM)."""
+        shown = blocks.reply(text)
         try:
-            await self.client.chat_postEphemeral(channel=requester.chat, user=requester.user, text=text)
+            await self.client.chat_postEphemeral(channel=requester.chat, user=requester.user, **shown)
             return
         except SlackApiError as error:
             log.info("ephemeral reply in %s failed (%s); using a DM", requester.chat, error.response.get("error"))
         try:
-            await self.client.chat_postMessage(channel=requester.user, text=text)
+            await self.client.chat_postMessage(channel=requester.user, **shown)
         except SlackApiError as error:
             log.warning("could not reply to %s: %s", requester.user, error.response.get("error"))
 
@@ -228,7 +234,7 @@ class SlackBot:
 
         @app.command(COMMAND)
         async def on_distill(ack: AsyncAck, command: dict[str, Any]) -> None:
-            await self.on_command(ack, command)
+            await self.on_command(blocks.PlainAck(ack), command)
 
         for name, handler in COMMANDS.items():
             app.command(name)(self._slash_listener(handler))
@@ -246,25 +252,8 @@ class SlackBot:
             requester = slack_requester(team, body["user"]["id"], (body.get("channel") or {}).get("id", ""))
             self.spawn(self.cancel(str(action.get("value", "")), requester), requester)
 
-        @app.action(blocks.DELETE_ACTION)
-        async def on_delete(
-            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
-        ) -> None:
-            await ack()
-            requester = self._clicker(body)
-            if requester is not None:
-                self.spawn(
-                    library.delete_clicked(self, requester, str(action.get("value", "")), respond), requester
-                )
-
-        @app.action(blocks.KEEP_ACTION)
-        async def on_keep(
-            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
-        ) -> None:
-            await ack()
-            requester = self._clicker(body)
-            if requester is not None:
-                self.spawn(library.keep_clicked(self, requester, str(action.get("value", "")), respond), requester)
+        for action_id, answer in ((blocks.DELETE_ACTION, DELETE_ACTION), (blocks.KEEP_ACTION, KEEP_ACTION)):
+            app.action(action_id)(self._question_listener(answer))
 
         @app.shortcut(blocks.INFO_SHORTCUT)
         async def on_info_shortcut(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -276,6 +265,22 @@ class SlackBot:
         @app.error
         async def on_error(error: Exception, body: dict[str, Any]) -> None:
             self.report(error, _requester_of(body))
+
+    def _question_listener(
+        self, answer: str
+    ) -> Callable[[AsyncAck, dict[str, Any], dict[str, Any], AsyncRespond], Awaitable[None]]:
+        """Delete or Keep under a delete question: the shared answer, for the one who asked."""
+
+        async def listener(
+            ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+        ) -> None:
+            await ack()
+            requester = self._clicker(body)
+            if requester is not None:
+                value = str(action.get("value", ""))
+                self.spawn(library.delete_clicked(self, requester, answer, value, respond), requester)
+
+        return listener
 
     def _slash_listener(self, handler: CommandHandler) -> Callable[[AsyncAck, dict[str, Any]], Awaitable[None]]:
         """A slash command's listener: the allow-lists exactly as for /distill, then the handler."""
@@ -291,7 +296,7 @@ class SlackBot:
                 text=command_words(command.get("text") or ""),
                 trigger_id=str(command.get("trigger_id") or ""),
             )
-            await handler(self, ack, request)
+            await handler(self, blocks.PlainAck(ack), request)
 
         return listener
 
@@ -313,11 +318,18 @@ class SlackBot:
     async def within_ack(self, work: Awaitable[str]) -> str:
         """The text of an ack that needs the daemon: its answer, its refusal, or a note that it was slow."""
         try:
-            return await self._within_ack(work)
+            return await self.in_time(work)
         except DaemonError as error:
             return error.message
 
-    async def on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+    async def in_time(self, work: Awaitable[T]) -> T:
+        """What ``work`` gives within the ack's time; DaemonError when the daemon refuses or is slower."""
+        try:
+            return await asyncio.wait_for(work, self.settings.ack_wait)
+        except TimeoutError:
+            raise DaemonError(grpc.StatusCode.DEADLINE_EXCEEDED, SLOW) from None
+
+    async def on_command(self, ack: blocks.Ack, command: dict[str, Any]) -> None:
         """/distill help | jobs | <url> [--class ...] [--noflip]: answered in the ack, within Slack's 3 s."""
         team, user, channel = command.get("team_id", ""), command.get("user_id", ""), command.get("channel_id", "")
         if not self.allowed(team, channel, user):
@@ -330,7 +342,7 @@ class SlackBot:
             return
         requester = slack_requester(team, user, channel)
         if word == "jobs":
-            await ack(await self._within_ack(self._jobs(requester)))
+            await ack(await self.within_ack(self._jobs(requester)))
             return
         try:
             args = parse_distill(text, need_url=True)
@@ -362,17 +374,8 @@ class SlackBot:
         await ack(blocks.accepted_text(reply))
         self._follow(reply)
 
-    async def _within_ack(self, work: Awaitable[str]) -> str:
-        try:
-            return await asyncio.wait_for(work, self.settings.ack_wait)
-        except TimeoutError:
-            return "The trainer took too long to answer; try again in a moment."
-
     async def _jobs(self, requester: pb.Requester) -> str:
-        try:
-            return jobs_text(await self.daemon.list_jobs(requester, limit=20))
-        except DaemonError as error:
-            return error.message
+        return jobs_text(await self.daemon.list_jobs(requester, limit=20))
 
     async def _submitted_late(self, submitting: asyncio.Task[pb.SubmitReply], requester: pb.Requester) -> None:
         try:

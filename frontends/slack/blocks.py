@@ -1,30 +1,30 @@
-"""What the Slack bot says: Block Kit for the job message, and the sentences of its short replies.
+"""What the Slack bot says: the sentences of its short replies and the blocks of its delete question.
 
-The words of a job's progress and summary come from frontends.render (shared with the Telegram bot); this
-module only wraps them in blocks, adds the Cancel button while the job can still be cancelled, and says who
-asked. Render's text is plain, so it goes into ``plain_text`` objects and Slack's markup cannot mangle a
-caption that happens to contain ``*`` or ``<``.
+The job message's blocks are the platform adapter's (platform.py); the words of a job's progress and summary
+come from frontends.render, shared by every bot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from distillery.v1 import distillery_pb2 as pb
 
+from frontends.actions import DELETE_ACTION as CORE_DELETE
 from frontends.commands import DISTILL_USAGE, LORA_USAGE, SERVE_USAGE
-from frontends.render import JobView, generation_title, message_text
+from frontends.escape import slack_mrkdwn
+from frontends.platform import Button
+from frontends.render import JobView, generation_title
+from frontends.slack.platform import CANCEL_ACTION, SECTION_LIMIT, Block, plain_section
 
-CANCEL_ACTION = "distill_cancel"
+__all__ = ["CANCEL_ACTION"]
+# Slack shows at most 50 blocks in a message.
+_MOST_BLOCKS = 50
+
 DELETE_ACTION = "lora_delete"
 KEEP_ACTION = "lora_keep"
 INFO_SHORTCUT = "image_info"
-# Slack refuses a section whose text is longer than 3000 characters.
-_SECTION_LIMIT = 3000
-
-Block = dict[str, Any]
-
 NOT_ALLOWED = "This distillery is not open to you here. Ask its operator to add you (or this channel)."
 NOT_OWNER = "Only the person who started this job can cancel it."
 FETCHING = "Got it: fetching your picture. The job's progress will appear in this channel."
@@ -39,7 +39,7 @@ _SLACK_USAGE = (
     "one, `/info <image name>` tells how a picture was made, `/stats` counts what you made."
 )
 # Telegram users reply /info to a picture; Slack has no replies to files, so the summary says what works here.
-_SLACK_INFO = (
+INFO_HINT = (
     "/info <image name> (the name starts each picture's comment) or the picture's ... menu > Image info "
     "shows all its parameters."
 )
@@ -94,89 +94,48 @@ def accepted_text(reply: pb.SubmitReply) -> str:
     return f"Your LoRA will be called {name}. {where} Progress will appear in this channel."
 
 
-@dataclass(frozen=True)
-class Content:
-    """One version of a job message: the notification/fallback text and the blocks Slack shows."""
-
-    text: str
-    blocks: list[Block] = field(default_factory=list)
-
-
-def _plain_section(text: str) -> Block:
-    if len(text) > _SECTION_LIMIT:
-        text = text[: _SECTION_LIMIT - 1] + "…"
-    return {"type": "section", "text": {"type": "plain_text", "text": text, "emoji": False}}
-
-
-def _context(markdown: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
+def reply(text: str) -> dict[str, Any]:
+    """A short reply as Slack gets it: ``plain_text`` sections (nothing in them formats, links or pings: user
+    text such as a LoRA's description shows as written) and, for notifications, the text escaped for mrkdwn."""
+    sections: list[str] = []
+    for line in text.splitlines() or [""]:
+        if sections and len(sections[-1]) + 1 + len(line) <= SECTION_LIMIT:
+            sections[-1] += "\n" + line
+        else:
+            sections.append(line)
+    blocks = [plain_section(section) for section in sections[:_MOST_BLOCKS] if section]
+    return {"text": slack_mrkdwn(text), "blocks": blocks}
 
 
-def cancel_button(job_id: str, generating: bool = False) -> Block:
-    """The owner's Cancel button; the confirmation keeps a stray click from killing minutes of training."""
-    outcome = "Generation stops and no picture is kept." if generating else "Training stops and nothing is saved."
-    return {
-        "type": "actions",
-        "block_id": "distill_actions",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": CANCEL_ACTION,
-                "value": job_id,
-                "style": "danger",
-                "text": {"type": "plain_text", "text": "Cancel"},
-                "confirm": {
-                    "title": {"type": "plain_text", "text": "Cancel this job?"},
-                    "text": {"type": "plain_text", "text": outcome},
-                    "confirm": {"type": "plain_text", "text": "Cancel it"},
-                    "deny": {"type": "plain_text", "text": "Keep going"},
-                },
-            }
-        ],
-    }
+class Ack(Protocol):
+    """Bolt's ack as the commands use it."""
+
+    async def __call__(self, text: str = "", blocks: Sequence[Block] | None = None) -> Any: ...
 
 
-def job_content(view: JobView, owner: str, note: str = "") -> Content:
-    """The job message for the view's state: live progress with Cancel, or the final summary without it.
+class PlainAck:
+    """An ack whose bare texts go out as ``reply`` does it; one with its own blocks goes as it is."""
 
-    ``note`` is a passing remark such as "reconnecting to the trainer"; it is shown under the progress.
-    """
-    text = message_text(view, _SLACK_INFO)
-    blocks = [_plain_section(text), _context(f"Requested by <@{owner}>")] if owner else [_plain_section(text)]
-    if not view.finished:
-        if note:
-            blocks.append(_context(note))
-        if view.job_id:
-            blocks.append(cancel_button(view.job_id, view.generating))
-    return Content(text=text, blocks=blocks)
+    def __init__(self, ack: Ack) -> None:
+        self._ack = ack
+
+    async def __call__(self, text: str = "", blocks: Sequence[Block] | None = None) -> Any:
+        if blocks is None and text:
+            return await self._ack(**reply(text))
+        return await self._ack(text=text, blocks=blocks)
 
 
-def delete_confirmation(name: str, owner: str) -> list[Block]:
-    """The ephemeral question before /lora <name> --delete; the buttons carry the name and who asked."""
-    value = f"{owner}:{name}"
-    text = (
-        f"Delete {name}? The LoRA and its source picture are removed for good, "
-        "and the name is never given out again."
-    )
-    return [
-        _plain_section(text),
-        {
-            "type": "actions",
-            "block_id": "lora_delete_actions",
-            "elements": [
-                {
-                    "type": "button",
-                    "action_id": DELETE_ACTION,
-                    "value": value,
-                    "style": "danger",
-                    "text": {"type": "plain_text", "text": "Delete"},
-                },
-                {
-                    "type": "button",
-                    "action_id": KEEP_ACTION,
-                    "value": value,
-                    "text": {"type": "plain_text", "text": "Keep"},
-                },
-            ],
-        },
-    ]
+def delete_confirmation(question: str, buttons: Sequence[Button]) -> list[Block]:
+    """The ephemeral question before /lora <name> --delete; the buttons carry who asked and the name."""
+    elements: list[Block] = []
+    for button in buttons:
+        element: Block = {
+            "type": "button",
+            "action_id": DELETE_ACTION if button.action == CORE_DELETE else KEEP_ACTION,
+            "value": f"{button.owner}:{button.value}",
+            "text": {"type": "plain_text", "text": button.label},
+        }
+        if button.danger:
+            element["style"] = "danger"
+        elements.append(element)
+    return [plain_section(question), {"type": "actions", "block_id": "lora_delete_actions", "elements": elements}]

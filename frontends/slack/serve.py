@@ -3,25 +3,22 @@
 The daemon's Generate call queues the job and streams its events; the first, ACCEPTED, names the job. The bot
 reads only that one and closes the stream (closing does not cancel the job), then follows the job with the
 same follower as a /distill: watch, paced edits, a note on the job for re-attaching after a restart. When the
-job ends, the follower uploads the pictures into the message's thread (jobs.py).
+job ends, the follower uploads the pictures into the message's thread (frontends.follow, platform.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import grpc
 from distillery.v1 import distillery_pb2 as pb
-from slack_bolt.context.ack.async_ack import AsyncAck
 
-from frontends.client import DaemonError
+from frontends.client import DaemonApi, DaemonError
 from frontends.commands import UsageError, parse_serve
+from frontends.follow import close_stream, generation_accepted
 from frontends.render import JobView
 from frontends.slack import blocks
-from frontends.slack.daemon import Daemon
 
 if TYPE_CHECKING:
     from frontends.slack.app import SlackBot, SlashCommand
@@ -29,32 +26,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STARTING = "Got it: starting your pictures. Their progress will appear in this channel."
-_NO_ACCEPT = "The trainer did not take the request; try again in a moment."
-
-
-async def first_event(stream: AsyncIterator[pb.JobEvent]) -> pb.JobEvent:
-    """The stream's first event; the stream is closed after it, which leaves the job running."""
-    try:
-        async for event in stream:
-            return event
-    finally:
-        # An abandoned gRPC stream would stay open until garbage collection; close it now.
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
-    raise DaemonError(grpc.StatusCode.UNAVAILABLE, _NO_ACCEPT)
 
 
 async def start_generation(
-    daemon: Daemon, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str
+    daemon: DaemonApi, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str
 ) -> tuple[pb.Job, int]:
     """Queue the generation; its job record (as the daemon filled it in) and queue position."""
-    accepted = await first_event(daemon.generate(spec, requester, idempotency_key))
-    job = await daemon.get_job(accepted.job_id, requester)
+    events = daemon.generate(spec, requester, idempotency_key)
+    try:
+        accepted, job = await generation_accepted(daemon, events, requester)
+    finally:
+        await close_stream(events)  # the follower watches the job; this stream is not needed
     return job, accepted.accepted.queue_position
 
 
-async def on_serve(bot: SlackBot, ack: AsyncAck, request: SlashCommand) -> None:
+async def on_serve(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:
     """/serve <prompt> [options]: answered in the ack, within Slack's 3 s; the pictures follow in a thread."""
     word = request.text.split(maxsplit=1)[0].lower() if request.text else ""
     if word in ("", "help", "-h", "--help"):

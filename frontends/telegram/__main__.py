@@ -43,13 +43,13 @@ def configure_logging(settings: Settings) -> None:
 
 async def run(settings: Settings) -> None:
     """Start the bot, wait for a stop signal, stop it."""
-    trainer = DaemonClient(settings.daemon, settings.daemon_token)
-    bot = DistilleryBot(settings, trainer)
+    daemon = DaemonClient(settings.daemon, settings.daemon_token)
+    bot = DistilleryBot(settings, daemon)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    if not await trainer.ready():
+    if not await daemon.ready():
         # Not fatal: systemd may start us first, and every request gets "the trainer is offline" meanwhile.
         log.warning("the daemon at %s is not ready yet", settings.daemon)
     try:
@@ -58,7 +58,7 @@ async def run(settings: Settings) -> None:
         log.info("stopping")
     finally:
         await bot.stop()
-        await trainer.close()
+        await daemon.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -17,8 +17,6 @@ Redelivered updates: the idempotency key is the chat and message id, so the daem
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import re
 import time
@@ -28,16 +26,7 @@ from typing import Any, TypeVar
 
 import grpc
 from distillery.v1 import distillery_pb2 as pb
-from telegram import (
-    Chat,
-    InlineKeyboardButton,
-    InlineKeyboardMarkup,
-    InputMediaPhoto,
-    Message,
-    ReplyParameters,
-    Update,
-    User,
-)
+from telegram import Chat, Message, Update, User
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -51,7 +40,8 @@ from telegram.ext import (
     filters,
 )
 
-from frontends.client import DaemonClient, DaemonError
+from frontends.client import DaemonApi, DaemonClient, DaemonError
+from frontends.clientstate import ClientState
 from frontends.commands import (
     DISTILL_USAGE,
     LORA_USAGE,
@@ -61,14 +51,14 @@ from frontends.commands import (
     parse_distill,
     parse_serve,
 )
-from frontends.follow import when_answered
-from frontends.render import JobView, image_caption, jobs_text, progress_text, summary_text
+from frontends.follow import Followers, ResultImage, close_stream, generation_accepted, preview_image
+from frontends.live import Clock, Pacer, Sleep
+from frontends.platform import Look, Place, PlatformError
+from frontends.render import JobView, jobs_text
 from frontends.telegram.library import INFO_USAGE, LoraCommands
 from frontends.telegram.media import ImageRef, Refusal, download, image_of
-from frontends.telegram.progress import Clock, LiveMessage, Pacer, Shown, Sleep
-from frontends.telegram.reattach import ClientState, Follower, unfinished_jobs
+from frontends.telegram.platform import PLATFORM, TelegramPlatform, requester
 from frontends.telegram.settings import UPLOAD_LIMIT, Settings
-from frontends.telegram.trainer import DaemonPreview, PreviewSource, Trainer, requester
 from frontends.telegram.webhook import WebhookServer
 
 log = logging.getLogger(__name__)
@@ -100,8 +90,6 @@ NOT_OWNER = "Only the person who started this job can cancel it."
 UNEXPECTED = "Something went wrong on my side; please try again."
 FETCHING = "Fetching your picture..."
 STARTING = "Sending your request to the generator..."
-# Telegram's limit for a photo upload; bigger images go as files.
-PHOTO_LIMIT = 10 * 1024 * 1024
 # Seconds of download and submit after which the user gets a placeholder reply rather than silence.
 PLACEHOLDER_AFTER = 0.8
 # A caption that starts with the command, optionally addressed to a bot (groups): "/distill@mybot --noflip".
@@ -111,23 +99,12 @@ UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 _RECENT_KEYS = 10_000
 
 
-def cancel_keyboard(job_id: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton("Cancel", callback_data=f"cancel:{job_id}")]])
-
-
 def usage_for(update: object) -> str:
     """The usage text of the command an update carries (that of /distill when it is none of the others)."""
     message = update.effective_message if isinstance(update, Update) else None
     text = (message.text or message.caption or "") if message is not None else ""
     command = text.split(maxsplit=1)[0].split("@")[0].lower() if text.strip() else ""
     return {"/serve": SERVE_USAGE, "/lora": LORA_USAGE, "/info": INFO_USAGE}.get(command, DISTILL_USAGE)
-
-
-async def _close(events: AsyncIterator[pb.JobEvent]) -> None:
-    """Stop reading a Generate stream the bot no longer needs (the job goes on; only the stream ends)."""
-    close = getattr(events, "aclose", None)
-    if close is not None:
-        await close()
 
 
 def command_words(text: str) -> str:
@@ -142,20 +119,22 @@ class DistilleryBot:
     def __init__(
         self,
         settings: Settings,
-        trainer: Trainer,
+        daemon: DaemonApi,
         *,
-        preview: PreviewSource | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        preview: ResultImage | None = None,
     ) -> None:
-        self.settings = settings
-        self.trainer = trainer
-        self.preview = preview or DaemonPreview(trainer)
-        self.clock = clock
-        self.sleep = sleep
-        self.pacer = Pacer(settings.private_edit_interval, settings.group_edit_interval, clock, sleep)
+        """``preview`` is the picture sent with a new LoRA (by default the daemon's first picture with it)."""
+        self.settings, self.daemon, self.clock, self.sleep = settings, daemon, clock, sleep
         self.library = LoraCommands(self)
         self.application: TelegramApp = self._build_application()
+        self.platform = TelegramPlatform(
+            self.application.bot, settings.private_edit_interval, settings.group_edit_interval
+        )
+        self.pacer = Pacer(self.platform.interval, clock, sleep)
+        self._preview = preview or preview_image(daemon)
+        self.followers: Followers | None = None
         self.webhook: WebhookServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._recent_keys: OrderedDict[str, None] = OrderedDict()
@@ -220,7 +199,25 @@ class DistilleryBot:
                 timeout=self.settings.poll_timeout, allowed_updates=UPDATES, drop_pending_updates=False
             )
         log.info("bot @%s is up (%s)", application.bot.username, "webhook" if self.webhook else "polling")
-        self._spawn(self._reattach_all(), "reattach")
+        self._spawn(self.jobs_followed.reattach(), "reattach")
+
+    @property
+    def jobs_followed(self) -> Followers:
+        """The jobs this bot follows; made once the bot knows its own id (each Telegram bot follows its own)."""
+        if self.followers is None:
+            self.followers = Followers(
+                self.daemon,
+                self.platform,
+                self.pacer,
+                platform_name=PLATFORM,
+                bot=str(self.bot_id),
+                result_image=self._preview,
+                lora_file_limit=UPLOAD_LIMIT if self.settings.send_lora_file else 0,
+                offline_after=self.settings.offline_notice_after,
+                clock=self.clock,
+                sleep=self.sleep,
+            )
+        return self.followers
 
     async def stop(self) -> None:
         """Stop taking updates and following jobs; jobs keep their notes, so the next start picks them up."""
@@ -238,180 +235,14 @@ class DistilleryBot:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.followers is not None:
+            await self.followers.close()
         await application.shutdown()
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _reattach_all(self) -> None:
-        """Follow every unfinished job this bot started before it (re)started; wait out a daemon outage."""
-        try:
-            found = await when_answered(
-                lambda: unfinished_jobs(self.trainer, self.bot_id), "list jobs to re-attach", self.sleep
-            )
-        except DaemonError as error:
-            log.error("cannot list jobs to re-attach: %s", error.message)
-            return
-        for job, state in found:
-            view = JobView()
-            view.apply_job(job)
-            view.last_seq = state.seq
-            log.info(
-                "re-attaching to job %s (%s) in chat %s from event %d",
-                job.id,
-                job.lora_name,
-                state.chat,
-                state.seq,
-            )
-            self.follow(job.id, requester(), job.owner, state, view, shown=None)
-
-    # -- following a job ------------------------------------------------------------------------------------
-
-    def follow(
-        self,
-        job_id: str,
-        watcher: pb.Requester,
-        owner: pb.Requester,
-        state: ClientState,
-        view: JobView,
-        shown: Shown | None,
-        events: AsyncIterator[pb.JobEvent] | None = None,
-    ) -> None:
-        """Edit ``state.message`` as the job's events arrive, in a task of its own, until the final summary.
-
-        ``events`` is the stream a generation came from, read before watching; then the images go to the chat.
-        """
-        bot = self.application.bot
-        keyboard = cancel_keyboard(job_id)
-
-        async def edit(chat_id: int, message_id: int, text: str, with_button: bool) -> None:
-            markup = keyboard if with_button else None  # an edit without reply_markup removes the button
-            await bot.edit_message_text(text, chat_id=chat_id, message_id=message_id, reply_markup=markup)
-
-        note = state
-
-        async def remember(now_shown: Shown) -> None:
-            nonlocal note
-            if now_shown.seq > note.seq:
-                note = note.shown(now_shown.seq)
-                await self._save_state(job_id, watcher, note)
-
-        live = LiveMessage(state.chat, state.message, edit, self.pacer, shown=shown, on_shown=remember)
-        follower = Follower(
-            self.trainer,
-            job_id,
-            watcher,
-            view,
-            live,
-            offline_after=self.settings.offline_notice_after,
-            clock=self.clock,
-            sleep=self.sleep,
-            events=events,
-        )
-
-        async def run() -> None:
-            try:
-                view = await follower.run()
-                if view.finished:
-                    text = summary_text(view)
-                else:
-                    text = f"{progress_text(view)}\n\nI lost track of this job: {follower.lost_reason}"
-                await live.finish(text, seq=view.last_seq)
-                if live.lost:  # the user deleted the progress message: the result still gets to the chat
-                    try:
-                        await self.pacer.call(state.chat, lambda: bot.send_message(state.chat, text))
-                    except TelegramError as error:  # e.g. the bot was removed from the group meanwhile
-                        log.info("job %s: could not send the summary to chat %s: %s", job_id, state.chat, error)
-                # Done before the extras: after a crash here, a lost preview beats sending everything twice.
-                await self._save_state(job_id, watcher, note.finished(view.last_seq))
-                # The pictures and the file answer the job's message, so they stay with their request.
-                reply = ReplyParameters(state.message, allow_sending_without_reply=True)
-                if view.state == pb.JOB_STATE_SUCCEEDED and view.generating:
-                    await self._send_images(view, owner, state.chat, reply)
-                elif view.state == pb.JOB_STATE_SUCCEEDED:
-                    await self._send_results(view, owner, state.chat, reply)
-            except asyncio.CancelledError:
-                await live.close()
-                raise
-            except Exception:
-                log.exception("job %s: following it failed", job_id)
-
-        self._spawn(run(), f"follow-{job_id}")
-
-    async def _save_state(self, job_id: str, watcher: pb.Requester, state: ClientState) -> None:
-        try:
-            await self.trainer.set_client_state(job_id, watcher, state.encode())
-        except DaemonError as error:
-            # Only re-attaching after a restart needs it, and the next save or the watch will tell if it matters.
-            log.info("job %s: could not save the chat note: %s", job_id, error.message)
-
-    async def _send_results(
-        self, view: JobView, owner: pb.Requester, chat_id: int, reply: ReplyParameters
-    ) -> None:
-        """After the summary: the preview picture (when there is one) and the LoRA file itself."""
-        bot = self.application.bot
-        try:
-            picture = await self.preview.preview(view, owner)
-            if picture:
-                caption = f"{view.lora_name}: a first picture"
-                send = functools.partial(bot.send_photo, chat_id, picture, caption=caption, reply_parameters=reply)
-                await self.pacer.call(chat_id, send)
-            lora = view.lora
-            if not self.settings.send_lora_file or lora is None or lora.size_bytes > UPLOAD_LIMIT:
-                return
-            data = await self.trainer.download_lora(view.lora_name, owner)
-            await self.pacer.call(
-                chat_id,
-                lambda: bot.send_document(
-                    chat_id,
-                    data,
-                    filename=f"{view.lora_name}.safetensors",
-                    caption=f"{view.lora_name}.safetensors - load it as a LoRA in your Stable Diffusion UI.",
-                    reply_parameters=reply,
-                ),
-            )
-        except (DaemonError, TelegramError) as error:
-            # The summary already told the user how to use the LoRA by name; the extras are a convenience.
-            message = error.message if isinstance(error, DaemonError) else str(error)
-            log.warning("job %s: could not send the results of %s: %s", view.job_id, view.lora_name, message)
-
-    async def _send_images(self, view: JobView, owner: pb.Requester, chat_id: int, reply: ReplyParameters) -> None:
-        """A finished generation's images, captioned with their names (which /info looks up)."""
-        bot = self.application.bot
-        try:
-            pictures = [(info, await self.trainer.get_image(info.name, owner)) for info in view.images]
-            photos = [(info, data) for info, data in pictures if len(data) <= PHOTO_LIMIT]
-            if len(photos) == 1:
-                info, data = photos[0]
-                photo = functools.partial(
-                    bot.send_photo, chat_id, data, caption=image_caption(info), reply_parameters=reply
-                )
-                await self.pacer.call(chat_id, photo)
-            elif photos:
-                media = [InputMediaPhoto(data, caption=image_caption(info)) for info, data in photos]
-                await self.pacer.call(
-                    chat_id, lambda: bot.send_media_group(chat_id, media, reply_parameters=reply)
-                )
-            # Telegram takes photos of up to 10 MB; a bigger PNG still arrives whole, as a file.
-            for info, data in pictures:
-                if len(data) > PHOTO_LIMIT:
-                    send = functools.partial(
-                        bot.send_document,
-                        chat_id,
-                        data,
-                        filename=info.name,
-                        caption=image_caption(info),
-                        reply_parameters=reply,
-                    )
-                    await self.pacer.call(chat_id, send)
-        except (DaemonError, TelegramError) as error:
-            message = error.message if isinstance(error, DaemonError) else str(error)
-            log.warning("job %s: could not send its images: %s", view.job_id, message)
-            with contextlib.suppress(TelegramError):
-                text = f"I could not send the images: {message}"
-                await self.pacer.call(chat_id, lambda: bot.send_message(chat_id, text))
 
     # -- handlers -------------------------------------------------------------------------------------------
 
@@ -424,7 +255,7 @@ class DistilleryBot:
         """/jobs: the user's jobs, newest first."""
         user, chat, message = self.origin(update)
         self.check_allowed(user, chat)
-        jobs = await self.trainer.list_jobs(requester(user.id, chat.id), limit=15)
+        jobs = await self.daemon.list_jobs(requester(user.id, chat.id), limit=15)
         await self.reply(message, jobs_text(jobs))
 
     async def distill_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -484,23 +315,17 @@ class DistilleryBot:
         if key is None:
             return
         who = requester(user.id, chat.id)
-        events = self.trainer.generate(spec, who, key)
-        work = asyncio.ensure_future(self._accepted(events, who))
+        events = self.daemon.generate(spec, who, key)
+        work = asyncio.ensure_future(generation_accepted(self.daemon, events, who))
         answered = await self._answer_soon(message, work, STARTING)
         if answered is None:
-            await _close(events)
+            await close_stream(events)
             return
         (accepted, job), placeholder = answered
         view = JobView(job_id=job.id, kind=pb.JOB_KIND_GENERATE, generate=spec)
         view.apply(accepted)
         if not await self._confirm_and_follow(chat, message, who, job, view, placeholder, key, events):
-            await _close(events)
-
-    async def _accepted(self, events: AsyncIterator[pb.JobEvent], who: pb.Requester) -> tuple[pb.JobEvent, pb.Job]:
-        """The ACCEPTED event that opens a Generate stream, and the job record (its note tells a redelivery)."""
-        async for event in events:
-            return event, await self.trainer.get_job(event.job_id, who)
-        raise DaemonError(grpc.StatusCode.UNKNOWN, "The trainer ended the request without an answer.")
+            await close_stream(events)
 
     def _first_delivery(self, chat: Chat, message: Message) -> str | None:
         """A command's idempotency key (chat and message id), or None when this process already took it."""
@@ -515,9 +340,9 @@ class DistilleryBot:
 
     async def _answer_soon(
         self, message: Message, work: asyncio.Future[T], waiting: str
-    ) -> tuple[T, Message | None] | None:
+    ) -> tuple[T, Place | None] | None:
         """Await ``work``, replying ``waiting`` when it takes long; None when its refusal went into that reply."""
-        placeholder: Message | None = None
+        placeholder: Place | None = None
         try:
             # Fetching a slow link or a big photo can take seconds: answer within one anyway.
             done, _ = await asyncio.wait({work}, timeout=PLACEHOLDER_AFTER)
@@ -541,7 +366,7 @@ class DistilleryBot:
         who: pb.Requester,
         job: pb.Job,
         view: JobView,
-        placeholder: Message | None,
+        placeholder: Place | None,
         key: str,
         events: AsyncIterator[pb.JobEvent] | None = None,
     ) -> bool:
@@ -551,25 +376,11 @@ class DistilleryBot:
             if placeholder is not None:
                 await self._edit_now(placeholder, "Already on it: see my first answer to this message.")
             return False
-        text = progress_text(view)
-        if placeholder is None:
-            sent = await self.pacer.call(
-                chat.id,
-                lambda: self.application.bot.send_message(
-                    chat.id,
-                    text,
-                    reply_markup=cancel_keyboard(job.id),
-                    reply_parameters=ReplyParameters(message.message_id, allow_sending_without_reply=True),
-                ),
-            )
-            self.pacer.note_sent(chat.id)
-        else:
-            sent = placeholder
-            await self._edit_now(placeholder, text, cancel_keyboard(job.id))
+        # The confirmation answers the command, so its author is the job's owner (the Cancel button checks).
+        await self.jobs_followed.post(
+            job, view, reply_to=str(message.message_id), placeholder=placeholder, events=events
+        )
         log.info("job %s (%s): accepted for user %s in chat %s", job.id, job.lora_name, who.user, chat.id)
-        state = ClientState(bot=self.bot_id, chat=chat.id, message=sent.message_id)
-        await self._save_state(job.id, who, state)
-        self.follow(job.id, who, who, state, view, shown=Shown(text, keyboard=True), events=events)
         return True
 
     async def _fetch_and_submit(
@@ -585,18 +396,11 @@ class DistilleryBot:
             no_flip=args.no_flip,
             idempotency_key=key,
         )
-        return await self.trainer.submit(spec, image)
+        return await self.daemon.submit(spec, image)
 
-    async def _edit_now(self, message: Message, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+    async def _edit_now(self, place: Place, text: str) -> None:
         """Edit one of the bot's own messages at the chat's next slot (placeholders, not progress)."""
-        chat_id = message.chat.id
-        await self.pacer.turn(chat_id)
-        await self.pacer.call(
-            chat_id,
-            lambda: self.application.bot.edit_message_text(
-                text, chat_id=chat_id, message_id=message.message_id, reply_markup=markup
-            ),
-        )
+        await self.pacer.call(place.chat, lambda: self.platform.edit(place, Look(text)), paced=True)
 
     async def cancel_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The Cancel button: only the job's owner may press it (the daemon checks too)."""
@@ -612,7 +416,7 @@ class DistilleryBot:
             return
         chat_id = message.chat.id if message is not None else ""
         try:
-            await self.trainer.cancel(job_id, requester(query.from_user.id, chat_id))
+            await self.daemon.cancel(job_id, requester(query.from_user.id, chat_id))
         except DaemonError as error:
             # The daemon answers NOT_FOUND for another user's job, exactly as for a missing one.
             text = NOT_OWNER if error.code == grpc.StatusCode.NOT_FOUND else error.message
@@ -640,19 +444,17 @@ class DistilleryBot:
                 await update.callback_query.answer(text[:200], show_alert=True)
             elif update.effective_message is not None:
                 await self.reply(update.effective_message, text)
-        except TelegramError as send_error:
+        except (PlatformError, TelegramError) as send_error:
             log.warning("could not tell the chat about an error: %s", send_error)
 
     # -- helpers --------------------------------------------------------------------------------------------
 
-    async def reply(self, message: Message, text: str) -> Message:
+    async def reply(self, message: Message, look: Look | str) -> Place:
         """Answer a message as a reply (quoted in groups, so it is clear whom the bot answers), paced."""
-        chat_id = message.chat.id
-        reply = ReplyParameters(message.message_id, allow_sending_without_reply=True)
-        sent = await self.pacer.call(
-            chat_id, lambda: self.application.bot.send_message(chat_id, text, reply_parameters=reply)
-        )
-        self.pacer.note_sent(chat_id)
+        chat = str(message.chat.id)
+        shown = Look(look) if isinstance(look, str) else look
+        sent = await self.pacer.call(chat, lambda: self.platform.send(chat, shown, str(message.message_id)))
+        self.pacer.note_sent(chat)
         return sent
 
     @staticmethod

@@ -1,11 +1,13 @@
-"""The /serve and /lora grammar both bots and the CLI share."""
+"""The command grammar every bot and the CLI share, and how it refuses odd arguments."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 
-from frontends.commands import LORA_ACTIONS, UsageError, parse_lora, parse_serve
+from frontends.commands import LORA_ACTIONS, UsageError, parse_distill, parse_image_name, parse_lora, parse_serve
 
 
 def test_serve_reads_the_prompt_around_the_options() -> None:
@@ -76,3 +78,59 @@ def test_lora_shows_or_takes_one_action() -> None:
 def test_lora_mistakes_are_named(text: str, words: str) -> None:
     with pytest.raises(UsageError, match=words):
         parse_lora(text)
+
+
+ODD = {
+    "5,000 characters": "a" * 5000,
+    "control characters": "abc\x00def\x1b[31m",
+    "another script": "名前 ✨ имя",
+    "right-to-left and bidi": "\u202eabc\u202c",
+    "markup": "<b>x</b> <!channel> *b*",
+}
+
+
+@pytest.mark.parametrize("odd", ODD.values(), ids=ODD.keys())
+@pytest.mark.parametrize(
+    "parse",
+    [
+        lambda text: parse_distill(text, need_url=True),
+        lambda text: parse_lora(text),
+        lambda text: parse_lora(f"rifttami {text}"),
+        parse_image_name,
+    ],
+    ids=["distill", "lora", "lora-option", "info"],
+)
+def test_odd_arguments_are_usage_errors_that_stay_short(parse: Callable[[str], object], odd: str) -> None:
+    with pytest.raises(UsageError) as error:
+        parse(odd)
+    assert len(str(error.value)) < 200 and "\x00" not in str(error.value)
+
+
+@pytest.mark.parametrize("parse", [parse_distill, parse_lora, parse_serve, parse_image_name])
+def test_empty_or_too_long_or_controlled_commands_are_refused_by_every_parser(
+    parse: Callable[..., object],
+) -> None:
+    args = (True,) if parse is parse_distill else ()
+    for text in ("a" * 5000, "x\x07y"):
+        with pytest.raises(UsageError, match=r"too long|control characters"):
+            parse(text, *args)
+    with pytest.raises(UsageError):
+        parse("", *args)
+
+
+def test_prompts_in_other_scripts_and_long_descriptions() -> None:
+    assert parse_serve("портрет 肖像 --lora rifttami").prompt == "портрет 肖像"
+    assert parse_serve("line one\nline two").prompt == "line one line two"  # newlines are fine
+    assert parse_lora("rifttami --description 説明 ✨").description == "説明 ✨"
+    with pytest.raises(UsageError, match="limited to 500"):
+        parse_lora("rifttami --description " + "d" * 501)
+    with pytest.raises(UsageError, match="too long for a command"):
+        parse_distill("https://example.org/" + "a" * 2100, need_url=True)
+
+
+def test_info_names_a_picture_or_a_loras_source_picture() -> None:
+    assert parse_image_name("3F2A9C1D-1.PNG") == "3f2a9c1d-1.png"
+    assert parse_image_name("rifttami") == "rifttami.png"
+    for wrong in ("a b", "../etc/passwd", "名前.png", "x" * 120):
+        with pytest.raises(UsageError):
+            parse_image_name(wrong)

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
 

@@ -21,15 +21,25 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from frontends.client import DaemonApi
+from frontends.live import Sleep
 from frontends.slack.app import SlackBot
-from frontends.slack.daemon import Daemon
-from frontends.slack.progress import Sleep
 from frontends.slack.server import web_app
 from frontends.slack.settings import SlackSettings
 from tests.frontends.slack.fake_slack_api import BOT_TOKEN, TEAM, FakeSlack
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 _triggers = itertools.count(1)
+
+
+def shown_text(message: dict[str, Any]) -> str:
+    """What a user sees of a message: its plain_text sections when it has blocks, else its text."""
+    sections = [
+        block["text"]["text"]
+        for block in message.get("blocks") or []
+        if block.get("type") == "section" and block["text"].get("type") == "plain_text"
+    ]
+    return "\n".join(sections) if sections else str(message.get("text", ""))
 
 
 def settings_for(fake: FakeSlack, **changes: Any) -> SlackSettings:
@@ -170,7 +180,7 @@ class BotHarness:
     """One bot process: start() serves it on a loopback port; post() sends Slack-signed requests."""
 
     def __init__(
-        self, fake: FakeSlack, daemon: Daemon, settings: SlackSettings, sleep: Sleep = fast_sleep
+        self, fake: FakeSlack, daemon: DaemonApi, settings: SlackSettings, sleep: Sleep = fast_sleep
     ) -> None:
         self.fake = fake
         self.settings = settings
@@ -211,7 +221,7 @@ class BotHarness:
         """/distill <text> (or ``command=``); returns the status and the text of the ack (shown only to the
         user)."""
         status, body = await self.ack_of(text, **fields)
-        return status, str(body.get("text", ""))
+        return status, shown_text(body)
 
     async def ack_of(self, text: str, **fields: Any) -> tuple[int, dict[str, Any]]:
         """A slash command; returns the status and the whole ack (text, blocks), a JSON body or plain text."""

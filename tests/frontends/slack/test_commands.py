@@ -13,9 +13,9 @@ import pytest
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.client import OFFLINE
+from frontends.clientstate import ClientState
 from frontends.slack import blocks
-from frontends.slack.daemon import ClientState
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
 
@@ -57,8 +57,8 @@ async def test_slash_command_end_to_end(bot: BotHarness, fake_slack: FakeSlack, 
     [post] = fake_slack.of("chat.postMessage")
     assert post.params["channel"] == "C1"
     state = ClientState.decode(fake_daemon.client_state("job1"))
-    assert state is not None and state.channel == "C1"
-    message = fake_slack.message("C1", state.ts)
+    assert state is not None and state.chat == "C1"
+    message = fake_slack.message("C1", state.message)
     assert "Distilling name1" in message["text"] and "Waiting in the queue" in message["text"]
     [actions] = _actions(message)
     button = actions["elements"][0]
@@ -66,14 +66,14 @@ async def test_slash_command_end_to_end(bot: BotHarness, fake_slack: FakeSlack, 
     assert any("<@U1>" in json.dumps(block) for block in message["blocks"])
 
     await fake_daemon.run_to("job1", steps=4)
-    await fake_slack.wait_for(lambda: "step 4/4" in fake_slack.message("C1", state.ts)["text"])
-    text = fake_slack.message("C1", state.ts)["text"]
+    await fake_slack.wait_for(lambda: "step 4/4" in fake_slack.message("C1", state.message)["text"])
+    text = fake_slack.message("C1", state.message)["text"]
     assert "Stage: Training" in text and "Caption: a woman in a suit" in text and "Class: woman" in text
     assert "[################] 100%" in text
 
     await fake_daemon.finish("job1")
     await bot.bot.followers.wait("job1")
-    final = fake_slack.message("C1", state.ts)
+    final = fake_slack.message("C1", state.message)
     assert final["text"].startswith("name1 is ready in 1 min 15 s.")
     assert "a portrait of name1 woman" in final["text"]
     assert _actions(final) == []  # nothing left to cancel
@@ -208,6 +208,6 @@ async def test_bot_not_in_channel_posts_the_job_message_to_the_users_dm(
     await bot.command("https://example.org/a.jpg", user="U5", channel="C7")
     await fake_slack.wait_for(lambda: fake_daemon.jobs["job1"].client_state)
     state = ClientState.decode(fake_daemon.client_state("job1"))
-    assert state is not None and state.channel == "D5"
+    assert state is not None and state.chat == "D5"
     assert [call.params["users"] for call in fake_slack.of("conversations.open")] == ["U5"]
-    assert "Distilling name1" in fake_slack.message("D5", state.ts)["text"]
+    assert "Distilling name1" in fake_slack.message("D5", state.message)["text"]

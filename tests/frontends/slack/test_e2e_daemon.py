@@ -19,8 +19,9 @@ from distillery.v1 import distillery_pb2 as pb
 from PIL import Image
 
 from frontends.client import DaemonClient
+from frontends.clientstate import ClientState
+from frontends.follow import OFFLINE_NOTE, platform_requester
 from frontends.slack import blocks
-from frontends.slack.daemon import ClientState, platform_requester
 from tests.daemon_process import RunningDaemon, start_daemon, wait_serving
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for, upload_event
@@ -77,13 +78,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, demo_models: tuple[Path, Pa
 
 
 @pytest.fixture
-async def client(daemon: Daemons) -> AsyncIterator[DaemonClient]:
-    client = DaemonClient(daemon.target)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def bot(fake_slack: FakeSlack, client: DaemonClient) -> AsyncIterator[BotHarness]:
     harness = await BotHarness(fake_slack, client, settings_for(fake_slack, result_image="source")).start()
     yield harness
@@ -105,7 +99,7 @@ async def _note(client: DaemonClient, job_id: str, done: bool = False, timeout: 
     """The bot's note on the job, once there is one (and once it says the final message is shown)."""
     async with asyncio.timeout(timeout):
         while True:
-            job = await client.get_job(job_id, platform_requester())
+            job = await client.get_job(job_id, platform_requester("slack"))
             state = ClientState.decode(job.client_state)
             if state is not None and (state.done or not done):
                 return state
@@ -115,9 +109,9 @@ async def _note(client: DaemonClient, job_id: str, done: bool = False, timeout: 
 async def _final(bot: BotHarness, client: DaemonClient, job_id: str) -> tuple[ClientState, str]:
     """Wait until the bot shows the job's final message; its note on the job and the message text."""
     state = await _note(client, job_id, done=True)
-    job = await client.get_job(job_id, platform_requester())
+    job = await client.get_job(job_id, platform_requester("slack"))
     assert state.seq == job.last_seq
-    return state, str(bot.fake.message(state.channel, state.ts)["text"])
+    return state, str(bot.fake.message(state.chat, state.message)["text"])
 
 
 async def test_slash_command_url_to_finished_lora(
@@ -130,7 +124,7 @@ async def test_slash_command_url_to_finished_lora(
     assert job.lora_name in ack and job.requested_class == pb.SUBJECT_CLASS_WOMAN
 
     state, text = await _final(bot, client, job.id)
-    assert state.channel == "C1"
+    assert state.chat == "C1"
     assert text.startswith(f"{job.lora_name} is ready in ")
     assert "Class: woman" in text and f"a portrait of {job.lora_name} woman" in text
     assert len(fake_slack.of("chat.postMessage")) == 1
@@ -140,7 +134,7 @@ async def test_slash_command_url_to_finished_lora(
     # The finished job's picture, uploaded with files_upload_v2 into the job message's thread.
     [upload] = fake_slack.uploads.values()
     assert upload.filename == f"{job.lora_name}.png" and upload.data.startswith(b"\x89PNG")
-    assert upload.completed["channel_id"] == "C1" and upload.completed["thread_ts"] == state.ts
+    assert upload.completed["channel_id"] == "C1" and upload.completed["thread_ts"] == state.message
     assert Image.open(io.BytesIO(upload.data)).size[0] >= 256
 
 
@@ -155,7 +149,7 @@ async def test_uploaded_photo_to_finished_lora(
     assert job.source == "upload" and not job.flip and job.idempotency_key == "slack-event:EvE2E"
 
     state, text = await _final(bot, client, job.id)
-    assert state.channel == "C2" and text.startswith(f"{job.lora_name} is ready")
+    assert state.chat == "C2" and text.startswith(f"{job.lora_name} is ready")
 
     # Slack retrying the same event later (to a restarted bot, say) makes no second job or message.
     again = await BotHarness(fake_slack, client, settings_for(fake_slack)).start(reattach=False)
@@ -220,7 +214,7 @@ async def test_cancel_by_owner_only_and_the_per_user_limit(
     finally:
         await other.close()
     assert fake_slack.of("chat.postEphemeral")[1].params["text"] == blocks.NOT_OWNER
-    assert (await client.get_job(waiting.id, platform_requester())).state in (
+    assert (await client.get_job(waiting.id, platform_requester("slack"))).state in (
         pb.JOB_STATE_QUEUED,
         pb.JOB_STATE_RUNNING,
     )
@@ -251,7 +245,7 @@ async def test_a_restarted_bot_reattaches_to_the_same_message(
         state, text = await _final(second, client, job.id)
     finally:
         await second.close()
-    assert (state.channel, state.ts) == ("C5", posted.ts)
+    assert (state.chat, state.message) == ("C5", posted.message)
     assert text.startswith(f"{job.lora_name} is ready")
     assert len(fake_slack.of("chat.postMessage")) == 1  # the same message, updated; no new one
     assert len(fake_slack.of("chat.update")) > updates_before
@@ -274,12 +268,12 @@ async def test_the_job_message_survives_a_daemon_restart(
     await client.cancel(blocker.job.id, operator)
 
     state, text = await _final(bot, client, job.id)
-    assert (state.channel, state.ts) == (posted.channel, posted.ts)
+    assert (state.chat, state.message) == (posted.chat, posted.message)
     assert text.startswith(f"{job.lora_name} is ready")
     assert len(fake_slack.of("chat.postMessage")) == 1  # the same message all along
     shown = [str(call.params["blocks"]) for call in fake_slack.of("chat.update")]
-    assert any("not answering" in blocks for blocks in shown), "the message said the trainer was away"
-    attempts = (await client.get_job(job.id, platform_requester())).attempts
+    assert any(OFFLINE_NOTE in blocks for blocks in shown), "the message said the trainer was away"
+    attempts = (await client.get_job(job.id, platform_requester("slack"))).attempts
     assert attempts >= 1
 
 
@@ -302,11 +296,13 @@ async def test_serve_with_a_fresh_lora_uploads_real_pictures(
     jobs = await client.list_jobs(pb.Requester(platform="slack", workspace="T0TEAM", user="UG1"))
     [generation] = [job for job in jobs if job.kind == pb.JOB_KIND_GENERATE]
     state, text = await _final(bot, client, generation.id)
-    assert state.channel == "C6" and state.images == 2
+    assert state.chat == "C6" and state.delivered == 2
     assert text.startswith("Your 2 images are ready") and f"LoRAs: {name}" in text and "seeds 5-6" in text
 
     # The pictures in the job message's thread: real PNGs, each captioned with its name and seed.
-    pictures = [upload for upload in fake_slack.uploads.values() if upload.completed.get("thread_ts") == state.ts]
+    pictures = [
+        upload for upload in fake_slack.uploads.values() if upload.completed.get("thread_ts") == state.message
+    ]
     assert [upload.filename for upload in pictures] == [f"{generation.id}-1.png", f"{generation.id}-2.png"]
     for number, upload in enumerate(pictures):
         assert Image.open(io.BytesIO(upload.data)).format == "PNG"
@@ -332,7 +328,7 @@ async def test_by_default_the_thread_gets_the_loras_first_picture(
         await harness.close()
     [upload] = fake_slack.uploads.values()
     # Drawn by the daemon with the new LoRA, not the picture it was trained on.
-    assert upload.filename == f"{job.id}-preview-1.png" and upload.completed["thread_ts"] == state.ts
+    assert upload.filename == f"{job.id}-preview-1.png" and upload.completed["thread_ts"] == state.message
     assert upload.completed["title"] == f"{job.lora_name}: a first picture"
     with Image.open(io.BytesIO(upload.data)) as picture:
         assert job.lora_name in picture.text["parameters"]  # type: ignore[attr-defined]

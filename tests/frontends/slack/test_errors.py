@@ -8,7 +8,7 @@ import pytest
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.slack import blocks
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import BotHarness
 
@@ -26,7 +26,7 @@ async def test_a_failure_while_posting_the_job_message_reaches_the_user(
         await fake_slack.wait_for(lambda: fake_slack.of("chat.postEphemeral"))
     [reply] = fake_slack.of("chat.postEphemeral")
     assert (reply.params["user"], reply.params["text"]) == ("U1", blocks.INTERNAL)
-    assert [record.message for record in caplog.records] == ["unexpected failure: SlackApiError"]
+    assert [record.message for record in caplog.records] == ["unexpected failure: Refused"]
     assert not bot.bot.followers.is_following("job1")
 
 

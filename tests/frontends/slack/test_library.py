@@ -8,14 +8,14 @@ import asyncio
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 
+from frontends.actions import delete_question
 from frontends.client import OFFLINE
 from frontends.render import image_info_text, lora_text, loras_text, stats_text
 from frontends.slack import blocks, library
 from frontends.slack.daemon import slack_requester
-from frontends.slack.serve import first_event
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
-from tests.frontends.slack.harness import BotHarness
+from tests.frontends.slack.harness import BotHarness, shown_text
 
 
 def _user(user: str) -> pb.Requester:
@@ -29,7 +29,9 @@ async def _ask(bot: BotHarness, command: str, text: str = "", user: str = "U1") 
 
 
 async def _generated(fake_daemon: FakeDaemon, user: str = "U1") -> pb.ImageInfo:
-    accepted = await first_event(fake_daemon.generate(pb.GenerateSpec(prompt="a cat"), _user(user)))
+    events = fake_daemon.generate(pb.GenerateSpec(prompt="a cat"), _user(user))
+    accepted = await anext(events)
+    await events.aclose()
     await fake_daemon.finish_generation(accepted.job_id, count=1)
     return fake_daemon.image_infos[f"{accepted.job_id}-1.png"]
 
@@ -84,7 +86,7 @@ async def test_lora_shows_the_details(bot: BotHarness, fake_daemon: FakeDaemon) 
 @pytest.mark.parametrize(
     ("words", "field", "value", "answer"),
     [
-        ("--makepublic", "public", True, "rifttami is public now: everyone here can use it with /serve."),
+        ("--makepublic", "public", True, "rifttami is public now: everyone here can use it with --lora rifttami."),
         ("--makeprivate", "public", False, "rifttami is private now: only you can use it."),
         (
             "--showimage",
@@ -130,10 +132,10 @@ async def test_delete_asks_first_and_only_the_owner_answers(
     assert await _ask(bot, "/lora", "zorblat --delete") == "Only the owner of zorblat can delete it."
 
     status, ack = await bot.ack_of("rifttami --delete", command="/lora", user="U1")
-    assert status == 200 and ack["text"] == "Delete rifttami?"
+    assert status == 200 and shown_text(ack) == delete_question("rifttami")
     assert ack.get("response_type", "ephemeral") == "ephemeral"
     [question, actions] = ack["blocks"]
-    assert "removed for good" in question["text"]["text"]
+    assert question["text"] == {"type": "plain_text", "text": delete_question("rifttami"), "emoji": False}
     buttons = {button["action_id"]: button["value"] for button in actions["elements"]}
     assert buttons == {blocks.DELETE_ACTION: "U1:rifttami", blocks.KEEP_ACTION: "U1:rifttami"}
     assert "rifttami" in fake_daemon.loras  # nothing happens before a click
@@ -141,7 +143,10 @@ async def test_delete_asks_first_and_only_the_owner_answers(
     # Keep: the question is answered and nothing is deleted.
     await bot.click(blocks.KEEP_ACTION, "U1:rifttami", user="U1")
     await fake_slack.wait_for(lambda: fake_slack.responses)
-    assert fake_slack.responses[-1] == {"text": "rifttami stays.", "replace_original": True}
+    assert (shown_text(fake_slack.responses[-1]), fake_slack.responses[-1]["replace_original"]) == (
+        "Kept rifttami.",
+        True,
+    )
     assert fake_daemon.deleted == []
 
     # Someone else's click (the question is the owner's) is refused.
@@ -153,10 +158,7 @@ async def test_delete_asks_first_and_only_the_owner_answers(
 
     await bot.click(blocks.DELETE_ACTION, "U1:rifttami", user="U1")
     await fake_slack.wait_for(lambda: len(fake_slack.responses) == 2)
-    assert fake_slack.responses[-1] == {
-        "text": "rifttami and its source picture deleted.",
-        "replace_original": True,
-    }
+    assert shown_text(fake_slack.responses[-1]) == "Deleted rifttami and its source picture."
     assert fake_daemon.deleted == ["rifttami"] and "rifttami" not in fake_daemon.loras
 
 
@@ -178,7 +180,7 @@ async def test_a_lora_too_large_for_slack_points_to_the_cli(
 ) -> None:
     fake_daemon.add_lora("rifttami", "U1").size_bytes = bot.settings.max_upload_bytes + 1
     ack = await _ask(bot, "/lora", "rifttami --download")
-    assert ack.startswith("rifttami.safetensors is larger than the bot uploads (200 MB).")
+    assert ack.startswith("rifttami.safetensors is 200 MB; the bot can send files of at most 200 MB here.")
     assert ack.endswith("distillery lora rifttami --download")
     await asyncio.sleep(0.05)
     assert fake_slack.uploads == {}

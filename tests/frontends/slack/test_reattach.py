@@ -8,9 +8,10 @@ import asyncio
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 
-from frontends.slack.daemon import ClientState
-from frontends.slack.jobs import GONE, RECONNECTING
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from frontends.clientstate import ClientState
+from frontends.follow import GONE
+from frontends.follow import OFFLINE_NOTE as RECONNECTING
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
 
@@ -52,15 +53,15 @@ async def test_a_restarted_bot_continues_the_same_message_from_the_last_event_sh
 
     second = await _bot(fake_slack, fake_daemon)
     try:
-        await fake_slack.wait_for(lambda: "Stage: Saving" in fake_slack.message("C1", before.ts)["text"])
+        await fake_slack.wait_for(lambda: "Stage: Saving" in fake_slack.message("C1", before.message)["text"])
         assert fake_daemon.watches[-1] == ("job1", before.seq)  # replayed only what was not shown
         await fake_daemon.finish("job1")
         after = await _note(fake_slack, fake_daemon, "job1", seq=fake_daemon.jobs["job1"].last_seq)
         await fake_slack.wait_for(lambda: _final_shown(fake_daemon, "job1"))
     finally:
         await second.close()
-    assert (after.channel, after.ts) == ("C1", before.ts)
-    text = fake_slack.message("C1", before.ts)["text"]
+    assert (after.chat, after.message) == ("C1", before.message)
+    text = fake_slack.message("C1", before.message)["text"]
     # What the first bot learned (caption, class) survives through the job record.
     assert text.startswith("name1 is ready") and "Caption: a woman in a suit" in text and "Class: woman" in text
     assert len(fake_slack.of("chat.postMessage")) == 1
@@ -83,7 +84,7 @@ async def test_a_job_that_finished_while_the_bot_was_down_gets_its_final_message
         await fake_slack.wait_for(lambda: _final_shown(fake_daemon, "job1"))
     finally:
         await second.close()
-    assert fake_slack.message("C1", note.ts)["text"] == "name1 failed: The picture has no face in it."
+    assert fake_slack.message("C1", note.message)["text"] == "name1 failed: The picture has no face in it."
 
     # A third start has nothing left to do for it.
     calls = len(fake_slack.calls)
@@ -107,7 +108,7 @@ async def test_a_job_accepted_before_its_message_was_posted_gets_one(
         note = await _note(fake_slack, fake_daemon, "job1")
     finally:
         await bot.close()
-    assert note.channel == "C3"
+    assert note.chat == "C3"
     assert [call.params["channel"] for call in fake_slack.of("chat.postMessage")] == ["C3"]
 
 
@@ -129,7 +130,7 @@ async def test_reattaching_waits_for_a_daemon_that_is_down(fake_slack: FakeSlack
         await second.bot.followers.wait("job1")
     finally:
         await second.close()
-    assert fake_slack.message("C1", note.ts)["text"].startswith("name1 is ready")
+    assert fake_slack.message("C1", note.message)["text"].startswith("name1 is ready")
 
 
 async def test_a_broken_stream_is_watched_again_from_the_last_event(
@@ -139,17 +140,17 @@ async def test_a_broken_stream_is_watched_again_from_the_last_event(
     note = await _note(fake_slack, fake_daemon, "job1")
     await fake_daemon.run_to("job1", steps=2)
     shown = fake_daemon.jobs["job1"].last_seq
-    await fake_slack.wait_for(lambda: "step 2/2" in fake_slack.message("C1", note.ts)["text"])
+    await fake_slack.wait_for(lambda: "step 2/2" in fake_slack.message("C1", note.message)["text"])
 
     fake_daemon.offline = True  # the daemon goes away: the stream breaks, and watching again fails for now
     await fake_daemon.break_watches()
-    await fake_slack.wait_for(lambda: RECONNECTING in str(fake_slack.message("C1", note.ts)["blocks"]))
+    await fake_slack.wait_for(lambda: RECONNECTING in str(fake_slack.message("C1", note.message)["blocks"]))
     fake_daemon.offline = False
     await fake_daemon.finish("job1")
     await bot.bot.followers.wait("job1")
 
     assert ("job1", shown) in fake_daemon.watches[1:]  # resumed after the last event it had shown
-    final = fake_slack.message("C1", note.ts)
+    final = fake_slack.message("C1", note.message)
     assert final["text"].startswith("name1 is ready") and RECONNECTING not in str(final["blocks"])
 
 
@@ -161,7 +162,7 @@ async def test_a_job_the_daemon_forgot_stops_being_followed(
     del fake_daemon.jobs["job1"]  # e.g. the daemon's store was reset
     await fake_daemon.break_watches()
     await asyncio.wait_for(bot.bot.followers.wait("job1"), 5)
-    assert GONE in str(fake_slack.message("C1", note.ts)["blocks"])
+    assert GONE in str(fake_slack.message("C1", note.message)["blocks"])
     assert not bot.bot.followers.is_following("job1")
 
 
@@ -172,7 +173,7 @@ async def test_a_job_the_daemon_forgot_stops_being_followed(
         b"not json",
         b"[]",
         b'{"channel": "C1"}',
-        b'{"channel": 5, "ts": "1.2"}',
+        b'{"channel": true, "ts": "1.2"}',
         b'{"channel": "C1", "ts": ""}',
     ],
 )
@@ -181,6 +182,6 @@ def test_notes_that_are_not_ours_are_ignored(data: bytes) -> None:
 
 
 def test_a_note_round_trips_and_stays_small() -> None:
-    state = ClientState(channel="C0123456789", ts="1700000000.123456", seq=123456, done=True)
+    state = ClientState(chat="C0123456789", message="1700000000.123456", seq=123456, done=True)
     assert ClientState.decode(state.encode()) == state
     assert len(state.encode()) < 100

@@ -12,10 +12,10 @@ import grpc
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 
+from frontends.clientstate import ClientState
 from frontends.render import image_caption
 from frontends.slack import blocks
-from frontends.slack.daemon import ClientState
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
 
@@ -51,8 +51,8 @@ async def test_serve_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_dae
     assert (requester.user, requester.chat, key) == ("U1", "C1", "slack-command:trig-s1")
 
     state = await _posted(fake_slack, fake_daemon, "job1")
-    assert state.channel == "C1"
-    message = fake_slack.message("C1", state.ts)
+    assert state.chat == "C1"
+    message = fake_slack.message("C1", state.message)
     assert message["text"].startswith("Generating 2 images with rifttami\nWaiting in the queue")
     [actions] = _actions(message)
     button = actions["elements"][0]
@@ -64,17 +64,18 @@ async def test_serve_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_dae
         await fake_daemon.emit(
             "job1", "Generating.", state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_GENERATE, progress=progress
         )
-    await fake_slack.wait_for(lambda: "step 4/4" in fake_slack.message("C1", state.ts)["text"])
-    assert "Stage: Generating" in fake_slack.message("C1", state.ts)["text"]
+    await fake_slack.wait_for(lambda: "step 4/4" in fake_slack.message("C1", state.message)["text"])
+    assert "Stage: Generating" in fake_slack.message("C1", state.message)["text"]
 
     await fake_daemon.finish_generation("job1", count=2)
     await bot.bot.followers.wait("job1")
-    final = fake_slack.message("C1", state.ts)
+    final = fake_slack.message("C1", state.message)
     assert final["text"].startswith(
         "Your 2 images are ready in 12 s.\nPrompt: a portrait as an astronaut rifttami"
     )
     assert "LoRAs: rifttami (0.8)" in final["text"] and "seeds 7-8" in final["text"]
-    assert "/info <image name>" in final["text"] and "Reply /info" not in final["text"]
+    shown = final["blocks"][0]["text"]["text"]  # the plain_text section; the fallback text is escaped
+    assert "/info <image name>" in shown and "Reply /info" not in shown
     assert _actions(final) == []
     assert len(fake_slack.of("chat.postMessage")) == 1  # progress and summary in one message
 
@@ -84,11 +85,11 @@ async def test_serve_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_dae
     for upload in uploads:
         info = fake_daemon.image_infos[upload.filename]
         assert upload.data == fake_daemon.images[upload.filename]
-        assert upload.completed["channel_id"] == "C1" and upload.completed["thread_ts"] == state.ts
+        assert upload.completed["channel_id"] == "C1" and upload.completed["thread_ts"] == state.message
         assert upload.completed["initial_comment"] == image_caption(info)
         assert upload.completed["initial_comment"].startswith(f"{upload.filename} - seed ")
     done = ClientState.decode(fake_daemon.client_state("job1"))
-    assert done is not None and done.done and done.images == 2
+    assert done is not None and done.done and done.delivered == 2
 
 
 @pytest.mark.parametrize(
@@ -167,7 +168,7 @@ async def test_only_the_owner_can_cancel_a_generation(
 
     await bot.click_cancel("job1", user="U1")
     await bot.bot.followers.wait("job1")
-    assert fake_slack.message("C1", state.ts)["text"] == "The generation was cancelled."
+    assert fake_slack.message("C1", state.message)["text"] == "The generation was cancelled."
     assert fake_slack.uploads == {}
 
 
@@ -205,8 +206,8 @@ async def test_a_restarted_bot_uploads_the_pictures_once(fake_slack: FakeSlack, 
         finally:
             await again.close()
     assert [upload.filename for upload in fake_slack.uploads.values()] == ["job1-1.png", "job1-2.png"]
-    assert all(upload.completed["thread_ts"] == posted.ts for upload in fake_slack.uploads.values())
-    assert fake_slack.message("C3", posted.ts)["text"].startswith("Your 2 images are ready")
+    assert all(upload.completed["thread_ts"] == posted.message for upload in fake_slack.uploads.values())
+    assert fake_slack.message("C3", posted.message)["text"].startswith("Your 2 images are ready")
     assert len(fake_slack.of("chat.postMessage")) == 1
 
 
@@ -222,7 +223,7 @@ async def test_a_bot_stopped_between_two_uploads_posts_only_the_rest(
     await fake_daemon.finish_generation("job1", count=2)
     # As the note reads when the bot stopped after showing the summary and uploading the first picture.
     last = fake_daemon.jobs["job1"].last_seq
-    fake_daemon.jobs["job1"].client_state = ClientState(posted.channel, posted.ts, last, images=1).encode()
+    fake_daemon.jobs["job1"].client_state = ClientState(posted.chat, posted.message, last, delivered=1).encode()
 
     again = await BotHarness(fake_slack, fake_daemon, settings_for(fake_slack)).start()
     try:
@@ -230,7 +231,7 @@ async def test_a_bot_stopped_between_two_uploads_posts_only_the_rest(
     finally:
         await again.close()
     assert [upload.filename for upload in fake_slack.uploads.values()] == ["job1-2.png"]
-    assert json.loads(fake_daemon.client_state("job1"))["images"] == 2
+    assert json.loads(fake_daemon.client_state("job1"))["delivered"] == 2
 
 
 async def test_allow_lists_apply_to_every_new_command(fake_slack: FakeSlack, fake_daemon: FakeDaemon) -> None:

@@ -6,9 +6,9 @@ import time
 
 from distillery.v1 import distillery_pb2 as pb
 
+from frontends.clientstate import ClientState
 from frontends.slack import blocks
-from frontends.slack.daemon import ClientState
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import TEAM, FakeSlack
 from tests.frontends.slack.harness import BotHarness, signed_headers, slash_body
 
@@ -66,7 +66,7 @@ async def test_only_the_owner_can_cancel(bot: BotHarness, fake_slack: FakeSlack,
     assert fake_daemon.jobs["job1"].state == pb.JOB_STATE_CANCELLED
     [(job_id, requester)] = fake_daemon.cancels
     assert (job_id, requester.user) == ("job1", "U1")
-    final = fake_slack.message("C1", state.ts)
+    final = fake_slack.message("C1", state.message)
     assert final["text"] == "name1 was cancelled."
     assert all(block["type"] != "actions" for block in final["blocks"])
 

@@ -9,7 +9,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from frontends.slack.app import SlackBot
 from frontends.slack.server import serve
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import APP_TOKEN, TEAM, FakeSlack
 from tests.frontends.slack.harness import fast_sleep, settings_for, upload_event
 

@@ -7,11 +7,11 @@ import asyncio
 import grpc
 from distillery.v1 import distillery_pb2 as pb
 
+from frontends.clientstate import ClientState
 from frontends.slack import blocks, files
-from frontends.slack.daemon import ClientState
-from tests.frontends.slack.fake_daemon import FakeDaemon
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import BOT_TOKEN, TEAM, FakeSlack
-from tests.frontends.slack.harness import BotHarness, settings_for, upload_event
+from tests.frontends.slack.harness import BotHarness, settings_for, shown_text, upload_event
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 
@@ -19,7 +19,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"pixels" * 100
 async def _ephemeral(fake: FakeSlack) -> str:
     await fake.wait_for(lambda: fake.of("chat.postEphemeral"))
     [reply] = fake.of("chat.postEphemeral")
-    return str(reply.params["text"])
+    return shown_text(reply.params)
 
 
 async def test_upload_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_daemon: FakeDaemon) -> None:
@@ -35,11 +35,11 @@ async def test_upload_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_da
     assert fake_slack.downloads == [(item["id"], f"Bearer {BOT_TOKEN}")]
 
     state = ClientState.decode(fake_daemon.client_state("job1"))
-    assert state is not None and state.channel == "C1"
+    assert state is not None and state.chat == "C1"
     await fake_daemon.run_to("job1")
     await fake_daemon.finish("job1")
     await bot.bot.followers.wait("job1")
-    assert fake_slack.message("C1", state.ts)["text"].startswith("name1 is ready")
+    assert fake_slack.message("C1", state.message)["text"].startswith("name1 is ready")
 
 
 async def test_messages_without_distill_are_ignored(
@@ -109,7 +109,7 @@ async def test_not_an_image_too_large_and_no_file(
     await bot.event(upload_event([huge], "/distill", "Ev2", user="U2"))
     await bot.event(upload_event([], "/distill", "Ev3", user="U3"))
     await fake_slack.wait_for(lambda: len(fake_slack.of("chat.postEphemeral")) == 3)
-    replies = {call.params["user"]: call.params["text"] for call in fake_slack.of("chat.postEphemeral")}
+    replies = {call.params["user"]: shown_text(call.params) for call in fake_slack.of("chat.postEphemeral")}
     assert replies == {
         "U1": files.NOT_AN_IMAGE,
         "U2": "That picture is larger than 20 MB; send a smaller one.",
@@ -129,7 +129,7 @@ async def test_bad_options_and_daemon_refusals_are_ephemeral(
     fake_daemon.fail_submit(grpc.StatusCode.INVALID_ARGUMENT, "The picture is too small.")
     await bot.event(upload_event([item], "/distill", "Ev2", user="U2"))
     await fake_slack.wait_for(lambda: len(fake_slack.of("chat.postEphemeral")) == 2)
-    assert fake_slack.of("chat.postEphemeral")[1].params["text"] == "The picture is too small."
+    assert shown_text(fake_slack.of("chat.postEphemeral")[1].params) == "The picture is too small."
     assert fake_slack.of("chat.postMessage") == []
 
 

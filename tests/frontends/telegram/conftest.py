@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from frontends.client import DaemonApi
+from frontends.follow import ResultImage
 from frontends.telegram.bot import FETCHING, DistilleryBot
 from frontends.telegram.settings import Settings
-from frontends.telegram.trainer import PreviewSource, Trainer
 from tests.frontends.telegram.fake_bot_api import TOKEN, Call, FakeBotApi
 
 StartBot = Callable[..., Awaitable[DistilleryBot]]
@@ -34,11 +35,11 @@ def settings_for(api: FakeBotApi, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def start_bot(bot_api: FakeBotApi) -> AsyncIterator[StartBot]:
-    """``await start_bot(trainer, **settings)``: a started bot on the fake API, stopped after the test."""
+    """``await start_bot(daemon, **settings)``: a started bot on the fake API, stopped after the test."""
     bots: list[DistilleryBot] = []
 
-    async def start(trainer: Trainer, preview: PreviewSource | None = None, **overrides: Any) -> DistilleryBot:
-        bot = DistilleryBot(settings_for(bot_api, **overrides), trainer, preview=preview)
+    async def start(daemon: DaemonApi, preview: ResultImage | None = None, **overrides: Any) -> DistilleryBot:
+        bot = DistilleryBot(settings_for(bot_api, **overrides), daemon, preview=preview)
         await bot.start()
         bots.append(bot)
         return bot

@@ -12,7 +12,7 @@ import io
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,10 @@ from PIL import Image
 
 from daemon.pipeline.image import NOT_AN_IMAGE
 from frontends.client import DaemonClient
+from frontends.follow import OFFLINE_NOTE
 from frontends.render import FINISHED_STATES
 from frontends.telegram.bot import NOT_OWNER, DistilleryBot
-from frontends.telegram.reattach import OFFLINE_NOTE
-from frontends.telegram.trainer import requester
+from frontends.telegram.platform import requester
 from tests.daemon_process import start_daemon
 from tests.frontends.telegram.conftest import StartBot, answer, eventually, final_edit, reply_to
 from tests.frontends.telegram.fake_bot_api import GROUP_ID, Call, FakeBotApi, group_chat, private_chat, user
@@ -78,13 +78,6 @@ def daemon(demo_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFact
     running = Daemon(tmp_path_factory.mktemp("telegram-e2e") / "state", demo_models)
     yield running
     running.stop()
-
-
-@pytest.fixture
-async def client(daemon: Daemon) -> AsyncIterator[DaemonClient]:
-    client = DaemonClient(daemon.target)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

@@ -6,24 +6,26 @@ from __future__ import annotations
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 
+from frontends.actions import too_big_text
 from frontends.commands import LORA_USAGE
 from frontends.render import lora_text, loras_text, stats_text
-from frontends.telegram.library import NOT_LORA_OWNER, fit, too_big_text
-from frontends.telegram.trainer import requester
+from frontends.telegram.library import NOT_LORA_OWNER, fit
+from frontends.telegram.platform import requester
+from frontends.telegram.settings import UPLOAD_LIMIT
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.telegram.conftest import StartBot, reply_to
 from tests.frontends.telegram.fake_bot_api import GROUP_ID, FakeBotApi, group_chat, private_chat, user
-from tests.frontends.telegram.fakes import FakeTrainer
 
 ANN, BEN = 521, 522
 
 
 @pytest.fixture
-def trainer() -> FakeTrainer:
-    trainer = FakeTrainer()
-    trainer.add_lora("annlora", ANN)
-    trainer.add_lora("benpub", BEN, public=True)
-    trainer.add_lora("benpriv", BEN)
-    return trainer
+def daemon() -> FakeDaemon:
+    daemon = FakeDaemon("telegram", "")
+    daemon.add_lora("annlora", ANN)
+    daemon.add_lora("benpub", BEN, public=True)
+    daemon.add_lora("benpriv", BEN)
+    return daemon
 
 
 async def ask(api: FakeBotApi, text: str, sender: int = ANN, chat: dict[str, object] | None = None) -> str:
@@ -33,15 +35,15 @@ async def ask(api: FakeBotApi, text: str, sender: int = ANN, chat: dict[str, obj
 
 
 async def test_loras_lists_own_then_public_ones(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer)
+    await start_bot(daemon)
     text = await ask(bot_api, "/loras")
     who = requester(ANN, ANN)
-    assert text == loras_text([trainer.loras["annlora"], trainer.loras["benpub"]], who)
-    assert text.startswith("Your LoRAs:\nannlora - person, yours, private\nPublic LoRAs:\nbenpub")
+    assert text == loras_text([daemon.loras["annlora"], daemon.loras["benpub"]], who)
+    assert text.startswith("Your LoRAs:\nannlora - woman, yours, private\nPublic LoRAs:\nbenpub")
     assert "benpriv" not in text
-    assert ("list_loras", (who, True)) in trainer.calls
+    assert ("list_loras", (who, True)) in daemon.calls
 
 
 def test_a_long_list_is_cut_at_a_line_to_fit_one_message() -> None:
@@ -51,11 +53,11 @@ def test_a_long_list_is_cut_at_a_line_to_fit_one_message() -> None:
 
 
 async def test_lora_shows_details_and_hides_others_private_ones(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer)
-    assert await ask(bot_api, "/lora annlora") == lora_text(trainer.loras["annlora"], requester(ANN, ANN))
-    assert await ask(bot_api, "/lora BenPub.safetensors") == lora_text(trainer.loras["benpub"], requester(ANN))
+    await start_bot(daemon)
+    assert await ask(bot_api, "/lora annlora") == lora_text(daemon.loras["annlora"], requester(ANN, ANN))
+    assert await ask(bot_api, "/lora BenPub.safetensors") == lora_text(daemon.loras["benpub"], requester(ANN))
     assert await ask(bot_api, "/lora benpriv") == "There is no LoRA called benpriv."
     assert await ask(bot_api, "/lora") == f"Name the LoRA.\n\n{LORA_USAGE}"
     assert await ask(bot_api, "/lora annlora --rename x") == f"Unknown option --rename.\n\n{LORA_USAGE}"
@@ -64,11 +66,15 @@ async def test_lora_shows_details_and_hides_others_private_ones(
 @pytest.mark.parametrize(
     ("option", "expected", "change"),
     [
-        ("--makepublic", "annlora is public now: anyone here can use it with --lora annlora.", (True, None, None)),
+        (
+            "--makepublic",
+            "annlora is public now: everyone here can use it with --lora annlora.",
+            (True, None, None),
+        ),
         ("--makeprivate", "annlora is private now: only you can use it.", (False, None, None)),
         (
             "--showimage",
-            "Others may now see the source picture of annlora while it is public.",
+            "Others can see the source picture of annlora once you make it public.",
             (None, None, True),
         ),
         ("--hideimage", "Only you can see the source picture of annlora now.", (None, None, False)),
@@ -83,28 +89,28 @@ async def test_lora_shows_details_and_hides_others_private_ones(
 async def test_owner_changes_are_sent_and_confirmed(
     bot_api: FakeBotApi,
     start_bot: StartBot,
-    trainer: FakeTrainer,
+    daemon: FakeDaemon,
     option: str,
     expected: str,
     change: tuple[bool | None, str | None, bool | None],
 ) -> None:
-    await start_bot(trainer)
+    await start_bot(daemon)
     assert await ask(bot_api, f"/lora annlora {option}") == expected
-    assert [args for name, args in trainer.calls if name == "update_lora"] == [("annlora", *change)]
+    assert [args for name, args in daemon.calls if name == "update_lora"] == [("annlora", *change)]
 
 
 async def test_changing_someone_elses_lora_gets_the_daemons_refusal(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer)
+    await start_bot(daemon)
     assert await ask(bot_api, "/lora benpub --makeprivate") == "Only the owner of benpub can change it."
-    assert trainer.loras["benpub"].public
+    assert daemon.loras["benpub"].public
 
 
 async def test_delete_asks_first_and_only_the_owner_answers(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer)
+    await start_bot(daemon)
     command = bot_api.text(user(ANN), group_chat(), "/lora annlora --delete")
     bot_api.send(command)
     question = await reply_to(bot_api, command)
@@ -121,13 +127,13 @@ async def test_delete_asks_first_and_only_the_owner_answers(
         bot_api.push(bot_api.press(user(BEN), asked, data))
     await bot_api.wait_for(lambda call: len(bot_api.calls_of("answerCallbackQuery")) == 2)
     assert {call.params["text"] for call in bot_api.calls_of("answerCallbackQuery")} == {NOT_LORA_OWNER}
-    assert "annlora" in trainer.loras and "delete_lora" not in trainer.methods()
+    assert "annlora" in daemon.loras and "delete_lora" not in daemon.methods()
 
     # Keep: the question is answered and nothing is deleted.
     bot_api.push(bot_api.press(user(ANN), asked, "lora-keep:annlora"))
     kept = await bot_api.wait_for(lambda call: call.method == "editMessageText")
     assert kept.text == "Kept annlora." and "reply_markup" not in kept.params
-    assert "annlora" in trainer.loras and "delete_lora" not in trainer.methods()
+    assert "annlora" in daemon.loras and "delete_lora" not in daemon.methods()
 
     # Asked again, Delete deletes.
     again = bot_api.text(user(ANN), group_chat(), "/lora annlora --delete")
@@ -140,45 +146,45 @@ async def test_delete_asks_first_and_only_the_owner_answers(
         lambda call: call.method == "editMessageText" and call.text != "Kept annlora."
     )
     assert deleted.text == "Deleted annlora and its source picture."
-    assert "annlora" not in trainer.loras
-    assert ("delete_lora", ("annlora", requester(ANN, GROUP_ID))) in trainer.calls
+    assert "annlora" not in daemon.loras
+    assert ("delete_lora", ("annlora", requester(ANN, GROUP_ID))) in daemon.calls
 
 
 async def test_delete_of_someone_elses_lora_is_refused_before_asking(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer)
+    await start_bot(daemon)
     assert await ask(bot_api, "/lora benpub --delete") == "Only the owner of benpub can delete it."
     assert await ask(bot_api, "/lora benpriv --delete") == "There is no LoRA called benpriv."
-    assert "benpub" in trainer.loras and "delete_lora" not in trainer.methods()
+    assert "benpub" in daemon.loras and "delete_lora" not in daemon.methods()
 
 
 async def test_download_sends_the_file_or_explains_the_upload_limit(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    big = trainer.add_lora("biglora", ANN, size_bytes=60 * 1024 * 1024)
-    await start_bot(trainer)
+    big = daemon.add_lora("biglora", ANN, size=60 * 1024 * 1024)
+    await start_bot(daemon)
     message = bot_api.text(user(ANN), private_chat(ANN), "/lora annlora --download")
     bot_api.send(message)
     document = await bot_api.wait_for(lambda call: call.method == "sendDocument")
-    assert document.files["document"] == b"LORA" and document.chat_id == ANN
+    assert document.files["document"] == daemon.lora_files["annlora"] and document.chat_id == ANN
     assert document.filenames["document"] == "annlora.safetensors"
     assert document.params["reply_parameters"]["message_id"] == message["message_id"]
 
     text = await ask(bot_api, "/lora biglora --download")
-    assert text == too_big_text(big)
+    assert text == too_big_text(big, UPLOAD_LIMIT)
     assert "60 MB" in text and "at most 50 MB" in text and text.endswith("distillery lora biglora --download")
-    assert [args[0] for name, args in trainer.calls if name == "download_lora"] == ["annlora"]
+    assert [args[0] for name, args in daemon.calls if name == "download_lora"] == ["annlora"]
 
 
 async def test_stats_reports_the_users_numbers(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    trainer.loras["annlora"].public = True
-    await start_bot(trainer)
-    generations = trainer.generate(pb.GenerateSpec(prompt="a cat", count=3), requester(ANN))
+    daemon.loras["annlora"].public = True
+    await start_bot(daemon)
+    generations = daemon.generate(pb.GenerateSpec(prompt="a cat", count=3), requester(ANN))
     accepted = await anext(generations)
-    await trainer.finish(accepted.job_id)
+    await daemon.finish(accepted.job_id)
     await generations.aclose()
     text = await ask(bot_api, "/stats")
     expected = pb.UserStats(loras_owned=1, public_loras=1, generate_jobs=1, images_generated=3)

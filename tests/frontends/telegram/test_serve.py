@@ -13,33 +13,33 @@ import pytest
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.client import DaemonError
+from frontends.clientstate import ClientState
 from frontends.commands import SERVE_USAGE
 from frontends.render import image_caption, image_info_text
 from frontends.telegram.bot import HELP_TEXT, NOT_OWNER
 from frontends.telegram.library import INFO_USAGE
-from frontends.telegram.reattach import ClientState
+from tests.frontends.fakes import FakeDaemon
 from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to
 from tests.frontends.telegram.fake_bot_api import GROUP_ID, FakeBotApi, group_chat, private_chat, user
-from tests.frontends.telegram.fakes import FakeTrainer
 
 ANN, BEN = 511, 512
 FAST = {"private_edit_interval": 0.05, "group_edit_interval": 0.1}
 
 
 @pytest.fixture
-def trainer() -> FakeTrainer:
-    trainer = FakeTrainer()
-    trainer.add_lora("annlora", ANN)
-    trainer.add_lora("benlora", BEN)
-    return trainer
+def daemon() -> FakeDaemon:
+    daemon = FakeDaemon("telegram", "")
+    daemon.add_lora("annlora", ANN)
+    daemon.add_lora("benlora", BEN)
+    return daemon
 
 
-def generations(trainer: FakeTrainer) -> list[tuple[pb.GenerateSpec, str]]:
-    return [args for name, args in trainer.calls if name == "generate"]
+def generations(daemon: FakeDaemon) -> list[tuple[pb.GenerateSpec, str]]:
+    return [args for name, args in daemon.calls if name == "generate"]
 
 
-async def progress_message(trainer: FakeTrainer, job_id: str = "job1") -> ClientState:
-    state: ClientState = await eventually(lambda: ClientState.decode(trainer.jobs[job_id].client_state))
+async def progress_message(daemon: FakeDaemon, job_id: str = "job1") -> ClientState:
+    state: ClientState = await eventually(lambda: ClientState.decode(daemon.jobs[job_id].client_state))
     return state
 
 
@@ -49,9 +49,9 @@ def test_help_names_the_new_commands() -> None:
 
 
 async def test_serve_confirms_shows_progress_sends_the_images_and_summarises(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer, **FAST)
+    await start_bot(daemon, **FAST)
     text = '/serve "a portrait as an astronaut" --lora annlora --n 2 --seed 7 --neg blurry'
     message = bot_api.text(user(ANN), private_chat(ANN), text)
     bot_api.send(message)
@@ -59,47 +59,49 @@ async def test_serve_confirms_shows_progress_sends_the_images_and_summarises(
     assert confirmation.text == "Generating 2 images with annlora\nWaiting in the queue: next."
     assert confirmation.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == "cancel:job1"
 
-    [(spec, key)] = generations(trainer)
+    [(spec, key)] = generations(daemon)
     assert spec.prompt == "a portrait as an astronaut" and spec.negative_prompt == "blurry"
     assert [use.name for use in spec.loras] == ["annlora"] and spec.count == 2 and spec.seed == 7
     assert key == f"tg:{ANN}:{message['message_id']}"
-    state = await progress_message(trainer)
-    assert state.message == confirmation.result["message_id"]
+    state = await progress_message(daemon)
+    assert int(state.message) == confirmation.result["message_id"]
 
-    await trainer.emit("job1", state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_GENERATE)
-    await trainer.emit("job1", progress=pb.Progress(step=5, total=20))
+    await daemon.emit("job1", state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_GENERATE)
+    await daemon.emit("job1", progress=pb.Progress(step=5, total=20))
     edit = await bot_api.wait_for(lambda call: "step 5/20" in call.text)
     assert edit.text.startswith("Generating 2 images with annlora\nStage: Generating\n")
     assert "reply_markup" in edit.params  # Cancel stays while it runs
-    await trainer.finish("job1")
-    summary = await final_edit(bot_api, ANN, state.message)
-    assert summary.text.startswith("Your 2 images are ready in 42 s.\nPrompt: a portrait as an astronaut annlora")
+    await daemon.finish("job1")
+    summary = await final_edit(bot_api, ANN, int(state.message))
+    assert summary.text.startswith("Your 2 images are ready in 12 s.\nPrompt: a portrait as an astronaut annlora")
     assert "seeds 7-8" in summary.text
 
     group = await bot_api.wait_for(lambda call: call.method == "sendMediaGroup")
     captions = [item["caption"] for item in group.params["media"]]
-    assert captions == [image_caption(trainer.image_infos[f"job1-{n}.png"]) for n in (1, 2)]
+    assert captions == [image_caption(daemon.image_infos[f"job1-{n}.png"]) for n in (1, 2)]
     assert captions[0].startswith("job1-1.png - seed 7 - annlora")
-    assert sorted(group.files.values()) == [b"PNG job1-1.png", b"PNG job1-2.png"]
+    assert sorted(group.files.values()) == [b"\x89PNG generated job1-1.png", b"\x89PNG generated job1-2.png"]
     # The album answers the job's message, which answers the command.
-    assert group.params["reply_parameters"]["message_id"] == state.message
-    await eventually(lambda: (ClientState.decode(trainer.jobs["job1"].client_state) or state).done)
+    assert group.params["reply_parameters"]["message_id"] == int(state.message)
+    await eventually(lambda: (ClientState.decode(daemon.jobs["job1"].client_state) or state).done)
     assert bot_api.calls_of("sendPhoto") == [] and bot_api.calls_of("sendDocument") == []
 
 
 async def test_one_image_is_a_photo_and_info_reads_its_caption(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer, **FAST)
+    await start_bot(daemon, **FAST)
     message = bot_api.text(user(ANN), group_chat(), "/serve@distillery_test_bot a cat in a hat")
     bot_api.send(message)
     confirmation = await reply_to(bot_api, message)
     assert confirmation.text == "Generating an image\nWaiting in the queue: next."
-    await progress_message(trainer)
-    await trainer.finish("job1")
+    await progress_message(daemon)
+    await daemon.finish("job1")
     photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto")
-    info = trainer.image_infos["job1-1.png"]
-    assert photo.params["caption"] == image_caption(info) and photo.files["photo"] == b"PNG job1-1.png"
+    info = daemon.image_infos["job1-1.png"]
+    assert (
+        photo.params["caption"] == image_caption(info) and photo.files["photo"] == b"\x89PNG generated job1-1.png"
+    )
     assert photo.chat_id == GROUP_ID
     assert photo.params["reply_parameters"]["message_id"] == confirmation.result["message_id"]
 
@@ -132,108 +134,108 @@ async def test_one_image_is_a_photo_and_info_reads_its_caption(
     ],
 )
 async def test_bad_flags_get_the_serve_usage(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer, text: str, expected: str
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon, text: str, expected: str
 ) -> None:
-    await start_bot(trainer)
+    await start_bot(daemon)
     message = bot_api.text(user(ANN), private_chat(ANN), text)
     bot_api.send(message)
     assert (await reply_to(bot_api, message)).text == f"{expected}\n\n{SERVE_USAGE}"
-    assert generations(trainer) == []
+    assert generations(daemon) == []
 
 
 async def test_daemon_refusals_are_replied_as_written(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer)
+    await start_bot(daemon)
     private = bot_api.text(user(ANN), private_chat(ANN), "/serve a portrait --lora benlora")
     bot_api.send(private)
     assert (await reply_to(bot_api, private)).text == "There is no LoRA called benlora."
 
     no_adapter = "--adapt is not available: this distillery has no IP-Adapter model configured."
-    trainer.generate_error = DaemonError(grpc.StatusCode.INVALID_ARGUMENT, no_adapter)
+    daemon.submit_errors.append(DaemonError(grpc.StatusCode.INVALID_ARGUMENT, no_adapter))
     adapt = bot_api.text(user(ANN), private_chat(ANN), "/serve a portrait --adapt annlora.png")
     bot_api.send(adapt)
     assert (await reply_to(bot_api, adapt)).text == no_adapter
-    assert trainer.jobs == {}
+    assert daemon.jobs == {}
 
 
 async def test_only_the_owner_can_cancel_a_generation(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer, **FAST)
+    await start_bot(daemon, **FAST)
     message = bot_api.text(user(ANN), group_chat(), "/serve a portrait --lora annlora")
     bot_api.send(message)
     await reply_to(bot_api, message)
-    state = await progress_message(trainer)
-    progress = bot_api.message(GROUP_ID, state.message)
+    state = await progress_message(daemon)
+    progress = bot_api.message(GROUP_ID, int(state.message))
 
     bot_api.push(bot_api.press(user(BEN), progress, "cancel:job1"))
     refusal = await bot_api.wait_for(lambda call: call.method == "answerCallbackQuery")
-    assert refusal.params["text"] == NOT_OWNER and "cancel" not in trainer.methods()
+    assert refusal.params["text"] == NOT_OWNER and "cancel" not in daemon.methods()
 
     bot_api.push(bot_api.press(user(ANN), progress, "cancel:job1"))
-    summary = await final_edit(bot_api, GROUP_ID, state.message)
+    summary = await final_edit(bot_api, GROUP_ID, int(state.message))
     assert summary.text == "The generation was cancelled."
     await asyncio.sleep(0.2)
     assert bot_api.calls_of("sendPhoto") == [] and bot_api.calls_of("sendMediaGroup") == []
 
 
 async def test_a_redelivered_serve_makes_one_job_and_one_message(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    bot = await start_bot(trainer)
+    bot = await start_bot(daemon)
     message = bot_api.text(user(ANN), private_chat(ANN), "/serve a portrait --lora annlora")
     update = bot_api.send(message)
     bot_api.push(update)
     await reply_to(bot_api, message)
-    await progress_message(trainer)
+    await progress_message(daemon)
     await asyncio.sleep(0.5)
-    assert len(trainer.jobs) == 1 and len(bot_api.calls_of("sendMessage", ANN)) == 1
+    assert len(daemon.jobs) == 1 and len(bot_api.calls_of("sendMessage", ANN)) == 1
 
     # After a restart only the daemon remembers: the same key finds the job, whose note says it is in hand.
     await bot.stop()
-    await start_bot(trainer)
+    await start_bot(daemon)
     bot_api.push(update)
-    await eventually(lambda: len(generations(trainer)) == 2)
+    await eventually(lambda: len(generations(daemon)) == 2)
     await asyncio.sleep(0.8)
-    assert len(trainer.jobs) == 1 and len(bot_api.calls_of("sendMessage", ANN)) == 1
-    assert {key for _, key in generations(trainer)} == {f"tg:{ANN}:{message['message_id']}"}
+    assert len(daemon.jobs) == 1 and len(bot_api.calls_of("sendMessage", ANN)) == 1
+    assert {key for _, key in generations(daemon)} == {f"tg:{ANN}:{message['message_id']}"}
 
 
 async def test_a_restarted_bot_finishes_a_generation_and_sends_the_images_once(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    bot = await start_bot(trainer, **FAST)
+    bot = await start_bot(daemon, **FAST)
     message = bot_api.text(user(ANN), private_chat(ANN), "/serve a portrait --lora annlora")
     bot_api.send(message)
     await reply_to(bot_api, message)
-    await trainer.emit(
+    await daemon.emit(
         "job1", state=pb.JOB_STATE_RUNNING, stage=pb.STAGE_GENERATE, progress=pb.Progress(step=2, total=20)
     )
     shown = await eventually(
-        lambda: (s := ClientState.decode(trainer.jobs["job1"].client_state)) and s.seq == 2 and s
+        lambda: (s := ClientState.decode(daemon.jobs["job1"].client_state)) and s.seq == 2 and s
     )
     await bot.stop()
 
-    await trainer.finish("job1")
-    second = await start_bot(trainer, **FAST)
-    summary = await final_edit(bot_api, ANN, shown.message)
-    assert summary.text.startswith("Your image is ready in 42 s.\nPrompt: a portrait annlora")
+    await daemon.finish("job1")
+    second = await start_bot(daemon, **FAST)
+    summary = await final_edit(bot_api, ANN, int(shown.message))
+    assert summary.text.startswith("Your image is ready in 12 s.\nPrompt: a portrait annlora")
     photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto")
-    assert photo.params["caption"].startswith("job1-1.png - seed 100 - annlora")
-    await eventually(lambda: (ClientState.decode(trainer.jobs["job1"].client_state) or shown).done)
+    assert photo.params["caption"].startswith("job1-1.png - seed 1234 - annlora")
+    await eventually(lambda: (ClientState.decode(daemon.jobs["job1"].client_state) or shown).done)
 
     # Once more: the note says done, so a third start sends nothing again.
     await second.stop()
-    await start_bot(trainer, **FAST)
+    await start_bot(daemon, **FAST)
     await asyncio.sleep(0.5)
     assert len(bot_api.calls_of("sendPhoto")) == 1
 
 
 async def test_the_allow_lists_cover_the_new_commands(
-    bot_api: FakeBotApi, start_bot: StartBot, trainer: FakeTrainer
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
 ) -> None:
-    await start_bot(trainer, allowed_users=frozenset({ANN}))
+    await start_bot(daemon, allowed_users=frozenset({ANN}))
     for text in (
         "/serve a cat",
         "/info job1-1.png",
@@ -246,4 +248,4 @@ async def test_the_allow_lists_cover_the_new_commands(
         bot_api.send(message)
         reply = await reply_to(bot_api, message)
         assert "not allowed to use this bot" in reply.text, text
-    assert [name for name in trainer.methods() if name != "list_jobs"] == []
+    assert [name for name in daemon.methods() if name != "list_jobs"] == []

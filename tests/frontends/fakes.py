@@ -1,33 +1,91 @@
-"""An in-memory daemon behind the bot's Daemon protocol: jobs, an event log per job, ownership, idempotency,
-LoRAs and generated pictures.
+"""Fakes at every bot's seams: an in-memory daemon behind ``frontends.client.DaemonApi`` and a virtual clock.
 
-Tests drive it by hand: ``emit`` appends an event to a job (waking its watchers), ``finish`` ends it,
-``finish_generation`` ends a generation job with its pictures, ``add_lora`` stores a LoRA,
-``break_watches`` makes every open stream fail as when the daemon restarts, ``offline`` makes every call
-fail as when it is down, and ``fail_submit`` queues an error for the next submission (or generation).
+``FakeDaemon`` keeps jobs, an event log per job, ownership, idempotency, LoRAs and generated pictures, and
+follows the daemon's rules the bots rely on: an idempotency key returns the first job with ``duplicate``,
+watch replays after a sequence number and then follows live until the final event, another user's job is
+NOT_FOUND, and the platform requester (no user) sees every job of its platform. Tests drive it by hand:
+``emit`` appends an event to a job (waking its watchers), ``finish`` ends it (a generation with its pictures),
+``add_lora`` stores a LoRA of a user of the bot's platform, ``break_watches`` makes every open stream fail as
+when the daemon restarts, ``offline`` makes every call fail as when it is down, ``fail_submit`` queues an
+error for the next submission (or generation), ``watch_errors`` fail the next watches one each. Every call is
+recorded in ``calls`` as (method, arguments).
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.client import OFFLINE, DaemonError
+from frontends.platform import Attachment, Look, Place
 
 ACTIVE = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+# The file of every LoRA a finished job stores.
+LORA_FILE = b"LORA"
 
 
 def _owner_key(requester: pb.Requester) -> tuple[str, str, str]:
     return requester.platform, requester.workspace, requester.user
 
 
+class FakeClock:
+    """Virtual time: sleepers wake in deadline order and the clock jumps to each deadline, so pacing tests
+    take no real time while concurrent sleeps still overlap as they would in real time. ``settle`` is real
+    time given to loopback I/O (a fake chat API) before the clock moves on; ``sleeps`` lists every sleep."""
+
+    def __init__(self, start: float = 1000.0, settle: float = 0.0) -> None:
+        self.now = start
+        self.settle = settle
+        self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._driver: asyncio.Task[None] | None = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + seconds, next(self._order), future))
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive())
+        await future
+
+    async def _drive(self) -> None:
+        while self._sleepers:
+            # Let every runnable task reach its next sleep (or finish) before time moves on.
+            for _ in range(50):
+                await asyncio.sleep(0)
+            if self.settle:
+                await asyncio.sleep(self.settle)
+            if not self._sleepers:
+                break
+            deadline, _, future = heapq.heappop(self._sleepers)
+            self.now = max(self.now, deadline)
+            if not future.done():
+                future.set_result(None)
+
+
 class FakeDaemon:
-    def __init__(self) -> None:
+    """An in-memory daemon; see the module doc. ``add_lora`` owners are of ``platform`` and ``workspace``."""
+
+    def __init__(self, platform: str = "slack", workspace: str = "T0TEAM") -> None:
+        self.platform = platform
+        self.workspace = workspace
+        self.calls: list[tuple[str, Any]] = []
+        self.uploads: list[bytes] = []
+        # Raised by the next watch calls, one each, before any event: a daemon that is down or restarting.
+        self.watch_errors: list[DaemonError] = []
         self.jobs: dict[str, pb.Job] = {}
         self.events: dict[str, list[pb.JobEvent]] = {}
         self.images: dict[str, bytes] = {}
@@ -52,6 +110,10 @@ class FakeDaemon:
         self._generation = 0
 
     # -- what tests do --------------------------------------------------------------------------------------
+
+    def methods(self) -> list[str]:
+        """The names of the calls made so far, in order."""
+        return [name for name, _ in self.calls]
 
     def fail_submit(self, code: grpc.StatusCode, message: str) -> None:
         self.submit_errors.append(DaemonError(code, message))
@@ -92,21 +154,26 @@ class FakeDaemon:
             await self.emit(job_id, "Training.", stage=pb.STAGE_TRAIN, progress=progress)
 
     async def finish(self, job_id: str, state: int = pb.JOB_STATE_SUCCEEDED, error: str = "") -> pb.JobEvent:
+        """End a job: a successful distillation stores its LoRA, a successful generation its pictures."""
         job = self.jobs[job_id]
+        if job.kind == pb.JOB_KIND_GENERATE and state == pb.JOB_STATE_SUCCEEDED:
+            return await self.finish_generation(job_id, job.generate.count or 1)
         job.state, job.error = state, error
         job.stage = pb.STAGE_DONE if state == pb.JOB_STATE_SUCCEEDED else job.stage
         job.finished_at = job.created_at + 75
         finished = pb.Finished(job=job)
         if state == pb.JOB_STATE_SUCCEEDED:
-            finished.lora.CopyFrom(pb.Lora(name=job.lora_name, job_id=job.id))
+            lora = pb.Lora(name=job.lora_name, job_id=job.id, owner=job.owner, size_bytes=len(LORA_FILE))
+            self.loras[lora.name], self.lora_files[lora.name] = lora, LORA_FILE
+            finished.lora.CopyFrom(lora)
         return await self.emit(job_id, "Finished.", state=state, stage=job.stage, finished=finished)
 
-    def add_lora(self, name: str, owner: str, *, public: bool = False, size: int = 0) -> pb.Lora:
-        """A stored LoRA of a Slack user of the test team; its file is ``size`` bytes (a few by default)."""
+    def add_lora(self, name: str, owner: str | int, *, public: bool = False, size: int = 0) -> pb.Lora:
+        """A stored LoRA of a user of the fake's platform; its file is ``size`` bytes (a few by default)."""
         data = b"safetensors" * max(size // 11, 1)
         lora = pb.Lora(
             name=name,
-            owner=pb.Requester(platform="slack", workspace="T0TEAM", user=owner),
+            owner=pb.Requester(platform=self.platform, workspace=self.workspace, user=str(owner)),
             subject_class=pb.SUBJECT_CLASS_WOMAN,
             caption="a woman in a suit",
             base_model="tiny-sd",
@@ -168,12 +235,15 @@ class FakeDaemon:
         return job
 
     async def submit(self, spec: pb.DistillSpec, image: bytes | None = None) -> pb.SubmitReply:
+        self.calls.append(("submit", spec))
         self._check_online()
         self.submits.append((spec, image))
         if self.submit_gate is not None:
             await self.submit_gate.wait()
         if self.submit_errors:
             raise self.submit_errors.pop(0)
+        if image is not None:
+            self.uploads.append(image)
         owner = _owner_key(spec.requester)
         existing = self._keys.get((owner, spec.idempotency_key)) if spec.idempotency_key else None
         if existing is not None:
@@ -202,6 +272,9 @@ class FakeDaemon:
         return pb.SubmitReply(job=job, queue_position=position)
 
     async def watch(self, job_id: str, requester: pb.Requester, after_seq: int = 0) -> AsyncIterator[pb.JobEvent]:
+        self.calls.append(("watch", (job_id, requester, after_seq)))
+        if self.watch_errors:
+            raise self.watch_errors.pop(0)
         self._check_online()
         self._visible(job_id, requester)
         self.watches.append((job_id, after_seq))
@@ -227,12 +300,14 @@ class FakeDaemon:
                 raise DaemonError(grpc.StatusCode.UNAVAILABLE, OFFLINE)
 
     async def get_job(self, job_id: str, requester: pb.Requester) -> pb.Job:
+        self.calls.append(("get_job", job_id))
         self._check_online()
         return self._visible(job_id, requester)
 
     async def list_jobs(
         self, requester: pb.Requester, active_only: bool = False, whole_platform: bool = False, limit: int = 0
     ) -> list[pb.Job]:
+        self.calls.append(("list_jobs", (requester, active_only, whole_platform)))
         self._check_online()
         jobs = [
             job
@@ -245,6 +320,7 @@ class FakeDaemon:
         return jobs[: limit or 50]
 
     async def cancel(self, job_id: str, requester: pb.Requester) -> pb.Job:
+        self.calls.append(("cancel", (job_id, requester)))
         self._check_online()
         self.cancels.append((job_id, requester))
         job = self._visible(job_id, requester)
@@ -255,6 +331,7 @@ class FakeDaemon:
         return job
 
     async def set_client_state(self, job_id: str, requester: pb.Requester, state: bytes) -> pb.Job:
+        self.calls.append(("set_client_state", (job_id, state)))
         self._check_online()
         job = self._visible(job_id, requester)
         job.client_state = state
@@ -262,13 +339,19 @@ class FakeDaemon:
         return job
 
     async def get_image(self, name: str, requester: pb.Requester) -> bytes:
+        self.calls.append(("get_image", (name, requester)))
         self._check_online()
         self.image_fetches.append(name)
+        info = self.image_infos.get(name)
+        job = self.jobs.get(info.job_id) if info is not None else None
+        if name not in self.images or (job is not None and _owner_key(job.owner) != _owner_key(requester)):
+            raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no image called {name}.")
         return self.images[name]
 
     async def generate(
         self, spec: pb.GenerateSpec, requester: pb.Requester, idempotency_key: str = ""
     ) -> AsyncIterator[pb.JobEvent]:
+        self.calls.append(("generate", (spec, idempotency_key)))
         self._check_online()
         self.generates.append((spec, requester, idempotency_key))
         if self.submit_gate is not None:
@@ -321,6 +404,7 @@ class FakeDaemon:
         return job_id
 
     async def image_info(self, name: str, requester: pb.Requester) -> pb.ImageInfo:
+        self.calls.append(("image_info", (name, requester)))
         self._check_online()
         info = self.image_infos.get(name)
         job = self.jobs.get(info.job_id) if info is not None else None
@@ -338,10 +422,12 @@ class FakeDaemon:
         return lora
 
     async def get_lora(self, name: str, requester: pb.Requester) -> pb.Lora:
+        self.calls.append(("get_lora", (name, requester)))
         self._check_online()
         return self._lora(name, requester)
 
     async def list_loras(self, requester: pb.Requester, include_public: bool = True) -> list[pb.Lora]:
+        self.calls.append(("list_loras", (requester, include_public)))
         self._check_online()
         mine = [lora for lora in self.loras.values() if _owner_key(lora.owner) == _owner_key(requester)]
         shared = [lora for lora in self.loras.values() if lora.public and lora not in mine]
@@ -356,6 +442,7 @@ class FakeDaemon:
         description: str | None = None,
         show_image: bool | None = None,
     ) -> pb.Lora:
+        self.calls.append(("update_lora", (name, public, description, show_image)))
         self._check_online()
         lora = self._lora(name, requester, owner_only=True)
         request = pb.UpdateLoraRequest(name=name, requester=requester)
@@ -369,6 +456,7 @@ class FakeDaemon:
         return lora
 
     async def delete_lora(self, name: str, requester: pb.Requester) -> pb.DeleteLoraReply:
+        self.calls.append(("delete_lora", (name, requester)))
         self._check_online()
         self._lora(name, requester, owner_only=True)
         del self.loras[name]
@@ -376,11 +464,13 @@ class FakeDaemon:
         return pb.DeleteLoraReply(name=name, image_deleted=True)
 
     async def download_lora(self, name: str, requester: pb.Requester) -> bytes:
+        self.calls.append(("download_lora", (name, requester)))
         self._check_online()
         self._lora(name, requester)
         return self.lora_files[name]
 
     async def user_stats(self, requester: pb.Requester) -> pb.UserStats:
+        self.calls.append(("user_stats", requester))
         self._check_online()
         owner = _owner_key(requester)
         mine = [lora for lora in self.loras.values() if _owner_key(lora.owner) == owner]
@@ -393,3 +483,49 @@ class FakeDaemon:
             generate_jobs=len(generations),
             images_generated=sum(len(job.output_images) for job in generations),
         )
+
+    async def close(self) -> None:
+        self.calls.append(("close", None))
+
+
+class FakePlatform:
+    """A chat platform that records what the core sends, edits and uploads (with the virtual time), and
+    raises the errors a test queues in ``errors`` (one per call, before it takes effect)."""
+
+    album = 2
+
+    def __init__(self, clock: FakeClock, group_interval: float = 3.0) -> None:
+        self.clock = clock
+        self.group_interval = group_interval
+        self.sent: list[tuple[float, str, Look]] = []
+        self.edits: list[tuple[float, Place, Look]] = []
+        self.uploads: list[tuple[Place, list[Attachment]]] = []
+        self.errors: list[Exception] = []
+        self._ids = itertools.count(100)
+
+    def interval(self, chat: str) -> float:
+        return self.group_interval if chat.startswith("-") else 1.0
+
+    def escape(self, text: str) -> str:
+        return text
+
+    def _fail(self) -> None:
+        if self.errors:
+            raise self.errors.pop(0)
+
+    async def send(self, chat: str, look: Look, reply_to: str = "", owner: pb.Requester | None = None) -> Place:
+        self._fail()
+        self.sent.append((self.clock(), chat, look))
+        return Place(chat, str(next(self._ids)))
+
+    async def edit(self, place: Place, look: Look) -> None:
+        self._fail()
+        self.edits.append((self.clock(), place, look))
+
+    async def upload(self, place: Place, files: Sequence[Attachment]) -> None:
+        self._fail()
+        self.uploads.append((place, list(files)))
+
+    def texts(self) -> list[str]:
+        """The texts of every edit, notes included, in order."""
+        return [f"{look.text}\n\n{look.note}" if look.note else look.text for _, _, look in self.edits]
