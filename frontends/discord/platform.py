@@ -1,0 +1,199 @@
+"""Discord as the frontend core sees it: channel messages written with the bot token, buttons, attachments.
+
+Job messages are normal channel messages, not interaction responses: an interaction token expires after 15
+minutes and a training job can outlast it. Discord renders markdown in every message, so all text is escaped
+(``escape``) and no message may ping anyone but its owner (``allowed_mentions``). hikari itself waits out a
+429 shorter than its ``max_rate_limit``; what reaches here is mapped onto the core's four errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+import aiohttp
+import hikari
+from distillery.v1 import distillery_pb2 as pb
+
+from frontends.platform import (
+    Attachment,
+    Look,
+    MessageGone,
+    Place,
+    PlatformError,
+    Refused,
+    RetryLater,
+    Unreachable,
+)
+
+log = logging.getLogger(__name__)
+
+# Discord caps a message's content at 2000 characters and a button's custom id at 100.
+MAX_CONTENT = 2000
+# Without a server boost a channel takes files up to 10 MiB; each interaction tells the real limit.
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# Any ASCII punctuation may be backslash-escaped in Discord markdown; these are the ones that format or link.
+_MARKDOWN = re.compile(r"([\\*_~`|>#\-\[\]()<:@!])")
+_MB = 1024 * 1024
+
+
+def escape(text: str) -> str:
+    """User text made literal: no markdown, no masked links, no mentions of anyone (@everyone included)."""
+    return _MARKDOWN.sub(r"\\\1", text).replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
+
+
+def clip(text: str, limit: int = MAX_CONTENT) -> str:
+    """Text cut to Discord's length limit without leaving a dangling escape."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1].rstrip("\\")
+    return cut + "\u2026"
+
+
+def custom_id(action: str, owner: str, value: str) -> str:
+    """A button's id: what it does, whose click counts, and its argument (a job id, a LoRA name)."""
+    return f"{action}:{owner}:{value}"[:100]
+
+
+def parse_custom_id(text: str) -> tuple[str, str, str]:
+    """(action, owner, value) of a button id made by ``custom_id``."""
+    action, _, rest = text.partition(":")
+    owner, _, value = rest.partition(":")
+    return action, owner, value
+
+
+def map_error(error: Exception) -> PlatformError:
+    """hikari's and aiohttp's failures as the core's errors."""
+    if isinstance(error, hikari.RateLimitTooLongError):
+        return RetryLater(error.retry_after, everywhere=error.is_global)
+    if isinstance(error, hikari.NotFoundError | hikari.ForbiddenError):
+        return MessageGone(str(error.message or error.status))
+    if isinstance(error, hikari.InternalServerError):
+        return Unreachable(str(error.status))
+    if isinstance(error, hikari.ClientHTTPResponseError):
+        return Refused(str(error.message or error.status))
+    return Unreachable(type(error).__name__)
+
+
+_ERRORS = (hikari.HTTPError, aiohttp.ClientError, TimeoutError, OSError)
+
+
+class DiscordPlatform:
+    """The core's ``Platform`` over hikari's REST client (either bot mode has one)."""
+
+    # One picture per message, each with its own caption (its name and seed).
+    album = 1
+
+    def __init__(self, rest: hikari.api.RESTClient, interval: float = 1.0) -> None:
+        self.rest = rest
+        self._interval = interval
+        # The upload limit Discord reported for each channel's guild (boosts raise it), learnt from interactions.
+        self.upload_limits: dict[str, int] = {}
+
+    def interval(self, chat: str) -> float:
+        return self._interval
+
+    def escape(self, text: str) -> str:
+        return escape(text)
+
+    def components(self, look: Look) -> list[hikari.api.ComponentBuilder]:
+        """The look's buttons in one action row (none: the row goes away)."""
+        if not look.buttons:
+            return []
+        row = self.rest.build_message_action_row()
+        for button in look.buttons:
+            # ButtonStyle.DANGER or SECONDARY by value: hikari types the style argument as literals.
+            style: Literal[2, 4] = 4 if button.danger else 2
+            row.add_interactive_button(
+                style, custom_id(button.action, button.owner, button.value), label=button.label
+            )
+        return [row]
+
+    @staticmethod
+    def content(look: Look) -> str:
+        """The look as message content: the owner mentioned first, then the escaped text and note."""
+        text = escape(look.text) + (f"\n_{escape(look.note)}_" if look.note else "")
+        return clip((f"<@{look.owner}> " if look.owner.isdigit() else "") + text)
+
+    @staticmethod
+    def _mentions(look: Look) -> list[int] | bool:
+        # Only the owner is ever pinged, and only when the message first appears.
+        return [int(look.owner)] if look.owner.isdigit() else False
+
+    async def send(self, chat: str, look: Look, reply_to: str = "", owner: pb.Requester | None = None) -> Place:
+        """Post in the channel; when the bot cannot (not a member, no permission), in the owner's DM."""
+        try:
+            return await self._create(chat, look, reply_to)
+        except (hikari.ForbiddenError, hikari.NotFoundError) as error:
+            if owner is None or not owner.user.isdigit():
+                raise map_error(error) from None
+            log.info("cannot post in channel %s (%s); using a DM", chat, error.status)
+        except _ERRORS as error:
+            raise map_error(error) from None
+        try:
+            dm = await self.rest.create_dm_channel(int(owner.user))
+            return await self._create(str(dm.id), look, "")
+        except _ERRORS as error:
+            raise map_error(error) from None
+
+    async def _create(self, chat: str, look: Look, reply_to: str) -> Place:
+        message = await self.rest.create_message(
+            int(chat),
+            self.content(look),
+            components=self.components(look),
+            reply=int(reply_to) if reply_to.isdigit() else hikari.UNDEFINED,
+            reply_must_exist=False,
+            mentions_everyone=False,
+            mentions_reply=False,
+            role_mentions=False,
+            user_mentions=self._mentions(look),
+        )
+        return Place(str(message.channel_id), str(message.id))
+
+    async def edit(self, place: Place, look: Look) -> None:
+        try:
+            await self.rest.edit_message(
+                int(place.chat),
+                int(place.message),
+                self.content(look),
+                components=self.components(look),
+                mentions_everyone=False,
+                role_mentions=False,
+                user_mentions=False,
+            )
+        except _ERRORS as error:
+            raise map_error(error) from None
+
+    def upload_limit(self, chat: str) -> int:
+        return self.upload_limits.get(chat, DEFAULT_UPLOAD_LIMIT)
+
+    async def upload(self, place: Place, files: Sequence[Attachment]) -> None:
+        """Each file in a message of its own answering the job's message; one over the channel's upload limit
+        is replaced by a sentence saying how to fetch it."""
+        limit = self.upload_limit(place.chat)
+        for file in files:
+            caption = escape(file.caption or file.title)
+            attachments: list[hikari.Resourceish] = [hikari.Bytes(file.data, file.name)]
+            if len(file.data) > limit:
+                attachments = []
+                caption = escape(
+                    f"{file.name} is {len(file.data) / _MB:.1f} MB, more than this channel takes "
+                    f"({limit // _MB} MB). Fetch it with the command line: distillery lora "
+                    f"{file.name.removesuffix('.safetensors')} --download"
+                )
+            try:
+                await self.rest.create_message(
+                    int(place.chat),
+                    clip(caption),
+                    attachments=attachments,
+                    reply=int(place.message),
+                    reply_must_exist=False,
+                    mentions_everyone=False,
+                    mentions_reply=False,
+                    role_mentions=False,
+                    user_mentions=False,
+                )
+            except _ERRORS as error:
+                raise map_error(error) from None
