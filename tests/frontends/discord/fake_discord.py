@@ -16,7 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import nacl.signing
+from aiohttp import typedefs as web_types
 from aiohttp import web
 
 APPLICATION_ID = "700000000000000001"
@@ -59,7 +61,7 @@ def attachment(url: str, filename: str, size: int, media_type: str = "image/png"
 
 
 def message(channel: str, content: str, author: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    body = {
+    body: dict[str, Any] = {
         "id": snowflake(),
         "channel_id": channel,
         "author": author,
@@ -153,7 +155,11 @@ class FakeDiscord:
         """The headers Discord sends with an interaction POST, signed with the application's key."""
         stamp = timestamp if timestamp is not None else str(int(self.clock()))
         signature = self.signing_key.sign(stamp.encode() + body).signature.hex()
-        return {"X-Signature-Ed25519": signature, "X-Signature-Timestamp": stamp, "Content-Type": "application/json"}
+        return {
+            "X-Signature-Ed25519": signature,
+            "X-Signature-Timestamp": stamp,
+            "Content-Type": "application/json",
+        }
 
     def interaction(
         self,
@@ -218,7 +224,7 @@ class FakeDiscord:
     # -- handlers -------------------------------------------------------------------------------------------
 
     @web.middleware
-    async def _limits(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _limits(self, request: web.Request, handler: web_types.Handler) -> web.StreamResponse:
         for number, (fragment, retry_after) in enumerate(self.rate_limits):
             if fragment in request.path and request.method != "GET":
                 del self.rate_limits[number]
@@ -249,7 +255,7 @@ class FakeDiscord:
         )
 
     async def _guilds(self, request: web.Request) -> web.Response:
-        guild = {
+        guild: dict[str, Any] = {
             "id": GUILD_ID,
             "name": "test",
             "icon": None,
@@ -351,7 +357,9 @@ class FakeDiscord:
     async def _dm(self, request: web.Request) -> web.Response:
         recipient = str((await request.json())["recipient_id"])
         channel = self.dm_channels.setdefault(recipient, snowflake())
-        return web.json_response({"id": channel, "type": 1, "last_message_id": None, "recipients": [user(recipient)]})
+        return web.json_response(
+            {"id": channel, "type": 1, "last_message_id": None, "recipients": [user(recipient)]}
+        )
 
     async def _cdn(self, request: web.Request) -> web.Response:
         data = self.cdn_files.get(request.match_info["name"])
@@ -376,7 +384,7 @@ async def _read(request: web.Request) -> tuple[dict[str, Any], dict[str, bytes]]
     files: dict[str, bytes] = {}
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
-        assert isinstance(part, web.BodyPartReader)
+        assert isinstance(part, aiohttp.BodyPartReader)
         if part.name == "payload_json":
             body = json.loads(await part.read())
         else:
@@ -394,19 +402,22 @@ def _apply(target: dict[str, Any], body: dict[str, Any], files: dict[str, bytes]
         target["flags"] = int(body["flags"])
     if files:
         target["attachments"] = [
-            attachment(fake.cdn_url(f"{snowflake()}-{name}", data), name, len(data)) for name, data in files.items()
+            attachment(fake.cdn_url(f"{snowflake()}-{name}", data), name, len(data))
+            for name, data in files.items()
         ]
     if "allowed_mentions" in body:
         target["allowed_mentions"] = body["allowed_mentions"]
     if "message_reference" in body:
-        target["message_reference"] = {**body["message_reference"], "type": 0}
+        target["message_reference"] = {"type": 0, "channel_id": target["channel_id"], **body["message_reference"]}
 
 
 def _components(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows as Discord echoes them (buttons get the fields hikari expects)."""
     echoed = []
     for row in rows:
-        buttons = [{"disabled": False, **button, "id": index} for index, button in enumerate(row.get("components", []))]
+        buttons = [
+            {"disabled": False, **button, "id": index} for index, button in enumerate(row.get("components", []))
+        ]
         echoed.append({"type": 1, "id": 100, "components": buttons})
     return echoed
 

@@ -40,6 +40,7 @@ class Harness:
         self.settings = settings
         self.mode = HttpMode(settings, daemon, clock=fake.clock)
         self.session = aiohttp.ClientSession()
+        self.last: dict[str, Any] = {}  # the newest interaction sent
 
     @property
     def bot(self) -> Any:
@@ -63,6 +64,7 @@ class Harness:
 
     async def interact(self, payload: dict[str, Any]) -> dict[str, Any]:
         """POST a signed interaction; the bot's initial response (also recorded as the @original)."""
+        self.last = payload
         body = json.dumps(payload).encode()
         status, answer = await self.post(body, self.fake.sign(body))
         assert status == 200, (status, answer)
@@ -87,8 +89,13 @@ class Harness:
 
     async def menu(self, name: str, user_id: str, target: dict[str, Any]) -> dict[str, Any]:
         """A message context menu used on ``target``."""
-        data = {"id": "2", "name": name, "type": 3, "target_id": target["id"],
-                "resolved": {"messages": {target["id"]: target}}}
+        data = {
+            "id": "2",
+            "name": name,
+            "type": 3,
+            "target_id": target["id"],
+            "resolved": {"messages": {target["id"]: target}},
+        }
         return await self.interact(self.fake.interaction(2, data, user_id))
 
     async def click(self, custom_id: str, user_id: str, message: dict[str, Any]) -> dict[str, Any]:
