@@ -118,8 +118,11 @@ class FakeDiscord:
 
     # -- life cycle -----------------------------------------------------------------------------------------
 
-    async def start(self) -> FakeDiscord:
+    async def start(self, extra: Callable[[web.Application], None] | None = None) -> FakeDiscord:
+        """Serve on a free loopback port; ``extra`` adds routes (the gateway's)."""
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._limits])
+        if extra is not None:
+            extra(app)
         add = app.router.add_route
         add("GET", "/api/v10/oauth2/applications/@me", self._application)
         add("GET", "/api/v10/users/@me/guilds", self._guilds)

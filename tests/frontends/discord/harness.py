@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from typing import Any
@@ -11,9 +12,10 @@ import aiohttp
 from frontends.client import DaemonApi
 from frontends.discord.server import HttpMode
 from frontends.discord.settings import DiscordSettings
-from tests.frontends.discord.fake_discord import GUILD_ID, FakeDiscord
+from tests.frontends.discord.fake_discord import BOT_USER_ID, GUILD_ID, FakeDiscord
 
-BOT_TOKEN = "test-bot-token"
+# Shaped like a real one: the gateway bot reads its own id from the first part.
+BOT_TOKEN = base64.b64encode(BOT_USER_ID.encode()).decode().rstrip("=") + ".fake.test-token"
 
 
 def settings_for(fake: FakeDiscord, **changes: Any) -> DiscordSettings:
