@@ -74,6 +74,10 @@ class Harness:
         self.fake.record_initial(payload["token"], response)
         return response
 
+    def bot_interaction(self, payload: dict[str, Any]) -> Any:
+        """The interaction as hikari reads it (to call the bot's own methods with)."""
+        return self.mode.rest_bot.entity_factory.deserialize_interaction(payload)
+
     async def command(self, name: str, user_id: str, **options: Any) -> dict[str, Any]:
         """A slash command with its options (an attachment option takes the attachment's JSON)."""
         data: dict[str, Any] = {"id": "1", "name": name, "type": 1, "options": []}

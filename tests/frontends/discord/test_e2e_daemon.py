@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import hikari
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 from PIL import Image
@@ -232,11 +233,14 @@ async def test_a_restarted_bot_carries_on_with_the_same_message(
         await first.command("distill", "4005", image=portrait(fake_discord, portrait_png))
         job = await job_of(client, "4005")
         posted = await note(client, job.id)
+        await original(fake_discord, first.last["token"])
+        # The interaction token has long expired by the time a real job ends: the job message must not need it.
+        fake_discord.clock = lambda: time.time() + TOKEN_LIFETIME + 60
+        with pytest.raises(hikari.UnauthorizedError):
+            await first.bot.answer(first.bot_interaction(first.last), "too late")
     finally:
         await first.close()  # the bot goes away mid-job; the job goes on in the daemon
     await client.cancel(blocker.job.id, operator)
-    # The interaction token has long expired by the time a real job ends: the job message must not need it.
-    fake_discord.clock = lambda: time.time() + TOKEN_LIFETIME + 60
     edits_before = len(fake_discord.edits[posted.message])
 
     second = await Harness(fake_discord, client, settings_for(fake_discord)).start()
