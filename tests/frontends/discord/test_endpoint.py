@@ -8,25 +8,27 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from frontends.client import DaemonClient
 from frontends.discord.bot import NOT_ALLOWED
 from frontends.discord.platform import escape
 from tests.frontends.discord.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, message, user
 from tests.frontends.discord.harness import Harness, settings_for
+from tests.frontends.fakes import FakeDaemon
 
 ALLOWED_USER = "111111111111111111"
 STRANGER = "222222222222222222"
 
 
 @pytest.fixture
-async def harness(fake_discord: FakeDiscord) -> AsyncIterator[Harness]:
-    # No daemon listens here: these tests never get as far as asking it (re-attaching keeps retrying).
-    daemon = DaemonClient("unix:/nonexistent/distillery.sock")
+def daemon() -> FakeDaemon:
+    return FakeDaemon(platform="discord", workspace=GUILD_ID)
+
+
+@pytest.fixture
+async def harness(fake_discord: FakeDiscord, daemon: FakeDaemon) -> AsyncIterator[Harness]:
     settings = settings_for(fake_discord, allowed_users=frozenset({int(ALLOWED_USER)}))
     harness = await Harness(fake_discord, daemon, settings).start()
     yield harness
     await harness.close()
-    await daemon.close()
 
 
 async def test_commands_are_registered_in_the_guild(harness: Harness, fake_discord: FakeDiscord) -> None:
@@ -78,13 +80,16 @@ async def test_health(harness: Harness) -> None:
 
 
 @pytest.mark.parametrize("command", ["distill", "serve", "stats"])
-async def test_a_user_outside_the_allow_list_is_refused_politely(harness: Harness, command: str) -> None:
+async def test_a_user_outside_the_allow_list_is_refused_politely(
+    harness: Harness, daemon: FakeDaemon, command: str
+) -> None:
     options = {"prompt": "a cat"} if command == "serve" else {}
     response = await harness.command(command, STRANGER, **options)
     assert response["type"] == 4  # an immediate message, not a deferral: nothing was started
     assert response["data"]["content"] == escape(NOT_ALLOWED)
     assert response["data"]["flags"] == 64  # only the stranger sees it
     assert response["data"]["allowed_mentions"]["parse"] == []
+    assert [name for name in daemon.methods() if name != "list_jobs"] == []  # nothing reached the daemon
 
 
 async def test_buttons_and_menus_check_the_allow_list_too(harness: Harness) -> None:

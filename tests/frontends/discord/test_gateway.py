@@ -7,20 +7,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from frontends.client import DaemonClient
 from frontends.discord.bot import HELP
 from frontends.discord.platform import clip, escape
 from frontends.discord.server import run_gateway
 from tests.frontends.discord.fake_discord import GUILD_ID, FakeDiscord
 from tests.frontends.discord.fake_gateway import FakeGateway
 from tests.frontends.discord.harness import settings_for
+from tests.frontends.fakes import FakeDaemon
 
 
 async def test_gateway_handshake_registration_and_an_interaction() -> None:
     fake = FakeDiscord()
     gateway = FakeGateway(fake)
     await fake.start(gateway.routes)
-    daemon = DaemonClient("unix:/nonexistent/distillery.sock")  # /help never asks the daemon
+    daemon = FakeDaemon(platform="discord", workspace=GUILD_ID)
     stop = asyncio.Event()
     settings = dataclasses.replace(settings_for(fake), mode="gateway", public_key="")
     running = asyncio.create_task(run_gateway(settings, daemon, stop))
@@ -43,5 +43,4 @@ async def test_gateway_handshake_registration_and_an_interaction() -> None:
     finally:
         stop.set()
         await asyncio.wait_for(running, 30)
-        await daemon.close()
         await fake.close()
