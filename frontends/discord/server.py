@@ -24,7 +24,8 @@ from aiohttp import web
 from frontends.client import DaemonApi, DaemonClient
 from frontends.discord import commands
 from frontends.discord.bot import Builder, DiscordBot
-from frontends.discord.settings import DiscordSettings, SettingsError
+from frontends.discord.settings import DiscordSettings
+from frontends.sources import SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The Discord bot's settings: built once at start from flags, environment and credential files, then frozen.
 
-Precedence: command-line flag > environment variable > credential file > default. The bot token is never a
-flag (flags show in ``ps``): it comes from ``--bot-token-file``, ``DISCORD_BOT_TOKEN``, or a systemd credential
-named ``discord-bot-token`` (``LoadCredential=``), like the daemon token (``distillery-token``). The
+Precedence (``frontends.sources``): command-line flag > environment variable > credential file > default. The
+bot token is never a flag (flags show in ``ps``): it comes from ``--bot-token-file``, ``DISCORD_BOT_TOKEN``, or a
+systemd credential named ``discord-bot-token``, like the daemon token (``distillery-token``). The
 application's public key is not a secret (Discord shows it on the General Information page) and may be a flag.
 Nothing else in the bot reads the environment, and the secrets stay out of the settings' ``repr``.
 """
@@ -14,8 +14,9 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
+
+from frontends.sources import SettingsError, Sources, add_common_flags
 
 Mode = Literal["gateway", "http"]
 
@@ -27,30 +28,29 @@ _MIB = 1024 * 1024
 _PUBLIC_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
 
-class SettingsError(Exception):
-    """The configuration cannot work; the message says what to fix (and never contains a secret)."""
-
-
 @dataclass(frozen=True)
 class DiscordSettings:
     """Everything the Discord bot process needs, decided once at start."""
 
     mode: Mode
     bot_token: str = field(repr=False)
-    # HTTP interactions: the application's Ed25519 public key (hex), to check each request's signature.
-    public_key: str = ""
-    daemon_target: str = DEFAULT_DAEMON
-    daemon_token: str = field(default="", repr=False)
-    # HTTP mode listens here; put a TLS-terminating reverse proxy in front of it.
-    host: str = "127.0.0.1"
-    port: int = 8080
-    path: str = "/discord/interactions"
     # Commands are registered in these guilds (instantly, unlike global commands); empty: every guild the bot
     # is in. A non-empty set is also the guild allow-list.
     guilds: frozenset[int] = frozenset()
     # Empty means "everyone"; a non-empty set admits only the listed channel or user ids.
     allowed_channels: frozenset[int] = frozenset()
     allowed_users: frozenset[int] = frozenset()
+    daemon_target: str = DEFAULT_DAEMON
+    daemon_token: str = field(default="", repr=False)
+    # HTTP interactions: the application's Ed25519 public key (hex) checks each request's signature; the bot
+    # listens on host:port + path behind a TLS-terminating reverse proxy. A body is a few KiB: anything much
+    # bigger is not Discord; a request signed further than max_clock_skew from now is refused (no replays).
+    public_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    path: str = "/discord/interactions"
+    max_body_bytes: int = 256 * 1024
+    max_clock_skew: float = 300.0
     # The REST API's base URL and the attachment hosts (with their scheme); only tests point them elsewhere.
     api_url: str = DISCORD_API
     cdn_hosts: tuple[str, ...] = CDN_HOSTS
@@ -59,10 +59,6 @@ class DiscordSettings:
     update_interval: float = 1.0
     # Same cap as the daemon's image limit; bigger attachments are refused before they are downloaded.
     max_image_bytes: int = 20 * _MIB
-    # An HTTP interaction's body is a few KiB; anything much bigger is not Discord.
-    max_body_bytes: int = 256 * 1024
-    # Requests signed further than this from now are refused (a captured request cannot be replayed later).
-    max_clock_skew: float = 300.0
     log_level: str = "INFO"
 
 
@@ -72,19 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="distillery-discord",
         description="The distillery's Discord bot: /distill a portrait, follow the job in the channel.",
     )
+    add_common_flags(parser, DEFAULT_DAEMON, 8080, "/discord/interactions")
     add = parser.add_argument
     add("--mode", choices=("gateway", "http"), help="gateway (no public URL) or http interactions [gateway]")
-    add("--daemon", help=f"daemon address: unix:/path or 127.0.0.1:PORT [{DEFAULT_DAEMON}]")
-    add("--daemon-token-file", help="file with the daemon's bearer token (TCP only) [env DISTILLERY_TOKEN]")
     add("--bot-token-file", help="file with the bot token [env DISCORD_BOT_TOKEN]")
     add("--public-key", help="HTTP mode: the application's public key (hex) [env DISCORD_PUBLIC_KEY]")
-    add("--host", help="HTTP mode: address to listen on [127.0.0.1]")
-    add("--port", type=int, help="HTTP mode: port [8080]")
-    add("--path", help="HTTP mode: interactions endpoint path [/discord/interactions]")
     add("--guilds", help="comma-separated guild ids: register the commands there and answer only there [all]")
     add("--allow-channels", help="comma-separated channel ids the bot answers in (DMs always) [all]")
     add("--allow-users", help="comma-separated user ids allowed to use the bot [all]")
-    add("--log-level", help="DEBUG, INFO, WARNING [INFO]")
     return parser
 
 
@@ -95,36 +86,11 @@ def _ids(text: str, flag: str) -> frozenset[int]:
         raise SettingsError(f"{flag} takes comma-separated numeric ids (Developer Mode > Copy ID)") from None
 
 
-def _read_secret(path: str | Path) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError as error:
-        # The path is not secret; the contents are never part of a message.
-        raise SettingsError(f"cannot read the credential file {path}: {error.strerror}") from None
-
-
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> DiscordSettings:
     """Parse flags, read the environment and credential files, check the combination, and freeze it."""
     environ = os.environ if environ is None else environ
-    args = vars(build_parser().parse_args(argv))
-    credentials = environ.get("CREDENTIALS_DIRECTORY", "")
-
-    def value(key: str, default: str = "") -> str:
-        flag = args.get(key)
-        if flag is not None:
-            return str(flag)
-        return environ.get(f"DISTILLERY_DISCORD_{key.upper()}", default)
-
-    def secret(flag_key: str, env_key: str, credential_name: str) -> str:
-        path = args.get(flag_key)
-        if path:
-            return _read_secret(path)
-        if environ.get(env_key):
-            return environ[env_key].strip()
-        if credentials and (Path(credentials) / credential_name).is_file():
-            return _read_secret(Path(credentials) / credential_name)
-        return ""
-
+    sources = Sources(vars(build_parser().parse_args(argv)), environ, "DISTILLERY_DISCORD")
+    value, secret = sources.value, sources.secret
     mode = value("mode", "gateway")
     if mode not in ("gateway", "http"):
         raise SettingsError(f"--mode must be gateway or http, not {mode!r}")

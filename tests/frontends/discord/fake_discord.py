@@ -310,26 +310,24 @@ class FakeDiscord:
         return web.json_response(self.originals[token])
 
     async def _edit_original(self, request: web.Request) -> web.Response:
-        token = request.match_info["token"]
-        if self._expired(token):
-            return _unauthorized()
-        body, files = await _read(request)
-        original = self.originals.setdefault(token, message(CHANNEL_ID, "", user(BOT_USER_ID)))
-        _apply(original, body, files, self)
-        self.posted.append(Posted(request.method, request.path, body, files))
-        await self._changed()
-        return web.json_response(original)
+        return await self._webhook_write(request, original=True)
 
     async def _follow_up(self, request: web.Request) -> web.Response:
+        return await self._webhook_write(request, original=False)
+
+    async def _webhook_write(self, request: web.Request, original: bool) -> web.Response:
+        """An edit of the @original or a follow-up: both need an interaction token younger than 15 minutes."""
         token = request.match_info["token"]
         if self._expired(token):
             return _unauthorized()
         body, files = await _read(request)
-        created = message(CHANNEL_ID, "", user(BOT_USER_ID))
-        _apply(created, body, files, self)
+        target = message(CHANNEL_ID, "", user(BOT_USER_ID))
+        if original:
+            target = self.originals.setdefault(token, target)
+        _apply(target, body, files, self)
         self.posted.append(Posted(request.method, request.path, body, files))
         await self._changed()
-        return web.json_response(created)
+        return web.json_response(target)
 
     async def _create_message(self, request: web.Request) -> web.Response:
         channel = request.match_info["channel"]

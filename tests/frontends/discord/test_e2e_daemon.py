@@ -54,9 +54,12 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, demo_models: tuple[Path, Pa
 
 @pytest.fixture
 async def client(daemon: RunningDaemon) -> AsyncIterator[DaemonClient]:
-    client = DaemonClient(daemon.target)
-    yield client
-    await client.close()
+    """A client of the module's daemon, for the bot and for the tests' own look at the jobs."""
+    opened = DaemonClient(daemon.target)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

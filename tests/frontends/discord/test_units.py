@@ -10,7 +10,8 @@ import pytest
 from frontends.discord.__main__ import main
 from frontends.discord.fetch import ImageRefused, download, on_cdn
 from frontends.discord.platform import MAX_CONTENT, clip, custom_id, escape, parse_custom_id
-from frontends.discord.settings import CDN_HOSTS, SettingsError, load_settings
+from frontends.discord.settings import CDN_HOSTS, load_settings
+from frontends.sources import SettingsError
 
 TOKEN = "MTIz.secret.discord-token"
 KEY = "ab" * 32
