@@ -117,8 +117,18 @@ class DiscordBot:
         task.add_done_callback(self._tasks.discard)
 
     def report(self, error: BaseException, requester: pb.Requester | None = None) -> None:
-        """The central error handler: log what nobody expected (the caller tells the user, where it can)."""
+        """The central error handler: log what nobody expected; a job's owner also reads it in their DMs (an
+        interaction's asker reads it in the answer instead, see ``later``)."""
         log.error("unexpected failure: %s", type(error).__name__, exc_info=error)
+        if requester is not None and requester.user.isdigit():
+            self._spawn(self._tell(int(requester.user), INTERNAL))
+
+    async def _tell(self, user: int, text: str) -> None:
+        try:
+            dm = await self.rest.create_dm_channel(user)
+            await self.rest.create_message(dm, escape(text), user_mentions=False, role_mentions=False)
+        except (hikari.HTTPError, aiohttp.ClientError, OSError) as error:
+            log.warning("could not tell user %d that something failed: %s", user, error)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -173,7 +183,7 @@ class DiscordBot:
             except DaemonError as error:
                 text = error.message
             except Exception as error:
-                self.report(error, requester_of(interaction))
+                self.report(error)
                 text = INTERNAL
             if text:
                 await self.answer(interaction, text)

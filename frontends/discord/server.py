@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
+import aiohttp
 import hikari
 import nacl.exceptions
 import nacl.signing
@@ -167,7 +168,10 @@ async def run_gateway(settings: DiscordSettings, daemon: DaemonApi, stop: asynci
             await respond(interaction, await bot.on_component(interaction))
 
     gateway.subscribe(hikari.InteractionCreateEvent, on_interaction)
-    await gateway.start(check_for_updates=False)
+    try:
+        await gateway.start(check_for_updates=False)
+    except hikari.UnauthorizedError:
+        raise SettingsError(REJECTED) from None
     try:
         await startup(bot, settings)
         await stop.wait()
@@ -176,12 +180,18 @@ async def run_gateway(settings: DiscordSettings, daemon: DaemonApi, stop: asynci
         await gateway.close()
 
 
+REJECTED = "Discord rejected the bot token (Developer Portal > Bot > Reset Token)"
+
+
 async def startup(bot: DiscordBot, settings: DiscordSettings) -> None:
-    """Register the commands (a rejected token stops the bot with a clear sentence), then re-attach."""
+    """Register the commands, then re-attach. A rejected token stops the bot with a clear sentence; Discord
+    being unreachable only costs the registration (the commands of the last run stay in place)."""
     try:
         await commands.register(bot.rest, settings.guilds)
     except hikari.UnauthorizedError:
-        raise SettingsError("Discord rejected the bot token (Developer Portal > Bot > Reset Token)") from None
+        raise SettingsError(REJECTED) from None
+    except (hikari.HTTPError, aiohttp.ClientError, OSError) as error:
+        log.warning("could not register the commands: %s", error)
     await bot.start()
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from frontends.commands import SERVE_USAGE
+from frontends.discord.bot import INTERNAL
 from frontends.discord.platform import escape
 from tests.frontends.discord.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, buttons, message, user
 from tests.frontends.discord.harness import Harness, settings_for
@@ -106,3 +107,15 @@ async def test_image_info_on_a_message_without_a_distillery_picture(
     token = bot.last["token"]
     text = await fake_discord.wait_for(lambda: fake_discord.originals.get(token, {}).get("content"), timeout=10)
     assert text == escape("That message names no picture of the distillery.")
+
+
+async def test_an_unexpected_failure_is_logged_and_the_user_told(
+    bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    daemon.user_stats = broken  # type: ignore[method-assign]
+    text = await answered(bot, fake_discord, "stats", OWNER)
+    assert text == escape(INTERNAL)
+    assert "unexpected failure: RuntimeError" in caplog.text
