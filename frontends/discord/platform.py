@@ -117,39 +117,46 @@ class DiscordPlatform:
         text = escape(look.text) + (f"\n_{escape(look.note)}_" if look.note else "")
         return clip((f"<@{look.owner}> " if look.owner.isdigit() else "") + text)
 
-    @staticmethod
-    def _mentions(look: Look) -> list[int] | bool:
-        # Only the owner is ever pinged, and only when the message first appears.
-        return [int(look.owner)] if look.owner.isdigit() else False
-
     async def send(self, chat: str, look: Look, reply_to: str = "", owner: pb.Requester | None = None) -> Place:
         """Post in the channel; when the bot cannot (not a member, no permission), in the owner's DM."""
+        # Only the owner is ever pinged, and only when the message first appears.
+        ping = [int(look.owner)] if look.owner.isdigit() else False
         try:
-            return await self._create(chat, look, reply_to)
-        except (hikari.ForbiddenError, hikari.NotFoundError) as error:
+            return await self._post(chat, self.content(look), reply_to, ping, self.components(look))
+        except MessageGone:
             if owner is None or not owner.user.isdigit():
-                raise map_error(error) from None
-            log.info("cannot post in channel %s (%s); using a DM", chat, error.status)
-        except _ERRORS as error:
-            raise map_error(error) from None
+                raise
+            log.info("cannot post in channel %s; using a DM", chat)
         try:
             dm = await self.rest.create_dm_channel(int(owner.user))
-            return await self._create(str(dm.id), look, "")
         except _ERRORS as error:
             raise map_error(error) from None
+        return await self._post(str(dm.id), self.content(look), "", ping, self.components(look))
 
-    async def _create(self, chat: str, look: Look, reply_to: str) -> Place:
-        message = await self.rest.create_message(
-            int(chat),
-            self.content(look),
-            components=self.components(look),
-            reply=int(reply_to) if reply_to.isdigit() else hikari.UNDEFINED,
-            reply_must_exist=False,
-            mentions_everyone=False,
-            mentions_reply=False,
-            role_mentions=False,
-            user_mentions=self._mentions(look),
-        )
+    async def _post(
+        self,
+        chat: str,
+        content: str,
+        reply_to: str = "",
+        ping: list[int] | bool = False,
+        components: Sequence[hikari.api.ComponentBuilder] = (),
+        attachments: Sequence[hikari.Resourceish] = (),
+    ) -> Place:
+        try:
+            message = await self.rest.create_message(
+                int(chat),
+                content,
+                components=components,
+                attachments=attachments,
+                reply=int(reply_to) if reply_to.isdigit() else hikari.UNDEFINED,
+                reply_must_exist=False,
+                mentions_everyone=False,
+                mentions_reply=False,
+                role_mentions=False,
+                user_mentions=ping,
+            )
+        except _ERRORS as error:
+            raise map_error(error) from None
         return Place(str(message.channel_id), str(message.id))
 
     async def edit(self, place: Place, look: Look) -> None:
@@ -166,34 +173,19 @@ class DiscordPlatform:
         except _ERRORS as error:
             raise map_error(error) from None
 
-    def upload_limit(self, chat: str) -> int:
-        return self.upload_limits.get(chat, DEFAULT_UPLOAD_LIMIT)
-
     async def upload(self, place: Place, files: Sequence[Attachment]) -> None:
         """Each file in a message of its own answering the job's message; one over the channel's upload limit
-        is replaced by a sentence saying how to fetch it."""
-        limit = self.upload_limit(place.chat)
+        (learnt from the interactions there) is replaced by a sentence saying how to fetch it."""
+        limit = self.upload_limits.get(place.chat, DEFAULT_UPLOAD_LIMIT)
         for file in files:
-            caption = escape(file.caption or file.title)
-            attachments: list[hikari.Resourceish] = [hikari.Bytes(file.data, file.name)]
-            if len(file.data) > limit:
-                attachments = []
-                caption = escape(
-                    f"{file.name} is {len(file.data) / _MB:.1f} MB, more than this channel takes "
-                    f"({limit // _MB} MB). Fetch it with the command line: distillery lora "
-                    f"{file.name.removesuffix('.safetensors')} --download"
-                )
-            try:
-                await self.rest.create_message(
-                    int(place.chat),
-                    clip(caption),
-                    attachments=attachments,
-                    reply=int(place.message),
-                    reply_must_exist=False,
-                    mentions_everyone=False,
-                    mentions_reply=False,
-                    role_mentions=False,
-                    user_mentions=False,
-                )
-            except _ERRORS as error:
-                raise map_error(error) from None
+            if len(file.data) <= limit:
+                attachment = hikari.Bytes(file.data, file.name)
+                caption = clip(escape(file.caption or file.title))
+                await self._post(place.chat, caption, place.message, attachments=[attachment])
+                continue
+            name = file.name.removesuffix(".safetensors")
+            too_big = (
+                f"{file.name} is {len(file.data) / _MB:.1f} MB, more than this channel takes ({limit // _MB} MB). "
+                f"Fetch it with the command line: distillery lora {name} --download"
+            )
+            await self._post(place.chat, escape(too_big), place.message)
