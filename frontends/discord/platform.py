@@ -9,7 +9,6 @@ minutes and a training job can outlast it. Discord renders markdown in every mes
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -17,6 +16,7 @@ import aiohttp
 import hikari
 from distillery.v1 import distillery_pb2 as pb
 
+from frontends.escape import discord_markdown
 from frontends.platform import (
     Attachment,
     Look,
@@ -34,14 +34,11 @@ log = logging.getLogger(__name__)
 MAX_CONTENT = 2000
 # Without a server boost a channel takes files up to 10 MiB; each interaction tells the real limit.
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-# Any ASCII punctuation may be backslash-escaped in Discord markdown; these are the ones that format or link.
-_MARKDOWN = re.compile(r"([\\*_~`|>#\-\[\]()<:@!])")
 _MB = 1024 * 1024
 
 
-def escape(text: str) -> str:
-    """User text made literal: no markdown, no masked links, no mentions of anyone (@everyone included)."""
-    return _MARKDOWN.sub(r"\\\1", text).replace("@everyone", "@\u200beveryone").replace("@here", "@\u200bhere")
+# User text made literal: no markdown, no masked links, no mentions (``<@id>``, @everyone and @here).
+escape = discord_markdown
 
 
 def clip(text: str, limit: int = MAX_CONTENT) -> str:

@@ -45,7 +45,7 @@ async def test_loras_lists_mine_and_public_ones_escaped(
     daemon.add_lora("sharedone", OTHER, public=True)
     text = await answered(bot, fake_discord, "loras", OWNER)
     assert text.startswith(escape("Your LoRAs:\nrifttami - woman, yours, private"))
-    assert "\\*\\*\\@\u200beveryone\\*\\* look" in text and escape("sharedone - woman, shared, public") in text
+    assert "\\*\\*@\u200beveryone\\*\\* look" in text and escape("sharedone - woman, shared, public") in text
 
 
 async def test_lora_actions_and_the_owner_only_delete_buttons(

@@ -22,8 +22,8 @@ KEY = "ab" * 32
     [
         ("**bold** _it_ ~~x~~ `code` ||spoiler||", r"\*\*bold\*\* \_it\_ \~\~x\~\~ \`code\` \|\|spoiler\|\|"),
         ("[click](https://evil.example)", r"\[click\]\(https\://evil.example\)"),
-        ("@everyone and @here", "\\@\u200beveryone and \\@\u200bhere"),
-        ("<@123> <#456> <@&789> <t:1:R>", r"\<\@123\> \<\#456\> \<\@&789\> \<t\:1\:R\>"),
+        ("@everyone and @Here", "@\u200beveryone and @\u200bHere"),
+        ("<@123> <#456> <@&789> <t:1:R>", r"\<@123\> \<\#456\> \<@&789\> \<t\:1\:R\>"),
         ("> quote\n# title\n- item", "\\> quote\n\\# title\n\\- item"),
         ("plain words, 42.", "plain words, 42."),
     ],
