@@ -48,8 +48,13 @@ INFO_USAGE = "Usage: /info prompt:<image name>, e.g. 3f2a9c1d-1.png (each pictur
 HELP = (
     "/distill image:<portrait> [class] [noflip] makes a LoRA of the person (or url:<link> instead of the image); "
     '"Distill this" (right-click a message > Apps) does it for a picture already posted.\n'
-    "/serve, /lora, /loras, /info and /stats take one prompt holding the words and --options you would type "
-    f"after the command in the other chats:\n{SERVE_USAGE}\n{grammar.LORA_USAGE}"
+    "/serve, /lora, /loras, /info and /stats take one prompt option holding the words and --options, "
+    f"for example /serve prompt: a cat --n 2.\n{SERVE_USAGE}\n{grammar.LORA_USAGE}"
+)
+DISTILL_USAGE = (
+    'Usage: /distill image:<portrait> [class] [noflip], or url:<link> instead of the image; "Distill this" on a '
+    "posted picture (right-click > Apps). class says who is in the picture when the guess would be wrong; "
+    "noflip turns off mirror augmentation (for off-centre or asymmetric subjects)."
 )
 EPHEMERAL = hikari.MessageFlag.EPHEMERAL
 # The largest file Discord takes anywhere (a boosted server); each channel's own limit is applied on upload.
@@ -259,10 +264,12 @@ class DiscordBot:
         words += [f"--class {subject}" if subject else "", "--noflip" if _option(interaction, "noflip") else ""]
         resolved = interaction.resolved.attachments if interaction.resolved else {}
         attachment = resolved.get(hikari.Snowflake(image)) if image else None
+        if attachment is None and not words[0]:
+            return self.say(interaction, f"Attach the portrait, or give its link.\n{DISTILL_USAGE}")
         try:
             args = grammar.parse_distill(" ".join(word for word in words if word), need_url=attachment is None)
         except UsageError as error:
-            return self.say(interaction, f"{error}\n{grammar.DISTILL_USAGE}")
+            return self.say(interaction, f"{error}\n{DISTILL_USAGE}")
         work = self.distill(interaction, attachment, args.url, args.subject_class, args.no_flip)
         return self.later(interaction, work)
 

@@ -10,7 +10,15 @@ import pytest
 from frontends.commands import SERVE_USAGE
 from frontends.discord.bot import INTERNAL
 from frontends.discord.platform import escape
-from tests.frontends.discord.fake_discord import CHANNEL_ID, GUILD_ID, FakeDiscord, buttons, message, user
+from tests.frontends.discord.fake_discord import (
+    CHANNEL_ID,
+    GUILD_ID,
+    FakeDiscord,
+    attachment,
+    buttons,
+    message,
+    user,
+)
 from tests.frontends.discord.harness import Harness, settings_for
 from tests.frontends.fakes import FakeDaemon
 
@@ -93,7 +101,9 @@ async def test_usage_answers_come_at_once(bot: Harness, fake_discord: FakeDiscor
     help_answer = await bot.command("help", OWNER)
     assert help_answer["type"] == 4 and escape("/distill image:<portrait>") in help_answer["data"]["content"]
     distill = await bot.command("distill", OWNER)
-    assert distill["type"] == 4 and distill["data"]["content"].startswith(escape("Send an image link"))
+    assert distill["type"] == 4 and distill["data"]["content"].startswith(escape("Attach the portrait"))
+    both = await bot.command("distill", OWNER, url="https://example.org/a.png", image=_attachment())
+    assert both["type"] == 4 and both["data"]["content"].startswith(escape("Send either a photo or a link"))
     not_found = await answered(bot, fake_discord, "info", OWNER, "nothing-1")
     assert not_found == escape("There is no image called nothing-1.png.")
     assert [name for name in daemon.methods() if name not in ("list_jobs",)] == ["image_info"]
@@ -119,3 +129,7 @@ async def test_an_unexpected_failure_is_logged_and_the_user_told(
     text = await answered(bot, fake_discord, "stats", OWNER)
     assert text == escape(INTERNAL)
     assert "unexpected failure: RuntimeError" in caplog.text
+
+
+def _attachment() -> dict[str, object]:
+    return attachment("https://cdn.discordapp.com/attachments/1/2/a.png", "a.png", 100)
