@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import hikari
@@ -83,20 +84,23 @@ async def respond(interaction: hikari.PartialInteraction, builder: Builder) -> N
     """Gateway mode: send the listener's answer through the interaction callback endpoint."""
     if not isinstance(interaction, hikari.CommandInteraction | hikari.ComponentInteraction):
         return
-    rest = interaction.app.rest
-    if isinstance(builder, hikari.api.InteractionMessageBuilder):
-        await rest.create_interaction_response(
-            interaction,
-            interaction.token,
-            builder.type,
-            builder.content,
-            flags=builder.flags,
-            mentions_everyone=False,
-            user_mentions=False,
-            role_mentions=False,
-        )
-    else:
-        await rest.create_interaction_response(interaction, interaction.token, builder.type, flags=builder.flags)
+    # A deferral has no content; an immediate answer mentions nobody (as the builder says in HTTP mode).
+    content = builder.content if isinstance(builder, hikari.api.InteractionMessageBuilder) else hikari.UNDEFINED
+    await interaction.app.rest.create_interaction_response(
+        interaction,
+        interaction.token,
+        builder.type,
+        content,
+        flags=builder.flags,
+        mentions_everyone=False,
+        user_mentions=False,
+        role_mentions=False,
+    )
+
+
+def _quiet(settings: DiscordSettings) -> dict[str, Any]:
+    """hikari's options for a bot that logs through our handlers: no banner, no logging setup of its own."""
+    return {"banner": None, "logs": None, "suppress_optimization_warning": True, "rest_url": settings.api_url}
 
 
 class HttpMode:
@@ -104,15 +108,7 @@ class HttpMode:
 
     def __init__(self, settings: DiscordSettings, daemon: DaemonApi, clock: Clock = time.time) -> None:
         self.settings = settings
-        self.rest_bot = hikari.RESTBot(
-            settings.bot_token,
-            "Bot",
-            settings.public_key,
-            banner=None,
-            logs=None,
-            suppress_optimization_warning=True,
-            rest_url=settings.api_url,
-        )
+        self.rest_bot = hikari.RESTBot(settings.bot_token, "Bot", settings.public_key, **_quiet(settings))
         self.bot = DiscordBot(settings, daemon, self.rest_bot.rest)
         self.rest_bot.set_listener(hikari.CommandInteraction, self.bot.on_command)
         self.rest_bot.set_listener(hikari.ComponentInteraction, self.bot.on_component)
@@ -150,14 +146,8 @@ async def run_http(settings: DiscordSettings, daemon: DaemonApi, stop: asyncio.E
 
 async def run_gateway(settings: DiscordSettings, daemon: DaemonApi, stop: asyncio.Event) -> None:
     """Gateway mode: interactions arrive over the websocket; answers go through REST."""
-    gateway = hikari.GatewayBot(
-        settings.bot_token,
-        intents=hikari.Intents.GUILDS,
-        banner=None,
-        logs=None,
-        suppress_optimization_warning=True,
-        rest_url=settings.api_url,
-    )
+    # GUILDS only: interactions reach every bot, so no privileged intent is needed.
+    gateway = hikari.GatewayBot(settings.bot_token, intents=hikari.Intents.GUILDS, **_quiet(settings))
     bot = DiscordBot(settings, daemon, gateway.rest)
 
     async def on_interaction(event: hikari.InteractionCreateEvent) -> None:
