@@ -24,7 +24,7 @@ from distillery.v1 import distillery_pb2 as pb
 from frontends import commands as grammar
 from frontends.actions import DELETE_ACTION, KEEP_ACTION, answer_delete, lora_action, not_owner
 from frontends.client import DaemonApi, DaemonClient, DaemonError
-from frontends.commands import SERVE_USAGE, UsageError
+from frontends.commands import SERVE_USAGE, LoraArgs, UsageError
 from frontends.discord.commands import DISTILL_THIS
 from frontends.discord.fetch import ImageRefused, attachment_image, download
 from frontends.discord.platform import DiscordPlatform, clip, escape, parse_custom_id
@@ -44,7 +44,7 @@ NO_IMAGE = "That message has no picture I can use (attach a PNG, JPEG or WebP)."
 NO_IMAGE_NAME = "That message names no picture of the distillery."
 CANCELLING = "Cancelling; the job's message will say when it has stopped."
 INFO_HINT = 'Use "Image info" on a picture (right-click > Apps) for all its parameters.'
-INFO_USAGE = "Usage: /info prompt:<image name>, e.g. 3f2a9c1d-1.png (each picture's comment starts with it)."
+INFO_USAGE = "Usage: /info prompt:<picture name>, e.g. 3f2a9c1d-1.png (each picture's comment starts with it)."
 HELP = (
     "/distill image:<portrait> [class] [noflip] makes a LoRA of the person (or url:<link> instead of the image); "
     '"Distill this" (right-click a message > Apps) does it for a picture already posted.\n'
@@ -229,22 +229,22 @@ class DiscordBot:
         prompt = str(_option(interaction, "prompt") or "").strip()
         if name == "help" or prompt.lower() in ("help", "-h", "--help"):
             return self.say(interaction, HELP)
+        usage = {"serve": SERVE_USAGE, "lora": grammar.LORA_USAGE, "info": INFO_USAGE}
         try:
             if name == "serve":
                 return self.later(interaction, self.serve(interaction, grammar.parse_serve(prompt), who))
             if name == "lora":
-                return self.later(interaction, self.lora(interaction, prompt, who))
+                return self.later(interaction, self.lora(interaction, grammar.parse_lora(prompt), who))
+            if name == "info":
+                picture = grammar.parse_image_name(prompt)
+                return self.later(interaction, self._text(image_info_text, self.daemon.image_info(picture, who)))
         except UsageError as error:
-            return self.say(interaction, f"{error}\n{SERVE_USAGE}")
+            return self.say(interaction, f"{error}\n{usage[name]}")
         if name == "loras":
             return self.later(interaction, self._text(loras_text, self.daemon.list_loras(who), who))
         if name == "stats":
             return self.later(interaction, self._text(stats_text, self.daemon.user_stats(who)))
-        if name == "info" and prompt:
-            picture = prompt.split()[0]
-            picture = picture if picture.lower().endswith(".png") else f"{picture}.png"
-            return self.later(interaction, self._text(image_info_text, self.daemon.image_info(picture, who)))
-        return self.say(interaction, INFO_USAGE if name == "info" else HELP)
+        return self.say(interaction, HELP)
 
     @staticmethod
     async def _text(render: Any, call: Awaitable[Any], *more: Any) -> str:
@@ -252,10 +252,14 @@ class DiscordBot:
 
     async def image_info(self, message: hikari.Message, who: pb.Requester) -> str:
         """The "Image info" menu: the parameters of the distillery picture attached to the message."""
-        names = [item.filename for item in message.attachments if item.filename.lower().endswith(".png")]
-        if not names:
-            return NO_IMAGE_NAME
-        return image_info_text(await self.daemon.image_info(names[0], who))
+        for item in message.attachments:
+            try:
+                name = grammar.parse_image_name(item.filename)
+            except UsageError:
+                continue
+            if item.filename.lower().endswith(".png"):
+                return image_info_text(await self.daemon.image_info(name, who))
+        return NO_IMAGE_NAME
 
     def distill_command(self, interaction: hikari.CommandInteraction) -> Builder:
         """/distill image:<attachment> | url:<link> [class] [noflip]: the same checks as the other bots."""
@@ -314,16 +318,11 @@ class DiscordBot:
         place = await self.followers.post(job, view, events=stream)
         return f"Drawing: {self._link(interaction, place.chat, place.message)}"
 
-    async def lora(self, interaction: hikari.CommandInteraction, words: str, who: pb.Requester) -> str | None:
+    async def lora(self, interaction: hikari.CommandInteraction, args: LoraArgs, who: pb.Requester) -> None:
         """/lora prompt:<name> [--action]: the answer's text, its Delete/Keep buttons, or the file."""
-        try:
-            args = grammar.parse_lora(words)
-        except UsageError as error:
-            return f"{error}\n{grammar.LORA_USAGE}"
         answer = await lora_action(self.daemon, args, who, interaction.attachment_size_limit)
         file = await answer.file() if answer.file is not None else None
         await self.answer(interaction, file.caption if file else answer.text, answer.buttons, file)
-        return None
 
     # -- buttons --------------------------------------------------------------------------------------------
 

@@ -53,16 +53,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, demo_models: tuple[Path, Pa
 
 
 @pytest.fixture
-async def client(daemon: RunningDaemon) -> AsyncIterator[DaemonClient]:
-    """A client of the module's daemon, for the bot and for the tests' own look at the jobs."""
-    opened = DaemonClient(daemon.target)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
 async def bot(fake_discord: FakeDiscord, client: DaemonClient) -> AsyncIterator[Harness]:
     harness = await Harness(fake_discord, client, settings_for(fake_discord)).start()
     yield harness

@@ -104,6 +104,10 @@ async def test_usage_answers_come_at_once(bot: Harness, fake_discord: FakeDiscor
     assert distill["type"] == 4 and distill["data"]["content"].startswith(escape("Attach the portrait"))
     both = await bot.command("distill", OWNER, url="https://example.org/a.png", image=_attachment())
     assert both["type"] == 4 and both["data"]["content"].startswith(escape("Send either a photo or a link"))
+    lora = await bot.command("lora", OWNER, prompt="rifttami --frobnicate")
+    assert lora["type"] == 4 and lora["data"]["content"].startswith(escape("Unknown option --frobnicate."))
+    info = await bot.command("info", OWNER, prompt="two pictures")
+    assert info["type"] == 4 and info["data"]["content"].startswith(escape("Ask about one picture at a time."))
     not_found = await answered(bot, fake_discord, "info", OWNER, "nothing-1")
     assert not_found == escape("There is no image called nothing-1.png.")
     assert [name for name in daemon.methods() if name not in ("list_jobs",)] == ["image_info"]
