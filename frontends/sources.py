@@ -37,6 +37,20 @@ class Sources:
             return str(flag)
         return self.environ.get(f"{self.prefix}_{key.upper()}", default)
 
+    def choice(self, key: str, choices: tuple[str, ...]) -> str:
+        """A setting that must be one of ``choices`` (the first is the default)."""
+        chosen = self.value(key, choices[0])
+        if chosen not in choices:
+            raise SettingsError(f"--{key.replace('_', '-')} must be one of {', '.join(choices)}, not {chosen!r}")
+        return chosen
+
+    def number(self, key: str, default: int) -> int:
+        """A whole-number setting."""
+        try:
+            return int(self.value(key, str(default)))
+        except ValueError:
+            raise SettingsError(f"--{key.replace('_', '-')} must be a number") from None
+
     def secret(self, flag_key: str, env_key: str, credential: str) -> str:
         """A secret from the file its flag names, its environment variable, or its systemd credential ("")."""
         path = self.args.get(flag_key)

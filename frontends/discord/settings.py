@@ -91,21 +91,14 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     environ = os.environ if environ is None else environ
     sources = Sources(vars(build_parser().parse_args(argv)), environ, "DISTILLERY_DISCORD")
     value, secret = sources.value, sources.secret
-    mode = value("mode", "gateway")
-    if mode not in ("gateway", "http"):
-        raise SettingsError(f"--mode must be gateway or http, not {mode!r}")
-    try:
-        port = int(value("port", "8080"))
-    except ValueError:
-        raise SettingsError("--port must be a number") from None
     settings = DiscordSettings(
-        mode="http" if mode == "http" else "gateway",
+        mode="http" if sources.choice("mode", ("gateway", "http")) == "http" else "gateway",
         bot_token=secret("bot_token_file", "DISCORD_BOT_TOKEN", "discord-bot-token"),
         public_key=value("public_key") or environ.get("DISCORD_PUBLIC_KEY", ""),
         daemon_target=value("daemon", DEFAULT_DAEMON),
         daemon_token=secret("daemon_token_file", "DISTILLERY_TOKEN", "distillery-token"),
         host=value("host", "127.0.0.1"),
-        port=port,
+        port=sources.number("port", 8080),
         path=value("path", "/discord/interactions"),
         guilds=_ids(value("guilds"), "--guilds"),
         allowed_channels=_ids(value("allow_channels"), "--allow-channels"),
@@ -117,13 +110,14 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
 
 
 def check(settings: DiscordSettings) -> None:
-    """Refuse a combination that cannot work, saying what is missing or malformed."""
-    if not settings.bot_token:
-        raise SettingsError("no bot token: set DISCORD_BOT_TOKEN or --bot-token-file (Developer Portal > Bot)")
-    if settings.mode == "http":
-        if not settings.public_key:
-            raise SettingsError("HTTP mode needs the application's public key: --public-key or DISCORD_PUBLIC_KEY")
-        if not _PUBLIC_KEY.fullmatch(settings.public_key):
-            raise SettingsError("the public key is 64 hex digits (Developer Portal > General Information)")
-    if not settings.path.startswith("/"):
-        raise SettingsError("--path must start with /")
+    """Refuse a combination that cannot work, saying what is missing or malformed (the first such thing)."""
+    http, key = settings.mode == "http", settings.public_key
+    problems = (
+        (not settings.bot_token, "no bot token: set DISCORD_BOT_TOKEN or --bot-token-file (Developer Portal)"),
+        (http and not key, "HTTP mode needs the application's public key: --public-key or DISCORD_PUBLIC_KEY"),
+        (http and key and not _PUBLIC_KEY.fullmatch(key), "the public key is 64 hex digits (General Information)"),
+        (not settings.path.startswith("/"), "--path must start with /"),
+    )
+    for failed, why in problems:
+        if failed:
+            raise SettingsError(why)

@@ -72,6 +72,8 @@ def test_a_systemd_credential_is_read(tmp_path: Path) -> None:
         (["--mode", "http"], {"DISCORD_BOT_TOKEN": TOKEN}, "public key"),
         (["--mode", "http", "--public-key", "xyz"], {"DISCORD_BOT_TOKEN": TOKEN}, "64 hex digits"),
         (["--guilds", "general"], {"DISCORD_BOT_TOKEN": TOKEN}, "numeric ids"),
+        ([], {"DISCORD_BOT_TOKEN": TOKEN, "DISTILLERY_DISCORD_MODE": "socket"}, "gateway, http, not 'socket'"),
+        ([], {"DISCORD_BOT_TOKEN": TOKEN, "DISTILLERY_DISCORD_PORT": "eighty"}, "--port must be a number"),
     ],
 )
 def test_what_cannot_work_is_refused_with_a_sentence(argv: list[str], environ: dict[str, str], says: str) -> None:
