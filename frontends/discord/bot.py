@@ -29,7 +29,7 @@ from frontends.discord.commands import DISTILL_THIS
 from frontends.discord.fetch import ImageRefused, attachment_image, download
 from frontends.discord.platform import DiscordPlatform, clip, escape, parse_custom_id
 from frontends.discord.settings import DiscordSettings
-from frontends.follow import CANCEL_ACTION, Followers, preview_image
+from frontends.follow import CANCEL_ACTION, Followers, close_stream, generation_accepted, preview_image
 from frontends.live import Clock, Pacer, Sleep
 from frontends.platform import Attachment, Button, Look
 from frontends.render import JobView, image_info_text, loras_text, stats_text
@@ -305,11 +305,9 @@ class DiscordBot:
     async def serve(self, interaction: Interaction, spec: pb.GenerateSpec, who: pb.Requester) -> str:
         """/serve prompt:<prompt and --options>: the pictures follow in a job message like a /distill."""
         stream = self.daemon.generate(spec, who, f"discord:{interaction.id}")
-        accepted = await anext(aiter(stream), None)
-        if accepted is None:
-            raise DaemonError(grpc.StatusCode.UNAVAILABLE, "The trainer did not take the request; try again.")
-        job = await self.daemon.get_job(accepted.job_id, who)
+        accepted, job = await generation_accepted(self.daemon, stream, who)
         if self.followers.is_following(job.id) or job.client_state:
+            await close_stream(stream)  # a repeated interaction: the job's message exists already
             return "Already on it."
         view = JobView()
         view.apply_job(job)
