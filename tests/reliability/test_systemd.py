@@ -23,11 +23,12 @@ def exec_start(unit: Path) -> list[str]:
     return match.group(1).split()
 
 
-def test_there_are_units_for_the_daemon_and_both_bots() -> None:
+def test_there_are_units_for_the_daemon_and_every_bot() -> None:
     assert {unit.name for unit in UNITS} == {
         "distillery-daemon.service",
         "distillery-telegram.service",
         "distillery-slack.service",
+        "distillery-discord.service",
     }
     daemon = (UNITS[0].parent / "distillery-daemon.service").read_text()
     for line in ("Type=notify", "Restart=on-failure", "RuntimeDirectoryMode=0750", "NoNewPrivileges=yes"):

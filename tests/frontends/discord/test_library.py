@@ -1,0 +1,139 @@
+"""/loras, /lora and its buttons, /stats, /info and the usage answers, against the shared fake daemon: every
+answer is ephemeral, deferred when the daemon is asked, and escaped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from frontends.commands import SERVE_USAGE
+from frontends.discord.bot import INTERNAL
+from frontends.discord.platform import escape
+from tests.frontends.discord.fake_discord import (
+    CHANNEL_ID,
+    GUILD_ID,
+    FakeDiscord,
+    attachment,
+    buttons,
+    message,
+    user,
+)
+from tests.frontends.discord.harness import Harness, settings_for
+from tests.frontends.fakes import FakeDaemon
+
+OWNER, OTHER = "6001", "6002"
+
+
+@pytest.fixture
+def daemon() -> FakeDaemon:
+    return FakeDaemon(platform="discord", workspace=GUILD_ID)
+
+
+@pytest.fixture
+async def bot(fake_discord: FakeDiscord, daemon: FakeDaemon) -> AsyncIterator[Harness]:
+    harness = await Harness(fake_discord, daemon, settings_for(fake_discord)).start()
+    yield harness
+    await harness.close()
+
+
+async def answered(bot: Harness, fake: FakeDiscord, name: str, user_id: str, prompt: str = "") -> str:
+    """The deferred answer's text once the bot has written it."""
+    response = await bot.command(name, user_id, **({"prompt": prompt} if prompt else {}))
+    assert response["type"] == 5 and response["data"]["flags"] == 64
+    token = bot.last["token"]
+    return str(await fake.wait_for(lambda: fake.originals.get(token, {}).get("content"), timeout=10))
+
+
+async def test_loras_lists_mine_and_public_ones_escaped(
+    bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon
+) -> None:
+    daemon.add_lora("rifttami", OWNER)
+    daemon.loras["rifttami"].description = "**@everyone** look"
+    daemon.add_lora("sharedone", OTHER, public=True)
+    text = await answered(bot, fake_discord, "loras", OWNER)
+    assert text.startswith(escape("Your LoRAs:\nrifttami - woman, yours, private"))
+    assert "\\*\\*@\u200beveryone\\*\\* look" in text and escape("sharedone - woman, shared, public") in text
+
+
+async def test_lora_actions_and_the_owner_only_delete_buttons(
+    bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon
+) -> None:
+    daemon.add_lora("rifttami", OWNER)
+    made_public = await answered(bot, fake_discord, "lora", OWNER, "rifttami --makepublic")
+    assert made_public.startswith(escape("rifttami is public now")) and daemon.loras["rifttami"].public
+
+    question = await answered(bot, fake_discord, "lora", OWNER, "rifttami --delete")
+    assert question.startswith(escape("Delete rifttami"))
+    shown = fake_discord.originals[bot.last["token"]]
+    delete, keep = buttons(shown)
+    assert (delete["label"], keep["label"]) == ("Delete", "Keep")
+
+    refused = await bot.click(delete["custom_id"], OTHER, shown)
+    assert refused["type"] == 4
+    assert refused["data"]["content"] == escape("Only the owner of rifttami can delete it.")
+    assert "rifttami" in daemon.loras
+
+    clicked = await bot.click(delete["custom_id"], OWNER, shown)
+    assert clicked["type"] == 5
+    token = bot.last["token"]
+    text = await fake_discord.wait_for(lambda: fake_discord.originals.get(token, {}).get("content"), timeout=10)
+    assert text == escape("Deleted rifttami and its source picture.") and daemon.deleted == ["rifttami"]
+
+
+async def test_download_attaches_the_file_to_the_private_answer(
+    bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon
+) -> None:
+    daemon.add_lora("rifttami", OWNER)
+    await answered(bot, fake_discord, "lora", OWNER, "rifttami --download")
+    [edit] = [post for post in fake_discord.posted if post.path.endswith("/@original") and post.files]
+    assert edit.files == {"rifttami.safetensors": daemon.lora_files["rifttami"]}
+
+    daemon.add_lora("hugeone", OWNER, size=50 * 1024 * 1024)
+    too_big = await answered(bot, fake_discord, "lora", OWNER, "hugeone --download")
+    assert escape("distillery lora hugeone --download") in too_big
+
+
+async def test_usage_answers_come_at_once(bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon) -> None:
+    serve = await bot.command("serve", OWNER, prompt="a cat --steps none")
+    assert serve["type"] == 4 and serve["data"]["content"].startswith(escape("--steps takes a whole number"))
+    assert escape(SERVE_USAGE) in serve["data"]["content"]
+    help_answer = await bot.command("help", OWNER)
+    assert help_answer["type"] == 4 and escape("/distill image:<portrait>") in help_answer["data"]["content"]
+    distill = await bot.command("distill", OWNER)
+    assert distill["type"] == 4 and distill["data"]["content"].startswith(escape("Attach the portrait"))
+    both = await bot.command("distill", OWNER, url="https://example.org/a.png", image=_attachment())
+    assert both["type"] == 4 and both["data"]["content"].startswith(escape("Send either a photo or a link"))
+    lora = await bot.command("lora", OWNER, prompt="rifttami --frobnicate")
+    assert lora["type"] == 4 and lora["data"]["content"].startswith(escape("Unknown option --frobnicate."))
+    info = await bot.command("info", OWNER, prompt="two pictures")
+    assert info["type"] == 4 and info["data"]["content"].startswith(escape("Ask about one picture at a time."))
+    not_found = await answered(bot, fake_discord, "info", OWNER, "nothing-1")
+    assert not_found == escape("There is no image called nothing-1.png.")
+    assert [name for name in daemon.methods() if name not in ("list_jobs",)] == ["image_info"]
+
+
+async def test_image_info_on_a_message_without_a_distillery_picture(
+    bot: Harness, fake_discord: FakeDiscord
+) -> None:
+    response = await bot.menu("Image info", OWNER, message(CHANNEL_ID, "hello", user(OTHER)))
+    assert response["type"] == 5
+    token = bot.last["token"]
+    text = await fake_discord.wait_for(lambda: fake_discord.originals.get(token, {}).get("content"), timeout=10)
+    assert text == escape("That message names no picture of the distillery.")
+
+
+async def test_an_unexpected_failure_is_logged_and_the_user_told(
+    bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug")
+
+    daemon.user_stats = broken  # type: ignore[method-assign]
+    text = await answered(bot, fake_discord, "stats", OWNER)
+    assert text == escape(INTERNAL)
+    assert "unexpected failure: RuntimeError" in caplog.text
+
+
+def _attachment() -> dict[str, object]:
+    return attachment("https://cdn.discordapp.com/attachments/1/2/a.png", "a.png", 100)
