@@ -22,7 +22,7 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,15 @@ class Settings:
     metrics: str | None = None
     # LoRAs /serve keeps loaded between generations; the least recently used goes first past this.
     lora_cache: int = 8
+    # Where jobs run: "local" (one worker thread in the daemon) or "ray" (one actor per GPU across machines).
+    executor: str = "local"
+    # The Ray cluster to join as a driver: "auto" (this machine's running Ray), "HOST:PORT" of the head, or
+    # "local" (a private one-machine Ray started with the daemon, for trying it out and for tests).
+    ray_address: str = "auto"
+    # CPU workers on the custom resource "distillery_worker" instead of one per GPU; 0: one per GPU.
+    ray_workers: int = 0
+    # Object store of a private Ray (--ray-address local); a cluster's machines cap theirs with `ray start`.
+    ray_object_store_mb: int = 512
 
 
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -85,6 +94,10 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--lora-cache", "lora_cache", int, "LoRAs kept loaded for /serve between generations (default 8)"),
     ("--ip-adapter", "ip_adapter", str, "IP-Adapter hub id or folder for /serve --adapt (default: off)"),
     ("--ip-adapter-weight", "ip_adapter_weight", str, "its weights file (models/ip-adapter_sd15.safetensors)"),
+    ("--executor", "executor", str, "where jobs run: local (one worker thread, the default) or ray"),
+    ("--ray-address", "ray_address", str, "ray: auto, the head's HOST:PORT, or local (a private Ray)"),
+    ("--ray-workers", "ray_workers", int, "ray: this many CPU workers instead of one per GPU (default 0)"),
+    ("--ray-object-store-mb", "ray_object_store_mb", int, "ray, address local: object store size (default 512)"),
 ]
 
 
@@ -156,6 +169,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     lora_cache = int(value("lora_cache", 8))
     if lora_cache < 1:
         raise SystemExit(f"--lora-cache must be at least 1, not {lora_cache}")
+    executor, ray_address, ray_workers = _executor(value)
     allow_private = bool(value("allow_private_urls", False))
     return Settings(
         state_dir=state_dir,
@@ -174,7 +188,28 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         socket_group=str(value("socket_group")) if value("socket_group") else None,
         metrics=str(metrics) if metrics else None,
         lora_cache=lora_cache,
+        executor=executor,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+        ray_object_store_mb=int(value("ray_object_store_mb", 512)),
     )
+
+
+def _executor(value: Callable[..., Any]) -> tuple[str, str, int]:
+    """--executor, --ray-address and --ray-workers, checked together."""
+    executor = str(value("executor", "local"))
+    if executor not in ("local", "ray"):
+        raise SystemExit(f"--executor must be local or ray, not {executor!r}")
+    ray_address = str(value("ray_address", "auto"))
+    if ray_address.startswith("ray://"):
+        raise SystemExit(
+            "--ray-address: Ray Client (ray://) cannot stream job events; run the daemon on a machine of the "
+            "cluster and pass auto or the head's HOST:PORT"
+        )
+    ray_workers = int(value("ray_workers", 0))
+    if ray_workers < 0:
+        raise SystemExit(f"--ray-workers must be 0 (one worker per GPU) or more, not {ray_workers}")
+    return executor, ray_address, ray_workers
 
 
 def _with_overrides(train: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:

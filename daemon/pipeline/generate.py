@@ -6,7 +6,7 @@ the LoRA names in it, the weights, the seed, the size. This module turns that in
 into PNGs that carry their own recipe: a ``parameters`` text chunk in AUTOMATIC1111's infotext format, which
 A1111, Forge, ComfyUI loaders and Civitai read, and a ``distillery`` chunk with the same facts as JSON.
 
-``JobRunner`` is the worker's single pipeline: it hands each job to the distill or the generate pipeline.
+The LoRA files and the --adapt picture arrive with the job (``ctx.inputs``); the pipeline never opens the store.
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from daemon.errors import BadInput, JobCancelled
+from daemon.jobs.contract import JobContext, Outcome, OutputImage
 from daemon.jobs.model import GenerateParams, JobKind, LoraUse, Stage, SubjectClass
-from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.image import open_png
 from daemon.pipeline.train import CANCELLED
-from daemon.store.lmdb_store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +98,9 @@ def summary(count: int, loras: Sequence[LoraUse]) -> str:
 
 @dataclass
 class GeneratePipeline:
-    """What every generation job needs that outlives the job: the resident models, the store, the LoRA cache."""
+    """What every generation job needs that outlives the job: the resident models and the LoRA cache."""
 
     resident: Resident
-    store: Store
     adapters: AdapterCache
 
     def __call__(self, ctx: JobContext) -> Outcome:
@@ -116,8 +114,8 @@ class GeneratePipeline:
         ctx.stage(Stage.GENERATE, f"Generating {noun}{of}.")
 
         def load(name: str) -> bytes:
-            # NotFound when the LoRA was deleted after the request was accepted: the job fails saying so.
-            return self.store.lora_file(name)
+            # The daemon read every LoRA of the request before dispatch (a deleted one failed the job there).
+            return ctx.inputs.loras[name]
 
         outputs = self.render(ctx, params, load, prefix=job.id)
         logger.info("job %s: %d images in %.1f s", job.id, len(outputs), time.monotonic() - started)
@@ -130,7 +128,7 @@ class GeneratePipeline:
 
         Used by generation jobs, and by distillation for the preview of a LoRA not stored yet.
         """
-        adapt = self._adapt_image(params)
+        adapt = self._adapt_image(ctx, params)
         files: dict[str, bytes] = {}
 
         def remember(name: str) -> bytes:
@@ -176,13 +174,15 @@ class GeneratePipeline:
         [image] = self.render(ctx, params, lambda _: lora, prefix=f"{ctx.job.id}-preview")
         return image
 
-    def _adapt_image(self, params: GenerateParams) -> Image.Image | None:
+    def _adapt_image(self, ctx: JobContext, params: GenerateParams) -> Image.Image | None:
         if not params.adapt_image:
             return None
         if self.resident.ip_adapter is None:
             # The service refuses such requests; this is for one that was queued before a restart without it.
             raise BadInput(NO_IP_ADAPTER)
-        return open_png(self.store.get_image(params.adapt_image))
+        if ctx.inputs.source_png is None:
+            raise ValueError(f"job {ctx.job.id} reached the pipeline without its --adapt picture")
+        return open_png(ctx.inputs.source_png)
 
     def _denoise(self, ctx: JobContext, params: GenerateParams, adapt: Image.Image | None) -> list[Image.Image]:
         """One batched call: ``count`` images, each from its own generator, progress and cancel every step."""
@@ -267,22 +267,3 @@ class GeneratePipeline:
             ],
             "adapt": {"image": params.adapt_image, "weight": params.adapt_weight} if params.adapt_image else None,
         }
-
-
-@dataclass
-class JobRunner:
-    """The worker's one pipeline: a job goes to the pipeline of its kind."""
-
-    distill: Pipeline
-    generate: Pipeline
-    reg_import: Pipeline | None = None
-
-    def __call__(self, ctx: JobContext) -> Outcome:
-        kind = ctx.job.kind
-        if kind == JobKind.GENERATE:
-            return self.generate(ctx)
-        if kind == JobKind.DISTILL:
-            return self.distill(ctx)
-        if kind == JobKind.REG_IMPORT and self.reg_import is not None:
-            return self.reg_import(ctx)
-        raise ValueError(f"job {ctx.job.id} has an unknown kind {kind!r}")

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import BadImage
+from daemon.jobs.contract import JobContext, Outcome
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import JobState, LoraRecord, Stage, SubjectClass
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.worker import JobContext, Outcome, Worker
+from daemon.jobs.worker import Worker
 from daemon.store.lmdb_store import Store, StoreConfig
 from tests.records import first_event, make_job
 

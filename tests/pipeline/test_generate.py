@@ -21,16 +21,20 @@ import torch
 from PIL import Image
 
 from daemon.errors import BadInput, JobCancelled, NotFound
+from daemon.jobs.contract import JobContext, Outcome
+from daemon.jobs.executor import JournalContext
 from daemon.jobs.hub import EventHub
+from daemon.jobs.inputs import StoreBlobs, read_inputs
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import Event, GenerateParams, JobKind, JobState, LoraUse, Stage, SubjectClass
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.worker import JobContext, Outcome, Worker
+from daemon.jobs.worker import Worker
 from daemon.models.resident import Resident, load_resident
 from daemon.pipeline.adapters import AdapterCache
-from daemon.pipeline.generate import GeneratePipeline, JobRunner, lora_short_hash, summary
+from daemon.pipeline.generate import GeneratePipeline, lora_short_hash, summary
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.regularization import RegularizationSet
+from daemon.pipeline.runner import JobRunner
 from daemon.pipeline.train import train_lora
 from daemon.store.lmdb_store import Store, StoreConfig
 from tests.fixtures_models import demo_config
@@ -92,7 +96,7 @@ def adapters(resident: Resident) -> Iterator[AdapterCache]:
 
 @pytest.fixture
 def generate(resident: Resident, store: Store, adapters: AdapterCache) -> GeneratePipeline:
-    return GeneratePipeline(resident=resident, store=store, adapters=adapters)
+    return GeneratePipeline(resident=resident, adapters=adapters)
 
 
 _jobs = iter(range(1_000_000))
@@ -123,7 +127,12 @@ def context(
         make_job(f"gen{next(_jobs):04d}", ""), kind=JobKind.GENERATE, generate=p, image_name="", train_steps=0
     )
     store.create_job(job, first_event(job), None, "")
-    return JobContext(journal, job, should_stop)
+    # What the daemon reads before dispatch: the LoRA files and the --adapt picture.
+    return JournalContext(journal, job, should_stop, read_inputs(store, job, StoreBlobs(store), no_reg_sets))
+
+
+def no_reg_sets(subject_class: SubjectClass) -> str:
+    raise AssertionError("a generation job reads no regularization set")
 
 
 def run(generate: GeneratePipeline, store: Store, journal: Journal, p: GenerateParams, **kwargs: Any) -> Outcome:
@@ -343,8 +352,14 @@ async def test_the_worker_stores_the_images_of_a_generation_job(
             distilled.set()
             return Outcome(summary="no")
 
-        generate = GeneratePipeline(resident=resident, store=store, adapters=adapters)
-        worker = Worker(queue, journal, JobRunner(distill=distill, generate=generate))
+        generate = GeneratePipeline(resident=resident, adapters=adapters)
+        blobs = StoreBlobs(store)
+        worker = Worker(
+            queue,
+            journal,
+            JobRunner(distill=distill, generate=generate),
+            read_inputs=lambda job: read_inputs(store, job, blobs, no_reg_sets),
+        )
         gen = dataclasses.replace(
             make_job("gen-job", ""), kind=JobKind.GENERATE, generate=params(NAMES[0], count=2), image_name=""
         )
@@ -420,7 +435,7 @@ def test_adapt_goes_through_the_ip_adapter_and_only_for_that_request(
     assert ip_resident.ip_adapter is not None
     before = snapshot(ip_resident.unet)
     adapters = AdapterCache(ip_resident.pipeline)
-    generate = GeneratePipeline(resident=ip_resident, store=store, adapters=adapters)
+    generate = GeneratePipeline(resident=ip_resident, adapters=adapters)
     try:
         plain = pixels(run(generate, store, journal, params(NAMES[0])).images[0].png)
         adapted = run(
