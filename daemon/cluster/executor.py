@@ -22,6 +22,7 @@ Faults:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections import OrderedDict
@@ -100,6 +101,11 @@ class RefBlobs:
             return data
         stored = self._store.get_reg_set(key)
         return None if stored is None else self._ref(f"reg/{key}", lambda: stored)
+
+    def clear(self) -> None:
+        """Drop every reference (before Ray shuts down)."""
+        with self._lock:
+            self._refs.clear()
 
     def replaced(self, key: str) -> None:
         """A job stored a new set under ``key``: the old reference is stale."""
@@ -306,8 +312,17 @@ class RayExecutor:
             ray.cancel(stream)
         running = [task for task in self._tasks if task.get_name().startswith("job-")]
         _, pending = await asyncio.wait(running, timeout=timeout) if running else (set(), set())
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Every handle and reference goes before Ray does: one collected after shutdown would call into a
+        # core worker that no longer exists.
+        with self._lock:
+            self._slots.clear()
+        self._blobs.clear()
+        self._actor_class = None
+        del streams
+        gc.collect()
         await asyncio.to_thread(ray.shutdown)
         return not pending
 
@@ -348,7 +363,7 @@ class RayExecutor:
 
     async def _run(self, slot: Slot, job_id: str) -> None:
         import ray
-        from ray.exceptions import RayActorError, TaskCancelledError
+        from ray.exceptions import RayError, TaskCancelledError
 
         logs.current_job.set(job_id)
         # The actor checks for cancellation; on this side a report is only ever recorded.
@@ -377,7 +392,8 @@ class RayExecutor:
                         await asyncio.to_thread(getattr(ctx, kind), *payload)
             except TaskCancelledError:
                 last = ("ending", Ending(stopped=True))
-            except RayActorError as error:
+            except RayError as error:
+                # The actor died (killed, its machine gone) or its stream broke: the job did not end here.
                 await self._lost(slot, run, error)
                 return
             await asyncio.to_thread(self._finish, run, last)

@@ -67,11 +67,6 @@ class Worker:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    @property
-    def current(self) -> str | None:
-        with self._lock:
-            return self._current
-
     def workers(self) -> list[WorkerStatus]:
         """The one worker thread and what it runs."""
         with self._lock:

@@ -130,6 +130,13 @@ class Daemon:
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         return server
 
+    def handle_signals(self) -> None:
+        """SIGTERM and SIGINT start a graceful stop."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, self.stopping.set)
+
     async def start(self) -> None:
         """Bind the listeners and answer NOT_SERVING until the models are loaded."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -176,6 +183,8 @@ class Daemon:
             cluster = RayExecutor(self.queue, self.journal, self.store, self.settings, MAX_ATTEMPTS)
             self.executor = executor = cluster
             facts = await cluster.open()
+            # Ray's core worker puts its own SIGTERM handler in place of ours (and then aborts at exit).
+            self.handle_signals()
         else:
             facts, executor = await asyncio.to_thread(self._local_executor)
             self.executor = executor
@@ -235,9 +244,7 @@ class Daemon:
 async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     daemon = Daemon(settings)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, daemon.stopping.set)
+    daemon.handle_signals()
     await daemon.start()
     loading = asyncio.create_task(daemon.load())
     stop_wait = asyncio.create_task(daemon.stopping.wait())

@@ -101,7 +101,7 @@ async def follow_acting_mid_training(
     return events, worker
 
 
-async def until_idle(client: DaemonClient, count: int, timeout: float = 120.0) -> list[pb.Worker]:
+async def until_idle(client: DaemonClient, count: int, timeout: float = 300.0) -> list[pb.Worker]:
     """Wait until ``count`` workers are idle (a restarted actor loads its models first)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -132,11 +132,11 @@ async def test_two_actors_run_two_jobs_at_once_and_all_four_succeed(
     assert {worker.id for worker in workers} == {"ray-0", "ray-1"}
     assert all(worker.pid > 0 and worker.device == "cpu" and worker.node for worker in workers)
     replies = [await client.submit(spec(client), portrait_png) for _ in range(4)]
-    runs = await asyncio.gather(*(collect(client.watch(reply.job_id, OPERATOR)) for reply in replies))
+    runs = await asyncio.gather(*(collect(client.watch(reply.job.id, OPERATOR)) for reply in replies))
     for events in runs:
         assert events[-1].state == pb.JOB_STATE_SUCCEEDED, events[-1].text
         assert_contiguous(events)
-    jobs = [await client.get_job(reply.job_id, OPERATOR) for reply in replies]
+    jobs = [await client.get_job(reply.job.id, OPERATOR) for reply in replies]
     intervals = sorted((job.started_at, job.finished_at) for job in jobs)
     # Two actors: the first two jobs were dispatched together, so their runs overlap.
     (_, first_end), (second_start, _) = intervals[0], intervals[1]
@@ -151,12 +151,12 @@ async def test_an_actor_killed_mid_job_loses_nothing(client: DaemonClient, portr
     async def kill(worker: pb.Worker) -> None:
         os.kill(worker.pid, signal.SIGKILL)
 
-    events, killed = await follow_acting_mid_training(client, reply.job_id, kill)
+    events, killed = await follow_acting_mid_training(client, reply.job.id, kill)
     assert events[-1].state == pb.JOB_STATE_SUCCEEDED, events[-1].text
     assert_contiguous(events)
     texts = [event.text for event in events]
     assert "Its worker stopped; your job is first in the queue again." in texts
-    job = await client.get_job(reply.job_id, OPERATOR)
+    job = await client.get_job(reply.job.id, OPERATOR)
     assert job.attempts == 2
     # Ray restarted the killed actor: the same worker, a new process, taking jobs again.
     workers = {worker.id: worker for worker in await until_idle(client, 2)}
@@ -170,16 +170,16 @@ async def test_cancel_stops_the_running_job_and_the_actor_takes_the_next(
     reply = await client.submit(spec(client, 5000), portrait_png)
 
     async def cancel(worker: pb.Worker) -> None:
-        await client.cancel(reply.job_id, OPERATOR)
+        await client.cancel(reply.job.id, OPERATOR)
 
-    events, worker = await follow_acting_mid_training(client, reply.job_id, cancel)
+    events, worker = await follow_acting_mid_training(client, reply.job.id, cancel)
     assert events[-1].state == pb.JOB_STATE_CANCELLED
     assert_contiguous(events)
     # The same process, not a restarted one, and both actors finish the next two jobs.
     workers = {w.id: w for w in await until_idle(client, 2)}
     assert workers[worker.id].pid == worker.pid
     replies = [await client.submit(spec(client), portrait_png) for _ in range(2)]
-    runs = await asyncio.gather(*(collect(client.watch(r.job_id, OPERATOR)) for r in replies))
+    runs = await asyncio.gather(*(collect(client.watch(r.job.id, OPERATOR)) for r in replies))
     assert [events[-1].state for events in runs] == [pb.JOB_STATE_SUCCEEDED] * 2
 
 
@@ -200,7 +200,7 @@ async def test_a_killed_daemon_takes_its_actors_along_and_the_job_recovers(
 ) -> None:
     workers = await until_idle(client, 2)
     reply = await client.submit(spec(client, LONG_JOB_STEPS), portrait_png)
-    async for event in client.watch(reply.job_id, OPERATOR):
+    async for event in client.watch(reply.job.id, OPERATOR):
         if training_step(event):
             break
     cluster.killed = True
@@ -212,10 +212,10 @@ async def test_a_killed_daemon_takes_its_actors_along_and_the_job_recovers(
     restarted = start_daemon(cluster.state_dir, demo_models)
     recovered = DaemonClient(restarted.target)
     try:
-        events = await collect(recovered.watch(reply.job_id, OPERATOR))
+        events = await collect(recovered.watch(reply.job.id, OPERATOR))
         assert events[-1].state == pb.JOB_STATE_SUCCEEDED, events[-1].text
         assert_contiguous(events)
-        assert (await recovered.get_job(reply.job_id, OPERATOR)).attempts == 2
+        assert (await recovered.get_job(reply.job.id, OPERATOR)).attempts == 2
     finally:
         await recovered.close()
         assert restarted.stop() == 0, restarted.log_text()
