@@ -171,3 +171,23 @@ def test_reconcile_adds_for_new_gpus_and_removes_lost_then_idle_never_busy() -> 
     assert plan(1, [("ray-0", busy), ("ray-1", idle), ("ray-2", lost)]) == (0, ["ray-2", "ray-1"])
     assert plan(0, [("ray-0", busy)]) == (0, [])
     assert plan(2, [("ray-0", busy), ("ray-1", idle)]) == (0, [])
+
+
+def test_status_lists_every_worker_with_its_job_and_stage() -> None:
+    from distillery.v1 import distillery_pb2 as pb
+
+    from daemon.jobs.executor import WorkerStatus
+    from daemon.rpc.convert import worker_to_pb
+
+    busy = WorkerStatus("ray-1", "cuda", WorkerState.BUSY, "0001", Stage.TRAIN, node="10.0.0.2", pid=4242)
+    message = worker_to_pb(busy)
+    assert (message.id, message.device, message.job_id, message.node, message.pid) == (
+        "ray-1",
+        "cuda",
+        "0001",
+        "10.0.0.2",
+        4242,
+    )
+    assert message.state == pb.WORKER_STATE_BUSY and message.stage == pb.STAGE_TRAIN
+    idle = worker_to_pb(WorkerStatus("local", "cpu", WorkerState.IDLE))
+    assert idle.state == pb.WORKER_STATE_IDLE and idle.stage == pb.STAGE_UNSPECIFIED and not idle.job_id
