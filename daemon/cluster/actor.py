@@ -5,7 +5,7 @@
 happens; the last message is ``("outcome", Outcome)`` or ``("ending", Ending)``. The daemon records each one
 in its journal, so it stays the only writer of the store. ``ray.cancel`` on the stream shows up as the task's
 cancel flag, which the pipeline sees at its next step. One job at a time: ``run`` calls queue behind each
-other; ``ping`` and ``describe`` run in their own concurrency group so they answer while a job runs.
+other; ``describe`` runs in its own concurrency group so it answers while a job runs.
 
 Ray is imported by the methods that need it, so this module loads (and is tested) without Ray too.
 """
@@ -133,12 +133,8 @@ class WorkerActor:
         log.info("worker %d ready: %s on %s", os.getpid(), resident.base_model, resident.device)
 
     def describe(self) -> WorkerFacts:
-        """What this worker runs and where."""
+        """What this worker runs and where (a new process id after Ray restarted it)."""
         return self._facts
-
-    def ping(self) -> int:
-        """This worker's process id (a new one after Ray restarted it)."""
-        return os.getpid()
 
     def run(self, job: Job, inputs: JobInputs[Any]) -> Iterator[Message]:
         """Run ``job`` and stream its messages; the large inputs arrive as object references."""

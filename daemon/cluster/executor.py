@@ -9,7 +9,7 @@ Faults:
 
 * An actor that dies mid-job (SIGKILL, a lost machine): the job goes back to the front of the queue, or fails
   after ``max_attempts`` such runs, the rule a daemon crash follows; Ray restarts the actor
-  (``max_restarts=-1``) and the slot takes jobs again once it answers a ping. Ray never re-runs a task
+  (``max_restarts=-1``) and the slot takes jobs again once it describes itself anew. Ray never re-runs a task
   itself (``max_task_retries=0``): the daemon decides.
 * Cancel: ``ray.cancel`` on the job's stream; the pipeline stops at its next step and the actor takes the next
   job.
@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 CPU_WORKER_RESOURCE = "distillery_worker"
 # How often the actors are compared with the cluster's GPUs (or worker slots).
 RECONCILE_S = 10.0
+# Asking a restarting actor again: first after this long, then twice as long each time, up to the maximum.
+REVIVE_FIRST_S = 0.5
+REVIVE_MAX_S = 5.0
 # Object references kept for reuse: LoRA files and regularization sets.
 MAX_REFS = 64
 
@@ -194,7 +197,7 @@ class RayExecutor:
         else:
             options = {"num_gpus": 1}
         remote: Any = ray.remote
-        # ping and describe answer from their own thread while a job runs in the default group.
+        # describe answers from its own thread while a job runs in the default group.
         self._actor_class = remote(concurrency_groups={"control": 1})(WorkerActor).options(
             max_restarts=-1, max_task_retries=0, **options
         )
@@ -436,11 +439,22 @@ class RayExecutor:
         self._spawn(self._revive(slot))
 
     async def _revive(self, slot: Slot) -> None:
-        try:
-            await self._describe(slot)
-        except Exception as error:
-            # Removed by a reconcile, or its machine is gone for good: the slot stays LOST until removed.
-            log.warning("worker %s did not come back: %s", slot.id, error)
+        """Wait for Ray to bring the actor back (a new process loading its models), then take jobs again.
+
+        A restarting actor answers "unavailable" at first: ask again until it answers, until a reconcile
+        removed it, or until the daemon stops.
+        """
+        from ray.exceptions import RayError
+
+        delay = REVIVE_FIRST_S
+        while not self._stopping and self._slots.get(slot.id) is slot:
+            try:
+                await self._describe(slot)
+                return
+            except RayError as error:
+                log.info("worker %s is not back yet: %s", slot.id, type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, REVIVE_MAX_S)
 
     # -- reconcile ------------------------------------------------------------------------------------------
 
