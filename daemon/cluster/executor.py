@@ -22,6 +22,7 @@ Faults:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import threading
@@ -241,7 +242,9 @@ class RayExecutor:
         return facts
 
     def _add_slot(self) -> Slot:
-        slot = Slot(id=f"ray-{self._next_slot}", actor=self._actor_class.remote(self._settings))
+        # The API token stays on this machine: a worker has no use for it.
+        settings = dataclasses.replace(self._settings, token=None)
+        slot = Slot(id=f"ray-{self._next_slot}", actor=self._actor_class.remote(settings))
         self._next_slot += 1
         self._slots[slot.id] = slot
         return slot
