@@ -91,9 +91,9 @@ def sd15_resident(models_dir: Path, device: str) -> Resident:
     from transformers import CLIPTokenizer
 
     from daemon.models import sd15_arch
+    from daemon.models.captioner import FixedCaptioner
     from daemon.models.config import ModelConfig
     from daemon.models.demo import ensure_demo_models
-    from daemon.pipeline.caption import FixedCaptioner
 
     cfg = ModelConfig("sd15", "random", "none", device=device)
     torch_device, dtype = cfg.torch_device(), cfg.torch_dtype()

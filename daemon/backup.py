@@ -1,7 +1,7 @@
 """Hot backup and restore of the daemon's LMDB store, usable while the daemon runs.
 
-``backup`` opens the store read-only from this (separate) process and lets LMDB write a compacted copy of one
-consistent snapshot: a read transaction sees the last committed state and the daemon keeps writing meanwhile.
+``backup`` asks the store (the only owner of LMDB) for a compacted copy of one consistent snapshot, taken from
+this (separate) process: a read transaction sees the last committed state and the daemon keeps writing meanwhile.
 ``restore`` puts such a copy into a fresh state folder; the daemon started on it re-queues whatever the copy
 caught queued or running, exactly as after a crash.
 
@@ -17,13 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import lmdb
-
 from daemon.store.lmdb_store import Store, StoreConfig
 
 MANIFEST = "backup.json"
-# Must cover the store's named databases; opening with fewer fails once the daemon created them all.
-_MAX_DBS = 16
 
 
 class BackupError(Exception):
@@ -50,13 +46,7 @@ def backup(state_dir: Path, target: Path) -> Summary:
     if target.exists() and any(target.iterdir()):
         raise BackupError(f"{target} is not empty; back up into a new folder")
     target.mkdir(parents=True, exist_ok=True)
-    # Read-only, but with the lock file: our read transaction is registered, so the daemon never reuses
-    # the pages of the snapshot being copied.
-    env = lmdb.open(str(source), readonly=True, max_dbs=_MAX_DBS, subdir=True, lock=True)
-    try:
-        env.copy(str(target), compact=True)
-    finally:
-        env.close()
+    Store.copy_live(source, target)
     summary = _summarise(target)
     manifest = {"created_at": time.time(), "source": str(source), **summary.__dict__}
     (target / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

@@ -3,9 +3,10 @@
 Two logging filters sit on the handler that ``__main__`` installs, so they see the records of every logger:
 
 * ``JobFilter`` adds ``record.job`` (`` job=<id>`` or empty). The id comes from ``current_job``, a context
-  variable the service sets while it handles a request about one job (gRPC runs each request in its own task,
-  and ``asyncio.to_thread`` copies the context, so the value follows the request and nothing else), or, on the
-  worker thread, from the worker's current job.
+  variable set by whoever works on one job: the service while it handles a request about it (gRPC runs each
+  request in its own task, and ``asyncio.to_thread`` copies the context, so the value follows the request and
+  nothing else), the local worker thread while it runs the job, and the Ray executor's task for each job it
+  follows, however many run at once.
 * ``RedactFilter`` replaces every configured secret (the TCP bearer token) in the formatted message, so a token
   that reaches a log call by accident (an exception text, a repr) is still never written.
 """
@@ -14,25 +15,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from contextvars import ContextVar
 
 current_job: ContextVar[str] = ContextVar("distillery_job", default="")
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s%(job)s: %(message)s"
-WORKER_THREAD = "distill-worker"
-
-# Set by the server once the worker exists: which job the worker thread is running right now.
-_worker_job: Callable[[], str | None] = lambda: None  # noqa: E731
-_lock = threading.Lock()
-
-
-def set_worker_lookup(lookup: Callable[[], str | None]) -> None:
-    """Tell the filter how to find the worker's current job (the worker is built after logging starts)."""
-    global _worker_job
-    with _lock:
-        _worker_job = lookup
 
 
 class JobFilter(logging.Filter):
@@ -40,8 +28,6 @@ class JobFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         job_id = current_job.get()
-        if not job_id and record.threadName == WORKER_THREAD:
-            job_id = _worker_job() or ""
         record.job = f" job={job_id}" if job_id else ""
         return True
 

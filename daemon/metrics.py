@@ -87,7 +87,7 @@ class MetricsSource:
     queue_length: Callable[[], int]
     ready: Callable[[], bool]
     device: Callable[[], str]
-    running_stage: Callable[[], str | None]
+    running_stages: Callable[[], list[str]]  # the stage of every running job
 
 
 def render(source: MetricsSource) -> str:
@@ -97,7 +97,7 @@ def render(source: MetricsSource) -> str:
     families = [
         _Family("distillery_ready", "gauge", "1 when the models are loaded and jobs are taken."),
         _Family("distillery_queue_length", "gauge", "Jobs waiting for the worker."),
-        _Family("distillery_running_job", "gauge", "1 for the stage the running job is in."),
+        _Family("distillery_running_job", "gauge", "Running jobs by the stage they are in."),
         _Family("distillery_jobs", "gauge", "Jobs in the store by state (final states only ever grow)."),
         _Family("distillery_job_failures", "gauge", "Failed jobs by reason."),
         _Family("distillery_job_stage_seconds", "summary", "Time finished jobs spent in each stage."),
@@ -108,9 +108,8 @@ def render(source: MetricsSource) -> str:
     ready, queue, running, by_state, failures, stages, durations, store, rss = families
     ready.add(1.0 if source.ready() else 0.0)
     queue.add(float(source.queue_length()))
-    stage = source.running_stage()
-    if stage:
-        running.add(1.0, stage=stage)
+    for stage, count in sorted(Counter(source.running_stages()).items()):
+        running.add(float(count), stage=stage)
     for state in JobState:
         by_state.add(float(states.get(state.value, 0)), state=state.value)
     for reason, count in sorted(Counter(failure_reason(j) for j in jobs if j.state == JobState.FAILED).items()):

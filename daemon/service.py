@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from daemon import logs, quota
 from daemon.errors import BadInput, Conflict, Exhausted, Forbidden, NotFound, Unavailable
+from daemon.jobs.executor import Executor, WorkerStatus
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import (
@@ -34,7 +35,6 @@ from daemon.jobs.model import (
     SubjectClass,
 )
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.worker import Worker
 from daemon.pipeline.fetch import fetch_url
 from daemon.pipeline.image import SourceImage, normalize_image, open_png
 from daemon.pipeline.name import NameMinter
@@ -106,7 +106,7 @@ class Submitted:
 class StatusReport:
     ready: bool
     queue_length: int
-    current_job: Job | None
+    current_job: Job | None  # the first worker's running job, for clients that show one
     base_model: str
     captioner_model: str
     device: str
@@ -114,6 +114,7 @@ class StatusReport:
     jobs_done: int
     uptime_seconds: float
     models: list[str] = dataclasses.field(default_factory=list)  # /serve --model names
+    workers: list[WorkerStatus] = dataclasses.field(default_factory=list)
 
 
 def new_job_id() -> str:
@@ -144,7 +145,7 @@ class Distillery:
         self.hub = hub
         self.journal = journal
         self.queue = queue
-        self.worker: Worker | None = None
+        self.worker: Executor | None = None
         self.minter: NameMinter | None = None
         self.generation: GenerationDefaults | None = None
         self.device = ""
@@ -156,10 +157,10 @@ class Distillery:
         self._admit = asyncio.Lock()
 
     def attach(
-        self, worker: Worker, minter: NameMinter, device: str, generation: GenerationDefaults | None = None
+        self, executor: Executor, minter: NameMinter, device: str, generation: GenerationDefaults | None = None
     ) -> None:
-        """Models are loaded: take jobs from now on (and generation ones when ``generation`` says how)."""
-        self.worker = worker
+        """Workers are ready: take jobs from now on (and generation ones when ``generation`` says how)."""
+        self.worker = executor
         self.minter = minter
         self.device = device
         self.generation = generation
@@ -629,8 +630,15 @@ class Distillery:
             return meta, picture.width, picture.height
 
     def status(self) -> StatusReport:
-        current_id = self.worker.current if self.worker else None
-        current = self.store.get_job(current_id) if current_id else None
+        """Readiness, queue, models and every worker with what it runs."""
+        workers = self.worker.workers() if self.worker is not None else []
+        current: Job | None = None
+        for running in (worker.job_id for worker in workers if worker.job_id):
+            try:
+                current = self.store.get_job(running)
+                break
+            except NotFound:  # finished and gone between the two reads
+                continue
         return StatusReport(
             ready=self.ready,
             queue_length=len(self.queue),
@@ -642,6 +650,7 @@ class Distillery:
             jobs_done=self.store.counter("jobs_succeeded"),
             uptime_seconds=time.time() - self.started_at,
             models=list(self.generation.models) if self.generation else [],
+            workers=workers,
         )
 
 

@@ -27,7 +27,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,15 @@ class Settings:
     lora_cache: int = 8
     # Images and distillations per user per UTC day; 0 (the default) is no limit.
     quota: DailyQuota = field(default_factory=DailyQuota)
+    # Where jobs run: "local" (one worker thread in the daemon) or "ray" (one actor per GPU across machines).
+    executor: str = "local"
+    # The Ray cluster to join as a driver: "auto" (this machine's running Ray), "HOST:PORT" of the head, or
+    # "local" (a private one-machine Ray started with the daemon, for trying it out and for tests).
+    ray_address: str = "auto"
+    # CPU workers on the custom resource "distillery_worker" instead of one per GPU; 0: one per GPU.
+    ray_workers: int = 0
+    # Object store of a private Ray (--ray-address local); a cluster's machines cap theirs with `ray start`.
+    ray_object_store_mb: int = 512
 
 
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -95,6 +104,10 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--ip-adapter-weight", "ip_adapter_weight", str, "its weights file (models/ip-adapter_sd15.safetensors)"),
     ("--daily-images", "daily_images", int, "images /serve makes per user per UTC day (0: no limit)"),
     ("--daily-distills", "daily_distills", int, "LoRAs /distill trains per user per UTC day (0: no limit)"),
+    ("--executor", "executor", str, "where jobs run: local (one worker thread, the default) or ray"),
+    ("--ray-address", "ray_address", str, "ray: auto, the head's HOST:PORT, or local (a private Ray)"),
+    ("--ray-workers", "ray_workers", int, "ray: this many CPU workers instead of one per GPU (default 0)"),
+    ("--ray-object-store-mb", "ray_object_store_mb", int, "ray, address local: object store size (default 512)"),
 ]
 
 
@@ -177,6 +190,7 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
     quota = DailyQuota(images=int(value("daily_images", 0)), distills=int(value("daily_distills", 0)))
     if quota.images < 0 or quota.distills < 0:
         raise SystemExit("--daily-images and --daily-distills must be 0 (no limit) or more")
+    executor, ray_address, ray_workers = _executor(value)
     allow_private = bool(value("allow_private_urls", False))
     return Settings(
         state_dir=state_dir,
@@ -196,6 +210,10 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         metrics=str(metrics) if metrics else None,
         lora_cache=lora_cache,
         quota=quota,
+        executor=executor,
+        ray_address=ray_address,
+        ray_workers=ray_workers,
+        ray_object_store_mb=int(value("ray_object_store_mb", 512)),
     )
 
 
@@ -208,6 +226,23 @@ def _serve_models(flags: list[str] | None, table: Mapping[str, Any]) -> tuple[tu
             raise SystemExit(f"--serve-model takes NAME=SOURCE with a lower-case name, not {'='.join(pair)!r}")
         models[str(pair[0])] = str(pair[1])
     return tuple(models.items())
+
+
+def _executor(value: Callable[..., Any]) -> tuple[str, str, int]:
+    """--executor, --ray-address and --ray-workers, checked together."""
+    executor = str(value("executor", "local"))
+    if executor not in ("local", "ray"):
+        raise SystemExit(f"--executor must be local or ray, not {executor!r}")
+    ray_address = str(value("ray_address", "auto"))
+    if ray_address.startswith("ray://"):
+        raise SystemExit(
+            "--ray-address: Ray Client (ray://) cannot stream job events; run the daemon on a machine of the "
+            "cluster and pass auto or the head's HOST:PORT"
+        )
+    ray_workers = int(value("ray_workers", 0))
+    if ray_workers < 0:
+        raise SystemExit(f"--ray-workers must be 0 (one worker per GPU) or more, not {ray_workers}")
+    return executor, ray_address, ray_workers
 
 
 def _with_overrides(train: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:

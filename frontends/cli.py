@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="save a stored source image (<name>.png)")
     image.add_argument("name")
     image.add_argument("-o", "--output")
-    sub.add_parser("status", help="the daemon's queue, current job and models")
+    sub.add_parser("status", help="the daemon's queue, workers (each with its job and stage) and models")
     sub.add_parser("models", help="the models /serve --model may name")
     demo = sub.add_parser("demo", help="run a whole /distill on the demo preset with a daemon of its own")
     demo.add_argument("--state-dir", default="state/demo")

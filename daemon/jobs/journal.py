@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from daemon.jobs.contract import Outcome
 from daemon.jobs.hub import EventHub
-from daemon.jobs.model import Event, Job, LoraRecord
+from daemon.jobs.model import Event, Job
 from daemon.store.lmdb_store import Store
-
-if TYPE_CHECKING:
-    from daemon.jobs.worker import OutputImage
 
 Clock = Callable[[], float]
 
@@ -62,17 +60,26 @@ class Journal:
         job_id: str,
         mutate: Callable[[Job], None],
         text: str,
-        lora: LoraRecord | None = None,
-        lora_file: bytes | None = None,
-        images: Sequence[OutputImage] = (),
+        outcome: Outcome | None = None,
     ) -> tuple[Job, Event]:
-        """Record a job's final state and event, with the LoRA or images it made, in one transaction."""
+        """Record a job's final state and event, with everything its outcome holds, in one transaction."""
         with self._lock:
             job = self._store.get_job(job_id)
             mutate(job)
             job.finished_at = self._clock()
             event = self.new_event(job, text, job.last_seq + 1, "finished")
-            self._store.finish_job(job, event, lora, lora_file, images)
+            if outcome is None:
+                self._store.finish_job(job, event)
+            else:
+                self._store.finish_job(
+                    job,
+                    event,
+                    outcome.lora,
+                    outcome.lora_file,
+                    outcome.images,
+                    outcome.reg_set,
+                    outcome.delete_images,
+                )
         self._hub.publish(job_id, event.seq, final=True)
         return job, event
 

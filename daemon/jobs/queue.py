@@ -1,25 +1,44 @@
-"""The order in which queued jobs reach the one worker. In memory; the store holds the truth across restarts."""
+"""The order in which queued jobs reach the workers. In memory; the store holds the truth across restarts."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 
 
 class JobQueue:
-    """A FIFO of job ids shared by the gRPC side (push, remove, positions) and the worker thread (pop)."""
+    """A FIFO of job ids shared by the gRPC side (push, remove, positions) and the executor (pop)."""
 
     def __init__(self) -> None:
         self._ids: deque[str] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
 
     def push(self, job_id: str) -> int:
         """Append a job; return its position (1 is next)."""
         with self._cond:
             self._ids.append(job_id)
             self._cond.notify()
-            return len(self._ids)
+            position = len(self._ids)
+        self._tell()
+        return position
+
+    def push_front(self, job_id: str) -> None:
+        """Put a job first: one whose worker died mid-job runs again before anything that waited less."""
+        with self._cond:
+            self._ids.appendleft(job_id)
+            self._cond.notify()
+        self._tell()
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from the pushing thread) whenever a job is added; an event loop's wake-up."""
+        self._listeners.append(callback)
+
+    def _tell(self) -> None:
+        for callback in self._listeners:
+            callback()
 
     def remove(self, job_id: str) -> bool:
         """Take a job out of the queue; False when it was not waiting (already running or gone)."""

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from daemon.models.captioner import Captioner, VlmCaptioner
 from daemon.models.config import SD15_BASE_MODEL, ModelConfig
 from daemon.models.demo import ensure_demo_models
 from daemon.models.sd15_arch import write_config_folder
-from daemon.pipeline.caption import Captioner, VlmCaptioner
 
 logger = logging.getLogger(__name__)
 

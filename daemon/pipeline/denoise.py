@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 
 from daemon.errors import JobCancelled
+from daemon.jobs.contract import JobContext
 from daemon.jobs.model import GenerateParams
-from daemon.jobs.worker import JobContext
 from daemon.models.resident import Resident
 from daemon.pipeline.prompt_weights import PromptEncoder
 from daemon.pipeline.samplers import make_scheduler

@@ -1,9 +1,11 @@
-"""The /distill pipeline as the worker runs it: prepare, caption, classify, regularization, train, save.
+"""The /distill pipeline as a worker runs it: prepare, caption, classify, regularization, train, save.
 
-Naming, fetching and validation happen before a job is queued (daemon/service.py), so a job that reaches the
-worker always has its name and its stored source image. Each stage reports through the JobContext. The LoRAs
-that generation keeps loaded are unloaded first: the regularization images and the new LoRA must come from the
-bare base model.
+Naming, fetching and validation happen before a job is queued (daemon/service.py), so a job that reaches a
+worker always has its name and its source image. The pipeline never opens the store: the portrait and the
+cached regularization sets arrive in ``ctx.inputs``, and the LoRA, its preview and a regularization set built
+or grown on the way leave in the ``Outcome``. Each stage reports through the JobContext. The LoRAs that
+generation keeps loaded are unloaded first: the regularization images and the new LoRA must come from the bare
+base model.
 """
 
 from __future__ import annotations
@@ -16,19 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from daemon.errors import JobCancelled
+from daemon.jobs.contract import JobContext, Outcome, OutputImage, RegSet, StoppedWithResults
 from daemon.jobs.model import LoraRecord, Stage, SubjectClass
-from daemon.jobs.worker import JobContext, Outcome, OutputImage
+from daemon.models.captioner import Captioner
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
-from daemon.pipeline.caption import Captioner
 from daemon.pipeline.classify import Classifier
 from daemon.pipeline.face import prepare_portrait
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.image import open_png
-from daemon.pipeline.regularization import load_or_build
+from daemon.pipeline.regularization import DictRegCache, load_or_build, reg_cache_key
 from daemon.pipeline.save import lora_file
 from daemon.pipeline.train import train_lora
-from daemon.store.lmdb_store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,11 @@ def class_prompt(subject_class: SubjectClass) -> str:
 
 @dataclass
 class DistillPipeline:
-    """Everything a job needs that outlives the job: resident models, the store and the settings."""
+    """Everything a job needs that outlives the job: resident models and the settings."""
 
     resident: Resident
     captioner: Captioner
     classifier: Classifier
-    store: Store
     train: TrainConfig
     reg_images: int
     adapters: AdapterCache  # generation's LoRAs in the shared pipeline
@@ -71,8 +71,10 @@ class DistillPipeline:
         # Before anything uses the UNet: a generation LoRA left on would be in the class images and baked into
         # the new LoRA (train_lora refuses to start over one).
         self.adapters.clear()
-        image = open_png(self.store.get_image(job.image_name))
-        image_meta = self.store.get_image_meta(job.image_name)
+        source = ctx.inputs.source_png
+        if source is None:
+            raise ValueError(f"job {job.id} reached the pipeline without its portrait")
+        image = open_png(source)
         # Face check and crop on the CPU, so a photo without a usable face is flagged before any GPU time.
         prepared = prepare_portrait(image, self.train.resolution)
         for warning in prepared.warnings:
@@ -95,15 +97,29 @@ class DistillPipeline:
             config = dataclasses.replace(config, steps=job.train_steps)
 
         ctx.stage(Stage.REGULARIZATION, f"Gathering {self.reg_images} regularization photos of a {subject_class}.")
-        reg = load_or_build(
-            self.resident,
-            subject_class,
-            self.reg_images,
-            config.resolution,
-            self.store,
-            on_progress=lambda done, total: ctx.progress(done, total, what="Regularization image"),
-            should_stop=ctx.should_stop,
-        )
+        # The class's cached set came with the job; a set built or grown here leaves with the outcome.
+        reg_key = reg_cache_key(self.resident.base_model_hash, subject_class, config.resolution)
+        reg_cache = DictRegCache()
+        cached = ctx.inputs.reg_sets.get(subject_class)
+        if cached is not None:
+            reg_cache.data[reg_key] = cached
+        try:
+            reg = load_or_build(
+                self.resident,
+                subject_class,
+                self.reg_images,
+                config.resolution,
+                reg_cache,
+                on_progress=lambda done, total: ctx.progress(done, total, what="Regularization image"),
+                should_stop=ctx.should_stop,
+            )
+        except JobCancelled:
+            if not reg_cache.puts:
+                raise
+            # The images made before the cancel are kept: the next job of this class continues from them.
+            kept = Outcome(summary="", reg_set=RegSet(reg_key, reg_cache.data[reg_key]))
+            raise StoppedWithResults(kept) from None
+        reg_set = RegSet(reg_key, reg_cache.data[reg_key]) if reg_cache.puts else None
         ctx.note(f"Using {reg.count} {reg.source} regularization photos of a {subject_class}.")
 
         ctx.stage(Stage.TRAIN, f"Training {job.lora_name} for {config.steps} steps.")
@@ -131,7 +147,7 @@ class DistillPipeline:
             "distillery.instance_prompt": prompt,
             "distillery.base_model": self.resident.base_model,
             "distillery.base_model_sha256": self.resident.base_model_hash,
-            "distillery.source_image_sha256": image_meta.sha256,
+            "distillery.source_image_sha256": ctx.inputs.source_sha256,
             "distillery.training": json.dumps(training, sort_keys=True),
             "distillery.job_id": job.id,
         }
@@ -146,7 +162,7 @@ class DistillPipeline:
             base_model=self.resident.base_model,
             base_model_hash=self.resident.base_model_hash,
             image_name=job.image_name,
-            image_sha256=image_meta.sha256,
+            image_sha256=ctx.inputs.source_sha256,
             size_bytes=len(data),
             created_at=time.time(),
             tokens=tokens,
@@ -154,7 +170,7 @@ class DistillPipeline:
         )
         images = self._preview(ctx, subject_class, data)
         summary = f"{job.lora_name} is ready: put {job.lora_name} in a prompt to call up this {subject_class}."
-        return Outcome(lora=lora, lora_file=data, summary=summary, images=images)
+        return Outcome(lora=lora, lora_file=data, summary=summary, images=images, reg_set=reg_set)
 
     def _preview(self, ctx: JobContext, subject_class: SubjectClass, data: bytes) -> list[OutputImage]:
         """The first picture with the new LoRA; a failure costs the picture, never the LoRA (a cancel stops

@@ -6,7 +6,7 @@ the LoRA names in it, the weights, the seed, the size. This module turns that in
 into PNGs that carry their own recipe: a ``parameters`` text chunk in AUTOMATIC1111's infotext format, which
 A1111, Forge, ComfyUI loaders and Civitai read, and a ``distillery`` chunk with the same facts as JSON.
 
-``JobRunner`` is the worker's single pipeline: it hands each job to the distill or the generate pipeline.
+The LoRA files and the --adapt picture arrive with the job (``ctx.inputs``); the pipeline never opens the store.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from daemon.errors import BadInput
+from daemon.jobs.contract import JobContext, Outcome, OutputImage
 from daemon.jobs.model import AdaptUse, GenerateParams, JobKind, LoraUse, Stage, SubjectClass
-from daemon.jobs.worker import JobContext, Outcome, OutputImage, Pipeline
 from daemon.models.resident import Resident
 from daemon.models.switch import ModelSwitcher
 from daemon.pipeline.adapters import AdapterCache
@@ -35,7 +35,6 @@ from daemon.pipeline.denoise import Denoiser
 from daemon.pipeline.image import open_png
 from daemon.pipeline.prompt_weights import PromptEncoder
 from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS
-from daemon.store.lmdb_store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +98,9 @@ def summary(count: int, loras: Sequence[LoraUse]) -> str:
 
 @dataclass
 class GeneratePipeline:
-    """What every generation job needs that outlives the job: the resident models, the store, the LoRA cache."""
+    """What every generation job needs that outlives the job: the resident models and the LoRA cache."""
 
     resident: Resident
-    store: Store
     adapters: AdapterCache
     models: ModelSwitcher | None = None  # several checkpoints (/serve --model); None: the base model only
     denoiser: Denoiser = field(init=False)
@@ -121,8 +119,8 @@ class GeneratePipeline:
         ctx.stage(Stage.GENERATE, f"Generating {noun}{of}.")
 
         def load(name: str) -> bytes:
-            # NotFound when the LoRA was deleted after the request was accepted: the job fails saying so.
-            return self.store.lora_file(name)
+            # The daemon read every LoRA of the request before dispatch (a deleted one failed the job there).
+            return ctx.inputs.loras[name]
 
         outputs = self.render(ctx, params, load, prefix=job.id)
         logger.info("job %s: %d images in %.1f s", job.id, len(outputs), time.monotonic() - started)
@@ -135,7 +133,7 @@ class GeneratePipeline:
 
         Used by generation jobs, and by distillation for the preview of a LoRA not stored yet.
         """
-        adapt = self._adapt_image(params)
+        adapt = self._adapt_image(ctx, params)
         if self.models is not None:
             self.models.ensure(params.model, lambda text: ctx.stage(Stage.GENERATE, text))
         files: dict[str, bytes] = {}
@@ -183,13 +181,13 @@ class GeneratePipeline:
         [image] = self.render(ctx, params, lambda _: lora, prefix=f"{ctx.job.id}-preview")
         return image
 
-    def _adapt_image(self, params: GenerateParams) -> list[tuple[Image.Image, float]]:
+    def _adapt_image(self, ctx: JobContext, params: GenerateParams) -> list[tuple[Image.Image, float]]:
         """The job's --adapt pictures with their weights (records from before several pictures hold one)."""
         uses = params.adapts or ([AdaptUse(params.adapt_image, params.adapt_weight)] if params.adapt_image else [])
         if uses and self.resident.ip_adapter is None:
             # The service refuses such requests; this is for one that was queued before a restart without it.
             raise BadInput(NO_IP_ADAPTER)
-        return [(open_png(self.store.get_image(use.image)), use.weight) for use in uses]
+        return [(open_png(_picture(ctx, use.image)), use.weight) for use in uses]
 
     def _denoise(
         self, ctx: JobContext, params: GenerateParams, adapt: list[tuple[Image.Image, float]]
@@ -203,7 +201,7 @@ class GeneratePipeline:
             # One picture per (repeated) IP-Adapter; a lone picture is passed as diffusers' single-adapter form.
             pictures = [picture for picture, _ in adapt]
             extra["ip_adapter_image"] = pictures[0] if len(pictures) == 1 else pictures
-        init = open_png(self.store.get_image(params.init_image)) if params.init_image else None
+        init = open_png(_picture(ctx, params.init_image)) if params.init_image else None
         with attached:
             return self.denoiser.text_to_image(ctx, params, extra, init)
 
@@ -279,24 +277,9 @@ class GeneratePipeline:
         }
 
 
-@dataclass
-class JobRunner:
-    """The worker's one pipeline: a job goes to the pipeline of its kind."""
-
-    distill: Pipeline
-    generate: Pipeline
-    reg_import: Pipeline | None = None
-    models: ModelSwitcher | None = None
-
-    def __call__(self, ctx: JobContext) -> Outcome:
-        kind = ctx.job.kind
-        if kind != JobKind.GENERATE and self.models is not None:
-            # Training and regularization images always use the configured base, whatever /serve left resident.
-            self.models.ensure("", lambda text: ctx.stage(Stage.PREPARE, text))
-        if kind == JobKind.GENERATE:
-            return self.generate(ctx)
-        if kind == JobKind.DISTILL:
-            return self.distill(ctx)
-        if kind == JobKind.REG_IMPORT and self.reg_import is not None:
-            return self.reg_import(ctx)
-        raise ValueError(f"job {ctx.job.id} has an unknown kind {kind!r}")
+def _picture(ctx: JobContext, name: str) -> bytes:
+    """A stored picture the job names (--adapt, --image), read by the daemon before dispatch."""
+    try:
+        return ctx.inputs.pictures[name]
+    except KeyError:
+        raise ValueError(f"job {ctx.job.id} reached the pipeline without its picture {name}") from None

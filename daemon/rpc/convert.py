@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from distillery.v1 import distillery_pb2 as pb
 
+from daemon.jobs.executor import WorkerState, WorkerStatus
 from daemon.jobs.model import (
     Event,
     GenerateParams,
@@ -302,4 +303,26 @@ def status_to_pb(report: StatusReport) -> pb.Status:
         jobs_done=report.jobs_done,
         uptime_seconds=report.uptime_seconds,
         models=report.models,
+        workers=[worker_to_pb(worker) for worker in report.workers],
+    )
+
+
+_WORKER_STATE_TO_PB = {
+    WorkerState.STARTING: pb.WORKER_STATE_STARTING,
+    WorkerState.IDLE: pb.WORKER_STATE_IDLE,
+    WorkerState.BUSY: pb.WORKER_STATE_BUSY,
+    WorkerState.LOST: pb.WORKER_STATE_LOST,
+    WorkerState.STOPPING: pb.WORKER_STATE_STOPPING,
+}
+
+
+def worker_to_pb(worker: WorkerStatus) -> pb.Worker:
+    return pb.Worker(
+        id=worker.id,
+        device=worker.device,
+        state=_WORKER_STATE_TO_PB[worker.state],
+        job_id=worker.job_id,
+        stage=_STAGE_TO_PB[worker.stage] if worker.stage is not None else pb.STAGE_UNSPECIFIED,
+        node=worker.node,
+        pid=worker.pid,
     )

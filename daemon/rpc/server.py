@@ -1,14 +1,14 @@
 """Server lifecycle: bind, load the models once, recover jobs, serve, and stop gracefully on SIGTERM.
 
 The socket is bound and health answers NOT_SERVING before the models load (which takes minutes with real
-weights), so operators and frontends can tell "starting" from "down". Once the models are resident the worker
-starts, health turns SERVING and systemd hears READY=1.
+weights), so operators and frontends can tell "starting" from "down". Once the models are resident (in the
+daemon for the local executor, in the Ray actors for the ray executor) the executor starts, health turns
+SERVING and systemd hears READY=1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import grp
 import logging
 import os
@@ -24,21 +24,18 @@ from distillery.v1 import distillery_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from daemon import logs
-from daemon.errors import NotFound
+from daemon.jobs.contract import JobInputs
+from daemon.jobs.executor import Executor
 from daemon.jobs.hub import EventHub
+from daemon.jobs.inputs import StoreBlobs, read_inputs
 from daemon.jobs.journal import Journal
+from daemon.jobs.model import Job
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import Worker
 from daemon.metrics import MetricsSource, start_metrics
 from daemon.models.resident import Resident, load_resident, resolve_model_config
-from daemon.models.switch import ModelSwitcher
-from daemon.pipeline.adapters import AdapterCache
-from daemon.pipeline.classify import CaptionClassifier
-from daemon.pipeline.distill import DistillPipeline
-from daemon.pipeline.generate import GeneratePipeline, JobRunner
 from daemon.pipeline.name import NameMinter
-from daemon.pipeline.reg_import import RegImportPipeline
+from daemon.pipeline.runner import WorkerFacts, build_runner
 from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.rpc.auth import TokenInterceptor
 from daemon.rpc.guard import GuardInterceptor
@@ -106,7 +103,7 @@ def _prepare_socket(path: Path, gid: int, state_dir: Path) -> None:
 
 
 class Daemon:
-    """One daemon process: servers, store, worker."""
+    """One daemon process: servers, store, executor."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -117,7 +114,7 @@ class Daemon:
         self.core = Distillery(settings, self.store, self.hub, self.journal, self.queue)
         self.health = health.aio.HealthServicer()
         self.servers: list[grpc.aio.Server] = []
-        self.worker: Worker | None = None
+        self.executor: Executor | None = None
         self.stopping = asyncio.Event()
         self.metrics: web.AppRunner | None = None
 
@@ -134,6 +131,13 @@ class Daemon:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         return server
+
+    def handle_signals(self) -> None:
+        """SIGTERM and SIGINT start a graceful stop."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, self.stopping.set)
 
     async def start(self) -> None:
         """Bind the listeners and answer NOT_SERVING until the models are loaded."""
@@ -160,68 +164,64 @@ class Daemon:
             self.metrics = await start_metrics(self.settings.metrics, self._metrics_source())
 
     def _metrics_source(self) -> MetricsSource:
-        def running_stage() -> str | None:
-            job_id = self.worker.current if self.worker is not None else None
-            if job_id is None:
-                return None
-            try:
-                return self.store.get_job(job_id).stage.value
-            except NotFound:  # finished and gone between the two reads
-                return None
+        def running_stages() -> list[str]:
+            workers = self.executor.workers() if self.executor is not None else []
+            return [worker.stage.value for worker in workers if worker.stage is not None]
 
         return MetricsSource(
             store=self.store,
             queue_length=lambda: len(self.queue),
             ready=lambda: self.core.ready,
             device=lambda: self.core.device,
-            running_stage=running_stage,
+            running_stages=running_stages,
         )
 
     async def load(self) -> None:
-        """Load the models, recover earlier jobs, start the worker and turn health to SERVING."""
-        resident = await asyncio.to_thread(load_models, self.settings)
-        self.core.base_model = resident.base_model
-        self.core.captioner_model = getattr(resident.captioner, "name", self.settings.models.captioner_model)
-        # One LoRA cache for both pipelines: generation fills it, distillation empties it before training.
-        adapters = AdapterCache(resident.pipeline, self.settings.lora_cache)
-        models = None
-        if self.settings.models.serve_models:
-            # The base as loaded (the demo preset's folders are only known once built).
-            base = dataclasses.replace(self.settings.models, base_model=resident.base_model)
-            models = ModelSwitcher(resident, base, adapters)
-        generate = GeneratePipeline(resident=resident, store=self.store, adapters=adapters, models=models)
-        distill = DistillPipeline(
-            resident=resident,
-            captioner=resident.captioner,
-            # The fallback asks the resident captioner about the image when the caption names nobody.
-            classifier=CaptionClassifier(ask=getattr(resident.captioner, "ask", None)),
-            store=self.store,
-            train=self.settings.train,
-            reg_images=self.settings.reg_images,
-            adapters=adapters,
-            preview=generate.preview,
-        )
-        reg_import = RegImportPipeline(
-            resident=resident, store=self.store, resolution=self.settings.train.resolution
-        )
-        runner = JobRunner(distill=distill, generate=generate, reg_import=reg_import, models=models)
-        self.worker = Worker(self.queue, self.journal, runner, max_attempts=MAX_ATTEMPTS)
-        worker = self.worker
-        logs.set_worker_lookup(lambda: worker.current)
+        """Load the models (here or in the Ray actors), recover earlier jobs, start the executor, SERVING."""
+        executor: Executor
+        if self.settings.executor == "ray":
+            from daemon.cluster.executor import RayExecutor
+
+            cluster = RayExecutor(self.queue, self.journal, self.store, self.settings, MAX_ATTEMPTS)
+            self.executor = executor = cluster
+            facts = await cluster.open()
+            # Ray's core worker puts its own SIGTERM handler in place of ours (and then aborts at exit).
+            self.handle_signals()
+        else:
+            facts, executor = await asyncio.to_thread(self._local_executor)
+            self.executor = executor
+        self.core.base_model = facts.base_model
+        self.core.captioner_model = facts.captioner_model or self.settings.models.captioner_model
         await asyncio.to_thread(self.core.recover, MAX_ATTEMPTS)
         generation = GenerationDefaults(
-            resolution=resident.resolution,
-            size_multiple=resident.size_multiple,
-            steps=resident.sample_steps,
-            adapt_available=resident.ip_adapter is not None,
+            resolution=facts.resolution,
+            size_multiple=facts.size_multiple,
+            steps=facts.sample_steps,
+            adapt_available=facts.adapt_available,
             models=tuple(name for name, _ in self.settings.models.serve_models),
         )
-        self.core.attach(self.worker, NameMinter(resident.tokenizer), str(resident.device), generation=generation)
-        self.worker.start()
-        await asyncio.to_thread(self.worker.announce_positions)
+        self.core.attach(executor, NameMinter(facts.tokenizer), facts.device, generation=generation)
+        executor.start()
+        await asyncio.to_thread(executor.announce_positions)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("ready: %s on %s, %d jobs queued", resident.base_model, resident.device, len(self.queue))
+        workers = len(executor.workers())
+        log.info("ready: %s, %d worker(s), %d jobs queued", facts.base_model, workers, len(self.queue))
         _notify_systemd("READY=1")
+
+    def _local_executor(self) -> tuple[WorkerFacts, Worker]:
+        """The models loaded in this process and the one worker thread that runs every job on them."""
+        resident = load_models(self.settings)
+        facts = WorkerFacts.of(resident)
+        settings = self.settings
+        runner = build_runner(resident, settings.train, settings.reg_images, settings.lora_cache, settings.models)
+        reg_key = facts.reg_key(settings.train.resolution)
+        blobs = StoreBlobs(self.store)
+
+        def inputs(job: Job) -> JobInputs[bytes]:
+            return read_inputs(self.store, job, blobs, reg_key)
+
+        worker = Worker(self.queue, self.journal, runner, MAX_ATTEMPTS, read_inputs=inputs, device=facts.device)
+        return facts, worker
 
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE):
@@ -233,8 +233,8 @@ class Daemon:
         _notify_systemd("STOPPING=1")
         self.core.draining = True
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self.worker is not None:
-            stopped = await asyncio.to_thread(self.worker.stop, self.settings.stop_grace)
+        if self.executor is not None:
+            stopped = await asyncio.to_thread(self.executor.stop, self.settings.stop_grace)
             if not stopped:
                 log.warning("the running job did not reach a safe point within %.0f s", self.settings.stop_grace)
         await asyncio.gather(*(server.stop(grace=2.0) for server in self.servers))
@@ -247,9 +247,7 @@ class Daemon:
 async def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
     daemon = Daemon(settings)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, daemon.stopping.set)
+    daemon.handle_signals()
     await daemon.start()
     loading = asyncio.create_task(daemon.load())
     stop_wait = asyncio.create_task(daemon.stopping.wait())

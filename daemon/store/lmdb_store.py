@@ -29,11 +29,12 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import lmdb
 
 from daemon.errors import Conflict, Exhausted, NotFound
+from daemon.jobs.contract import OutputImage, RegSet
 from daemon.jobs.model import (
     Event,
     Job,
@@ -44,9 +45,6 @@ from daemon.jobs.model import (
     lora_from_json,
     to_json,
 )
-
-if TYPE_CHECKING:
-    from daemon.jobs.worker import OutputImage
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +71,7 @@ class StoredImage:
     size: int
     job_id: str = ""  # the job that brought (source) or made (generated) it
     generated: bool = False
-    # Generated images: "seed", "width", "height", "parameters", "loras" (see worker.OutputImage).
+    # Generated images: "seed", "width", "height", "parameters", "loras" (see contract.OutputImage).
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -274,16 +272,24 @@ class Store:
         self,
         job: Job,
         event: Event,
-        lora: LoraRecord | None,
-        lora_file: bytes | None,
+        lora: LoraRecord | None = None,
+        lora_file: bytes | None = None,
         images: Sequence[OutputImage] = (),
+        reg_set: RegSet | None = None,
+        delete_images: Sequence[str] = (),
     ) -> None:
-        """Record a job's last event with its LoRA or its images (when it made any), all or nothing."""
+        """Record a job's last event with what it made (a LoRA, images, a regularization set) and drop the
+        stored images it used up, all or nothing."""
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             if lora is not None and lora_file is not None:
                 txn.put(lora.name.encode(), to_json(lora), db=self._db["loras"])
                 self._put_blob(txn, f"lora/{lora.name}", lora_file)
+            if reg_set is not None:
+                self._put_blob(txn, f"reg/{reg_set.key}", reg_set.data)
+            for name in delete_images:
+                txn.delete(name.encode(), db=self._db["images"])
+                self._delete_blob(txn, f"image/{name}")
             for image in images:
                 sha256 = hashlib.sha256(image.png).hexdigest()
                 self._put_image(
@@ -454,6 +460,20 @@ class Store:
         """A consistent hot copy of the whole store into an empty folder, compacted."""
         target.mkdir(parents=True, exist_ok=True)
         self._env.copy(str(target), compact=True)
+
+    @staticmethod
+    def copy_live(source: Path, target: Path) -> None:
+        """A consistent, compacted copy of the store in ``source`` into the folder ``target``, from another
+        process while a daemon keeps writing it.
+
+        Read-only, but with the lock file: the copy's read transaction is registered, so the daemon never
+        reuses the pages of the snapshot being copied.
+        """
+        env = lmdb.open(str(source), readonly=True, max_dbs=len(_DATABASES) + 8, subdir=True, lock=True)
+        try:
+            env.copy(str(target), compact=True)
+        finally:
+            env.close()
 
     def stats(self) -> dict[str, int]:
         """Map size and used bytes, for status and metrics."""

@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import BadImage
+from daemon.jobs.contract import JobContext, Outcome
+from daemon.jobs.executor import WorkerState
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import JobState, LoraRecord, Stage, SubjectClass
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.worker import JobContext, Outcome, Worker
+from daemon.jobs.worker import Worker
 from daemon.store.lmdb_store import Store, StoreConfig
 from tests.records import first_event, make_job
 
@@ -142,6 +144,8 @@ async def test_cancel_removes_a_queued_job_and_stops_a_running_one_at_its_next_s
     running, queued, last = (harness.add(index) for index in range(3))
     harness.worker.start()
     await harness.wait_state(running, JobState.RUNNING)
+    [status] = harness.worker.workers()
+    assert (status.id, status.state, status.job_id) == ("local", WorkerState.BUSY, running)
 
     assert harness.worker.cancel(queued) == "removed"
     harness.journal.finish(queued, lambda job: setattr(job, "state", JobState.CANCELLED), "Cancelled.")

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from daemon.models.captioner import VlmCaptioner
 from daemon.models.config import ModelConfig
 from daemon.models.resident import (
     Resident,
@@ -18,7 +19,6 @@ from daemon.models.resident import (
     resolve_model_config,
     unet_weight_files,
 )
-from daemon.pipeline.caption import VlmCaptioner
 
 pytest_plugins = ["tests.fixtures_models"]
 

@@ -12,13 +12,15 @@ import pytest
 import torch
 
 from daemon.errors import BadInput
+from daemon.jobs.contract import JobContext, Outcome
+from daemon.jobs.executor import JournalContext
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import Stage
-from daemon.jobs.worker import JobContext, Outcome
 from daemon.models.resident import Resident, load_pipeline, load_resident
 from daemon.models.switch import ModelSwitcher
 from daemon.pipeline.adapters import AdapterCache
-from daemon.pipeline.generate import GeneratePipeline, JobRunner
+from daemon.pipeline.generate import GeneratePipeline
+from daemon.pipeline.runner import JobRunner
 from daemon.store.lmdb_store import Store
 from tests.fixtures_models import demo_config
 from tests.pipeline.generate_fixtures import NAMES, context, params, parse_infotext, pixels, texts
@@ -54,7 +56,7 @@ def test_a_second_model_is_switched_in_and_out_with_loras_working_on_both(
     adapters = AdapterCache(resident.pipeline)
     config = dataclasses.replace(demo_config(demo_models), serve_models=(("other", str(other_model)),))
     switcher = ModelSwitcher(resident, config, adapters)
-    generate = GeneratePipeline(resident=resident, store=store, adapters=adapters, models=switcher)
+    generate = GeneratePipeline(resident=resident, adapters=adapters, models=switcher)
 
     def made(**changes: Any) -> Any:
         ctx = context(store, journal, params(NAMES[0], **changes))
@@ -83,7 +85,7 @@ def test_a_second_model_is_switched_in_and_out_with_loras_working_on_both(
     runner = JobRunner(distill=distill, generate=generate, models=switcher)
     job = make_job("distill-after-switch", "zentrolk")
     store.create_job(job, first_event(job), None, "")
-    runner(JobContext(journal, job, lambda: False))
+    runner(JournalContext(journal, job, lambda: False))
     assert seen == [base_hash] and resident.base_model == base_source and switcher.current == ""
     assert np.array_equal(pixels(made()[1].png), pixels(base.png))
 

@@ -22,10 +22,12 @@ import safetensors.torch
 import torch
 from PIL import Image
 
+from daemon.jobs.contract import JobContext, Outcome
+from daemon.jobs.executor import JournalContext
 from daemon.jobs.hub import EventHub
+from daemon.jobs.inputs import StoreBlobs, read_inputs
 from daemon.jobs.journal import Journal
-from daemon.jobs.model import Event, GenerateParams, JobKind, JobState, LoraUse, Stage
-from daemon.jobs.worker import JobContext, Outcome
+from daemon.jobs.model import Event, GenerateParams, JobKind, JobState, LoraUse, Stage, SubjectClass
 from daemon.models.resident import Resident, load_resident
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.generate import GeneratePipeline
@@ -87,7 +89,7 @@ def adapters(resident: Resident) -> Iterator[AdapterCache]:
 
 @pytest.fixture
 def generate(resident: Resident, store: Store, adapters: AdapterCache) -> GeneratePipeline:
-    return GeneratePipeline(resident=resident, store=store, adapters=adapters)
+    return GeneratePipeline(resident=resident, adapters=adapters)
 
 
 _jobs = iter(range(1_000_000))
@@ -118,7 +120,12 @@ def context(
         make_job(f"gen{next(_jobs):04d}", ""), kind=JobKind.GENERATE, generate=p, image_name="", train_steps=0
     )
     store.create_job(job, first_event(job), None, "")
-    return JobContext(journal, job, should_stop)
+    # What the daemon reads before dispatch: the LoRA files and the stored pictures.
+    return JournalContext(journal, job, should_stop, read_inputs(store, job, StoreBlobs(store), no_reg_sets))
+
+
+def no_reg_sets(subject_class: SubjectClass) -> str:
+    raise AssertionError("a generation job reads no regularization set")
 
 
 def run(generate: GeneratePipeline, store: Store, journal: Journal, p: GenerateParams, **kwargs: Any) -> Outcome:

@@ -17,19 +17,31 @@ import torch
 from PIL import Image
 
 from daemon.errors import BadInput, JobCancelled, NotFound
+from daemon.jobs.contract import JobContext, Outcome
 from daemon.jobs.hub import EventHub
+from daemon.jobs.inputs import StoreBlobs, read_inputs
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import Event, JobKind, JobState, LoraUse, Stage, SubjectClass
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.worker import JobContext, Outcome, Worker
+from daemon.jobs.worker import Worker
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
-from daemon.pipeline.generate import GeneratePipeline, JobRunner, lora_short_hash, summary
+from daemon.pipeline.generate import GeneratePipeline, lora_short_hash, summary
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.regularization import RegularizationSet
+from daemon.pipeline.runner import JobRunner
 from daemon.pipeline.train import train_lora
 from daemon.store.lmdb_store import Store, StoreConfig
-from tests.pipeline.generate_fixtures import NAMES, context, params, parse_infotext, pixels, run, texts
+from tests.pipeline.generate_fixtures import (
+    NAMES,
+    context,
+    no_reg_sets,
+    params,
+    parse_infotext,
+    pixels,
+    run,
+    texts,
+)
 from tests.pipeline.test_adapters import assert_bare, random_lora_file, snapshot
 from tests.records import first_event, lora_record, make_job
 
@@ -238,8 +250,14 @@ async def test_the_worker_stores_the_images_of_a_generation_job(
             distilled.set()
             return Outcome(summary="no")
 
-        generate = GeneratePipeline(resident=resident, store=store, adapters=adapters)
-        worker = Worker(queue, journal, JobRunner(distill=distill, generate=generate))
+        generate = GeneratePipeline(resident=resident, adapters=adapters)
+        blobs = StoreBlobs(store)
+        worker = Worker(
+            queue,
+            journal,
+            JobRunner(distill=distill, generate=generate),
+            read_inputs=lambda job: read_inputs(store, job, blobs, no_reg_sets),
+        )
         gen = dataclasses.replace(
             make_job("gen-job", ""), kind=JobKind.GENERATE, generate=params(NAMES[0], count=2), image_name=""
         )
@@ -270,7 +288,7 @@ def test_adapt_goes_through_the_ip_adapter_and_only_for_that_request(
     assert ip_resident.ip_adapter is not None
     before = snapshot(ip_resident.unet)
     adapters = AdapterCache(ip_resident.pipeline)
-    generate = GeneratePipeline(resident=ip_resident, store=store, adapters=adapters)
+    generate = GeneratePipeline(resident=ip_resident, adapters=adapters)
     try:
         plain = pixels(run(generate, store, journal, params(NAMES[0])).images[0].png)
         adapted = run(

@@ -144,7 +144,7 @@ def test_several_adapt_pictures_each_with_its_weight(
 ) -> None:
     put_picture(store, "second.png", 3, (48, 48))
     put_picture(store, "third.png", 4, (48, 48))
-    generate = GeneratePipeline(resident=ip_resident, store=store, adapters=adapters_for_ip)
+    generate = GeneratePipeline(resident=ip_resident, adapters=adapters_for_ip)
     one = [AdaptUse("adapt.png", 0.8)]
     three = [*one, AdaptUse("second.png", 0.5), AdaptUse("third.png", 0.7)]
 

@@ -18,8 +18,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from daemon.jobs.contract import JobContext, Outcome
 from daemon.jobs.model import JobState, Stage
-from daemon.jobs.worker import JobContext, Outcome, Worker
+from daemon.jobs.worker import Worker
 from daemon.pipeline.name import NameMinter
 from daemon.rpc.server import Daemon
 from daemon.settings import load_settings
@@ -52,9 +53,10 @@ async def started_daemon(tmp_path: Path, stop_grace: float) -> tuple[Daemon, Hel
     await daemon.start()
     pipeline = HeldPipeline()
     # What Daemon.load does once the models are resident, with the stand-in pipeline.
-    daemon.worker = Worker(daemon.queue, daemon.journal, pipeline)
-    daemon.core.attach(daemon.worker, NameMinter(build_tokenizer(WORDS)), "cpu")
-    daemon.worker.start()
+    worker = Worker(daemon.queue, daemon.journal, pipeline)
+    daemon.executor = worker
+    daemon.core.attach(worker, NameMinter(build_tokenizer(WORDS)), "cpu")
+    worker.start()
     for service in ("", "distillery.v1.Distillery"):
         await daemon.health.set(service, health_pb2.HealthCheckResponse.SERVING)
     return daemon, pipeline, DaemonClient(f"unix:{sock}")

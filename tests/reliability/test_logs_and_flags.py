@@ -56,19 +56,21 @@ def test_the_token_never_reaches_the_log_not_even_in_a_traceback() -> None:
     assert SECRET not in text and text.count("[redacted]") == 2
 
 
-def test_job_id_from_the_request_context_and_from_the_worker_thread() -> None:
+def test_job_id_from_the_request_context_and_from_a_worker_thread() -> None:
     logger, stream = capture([])
     logger.info("no job here")
     token = logs.current_job.set("job-a")
     logger.info("about job a")
     logs.current_job.reset(token)
-    logs.set_worker_lookup(lambda: "job-b")
-    try:
-        worker = threading.Thread(target=logger.info, args=("training",), name=logs.WORKER_THREAD)
-        worker.start()
-        worker.join()
-    finally:
-        logs.set_worker_lookup(lambda: None)
+
+    def work() -> None:
+        # What a worker thread does while it runs a job; other threads keep their own job (or none).
+        logs.current_job.set("job-b")
+        logger.info("training")
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
     first, second, third = stream.getvalue().splitlines()
     assert "job=" not in first
     assert " job=job-a: about job a" in second

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -12,15 +13,18 @@ from pathlib import Path
 import pytest
 
 UNITS = sorted((Path(__file__).parents[2] / "systemd").glob("*.service"))
+# Drop-ins that change a unit's command line (the daemon on a Ray head).
+DROP_INS = sorted((Path(__file__).parents[2] / "systemd").glob("*.service.d/*.conf"))
 # Where the units expect the installation; the test points them at this checkout's virtual environment.
 INSTALLED_BIN = "/opt/distillery/.venv/bin/"
 VENV_BIN = str(Path(sys.executable).parent) + "/"
 
 
 def exec_start(unit: Path) -> list[str]:
-    match = re.search(r"^ExecStart=(.+)$", unit.read_text(), re.MULTILINE)
-    assert match, f"{unit.name} has no ExecStart"
-    return match.group(1).split()
+    """The command line of the unit's last non-empty ExecStart= (a drop-in first resets it with an empty one)."""
+    commands = re.findall(r"^ExecStart=(.+)$", unit.read_text(), re.MULTILINE)
+    assert commands, f"{unit.name} has no ExecStart"
+    return str(commands[-1]).split()
 
 
 def test_there_are_units_for_the_daemon_and_every_bot() -> None:
@@ -29,7 +33,16 @@ def test_there_are_units_for_the_daemon_and_every_bot() -> None:
         "distillery-telegram.service",
         "distillery-slack.service",
         "distillery-discord.service",
+        "ray-head.service",
+        "ray-worker.service",
     }
+    assert [f"{drop_in.parent.name}/{drop_in.name}" for drop_in in DROP_INS] == [
+        "distillery-daemon.service.d/ray.conf"
+    ]
+    for ray_unit in ("ray-head.service", "ray-worker.service", "distillery-daemon.service.d/ray.conf"):
+        lines = (UNITS[0].parent / ray_unit).read_text().splitlines()
+        # Ray's token authentication is on wherever a Ray process or driver runs.
+        assert "Environment=RAY_AUTH_MODE=token" in lines, ray_unit
     daemon = (UNITS[0].parent / "distillery-daemon.service").read_text()
     for line in ("Type=notify", "Restart=on-failure", "RuntimeDirectoryMode=0750", "NoNewPrivileges=yes"):
         assert line in daemon.splitlines()
@@ -56,13 +69,16 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     assert done.returncode == 0 and not about_ours, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda unit: unit.stem)
+@pytest.mark.parametrize("unit", UNITS + DROP_INS, ids=lambda unit: unit.stem)
 def test_exec_start_flags_exist_in_the_cli(unit: Path) -> None:
     program, *args = exec_start(unit)
     binary = Path(program.replace(INSTALLED_BIN, VENV_BIN))
     assert binary.exists(), f"{binary} is not installed (pip install -e .)"
-    help_text = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=120).stdout
-    flags = [arg for arg in args if arg.startswith("--")]
+    # Words before the first flag name a subcommand (``ray start``), whose own --help lists its flags.
+    subcommand = list(itertools.takewhile(lambda arg: not arg.startswith("--"), args))
+    help_run = subprocess.run([str(binary), *subcommand, "--help"], capture_output=True, text=True, timeout=120)
+    help_text = help_run.stdout
+    flags = [arg.split("=", 1)[0] for arg in args if arg.startswith("--")]
     assert flags
     for flag in flags:
         assert re.search(rf"(^|\s|\[){re.escape(flag)}\b", help_text), f"{unit.name}: {flag} not in --help"

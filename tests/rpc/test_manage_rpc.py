@@ -17,8 +17,8 @@ import pytest
 from distillery.v1 import distillery_pb2 as pb
 from PIL import Image
 
+from daemon.jobs.contract import JobContext, Outcome, OutputImage
 from daemon.jobs.model import JobKind, Stage
-from daemon.jobs.worker import JobContext, Outcome, OutputImage
 from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.store.lmdb_store import Store
 from frontends.client import DaemonError

@@ -21,11 +21,12 @@ from distillery.v1 import distillery_pb2 as pb
 from distillery.v1 import distillery_pb2_grpc as pb_grpc
 from PIL import Image
 
+from daemon.jobs.contract import JobContext, Outcome
 from daemon.jobs.hub import EventHub
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import LoraRecord, Stage, SubjectClass
 from daemon.jobs.queue import JobQueue
-from daemon.jobs.worker import JobContext, Outcome, Worker
+from daemon.jobs.worker import Worker
 from daemon.pipeline.name import NameMinter
 from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.rpc.auth import TokenInterceptor

@@ -43,6 +43,15 @@ class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_KIND_DISTILL: _ClassVar[JobKind]
     JOB_KIND_GENERATE: _ClassVar[JobKind]
     JOB_KIND_REG_IMPORT: _ClassVar[JobKind]
+
+class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
+    WORKER_STATE_STARTING: _ClassVar[WorkerState]
+    WORKER_STATE_IDLE: _ClassVar[WorkerState]
+    WORKER_STATE_BUSY: _ClassVar[WorkerState]
+    WORKER_STATE_LOST: _ClassVar[WorkerState]
+    WORKER_STATE_STOPPING: _ClassVar[WorkerState]
 SUBJECT_CLASS_UNSPECIFIED: SubjectClass
 SUBJECT_CLASS_MAN: SubjectClass
 SUBJECT_CLASS_WOMAN: SubjectClass
@@ -68,6 +77,12 @@ JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_DISTILL: JobKind
 JOB_KIND_GENERATE: JobKind
 JOB_KIND_REG_IMPORT: JobKind
+WORKER_STATE_UNSPECIFIED: WorkerState
+WORKER_STATE_STARTING: WorkerState
+WORKER_STATE_IDLE: WorkerState
+WORKER_STATE_BUSY: WorkerState
+WORKER_STATE_LOST: WorkerState
+WORKER_STATE_STOPPING: WorkerState
 
 class Requester(_message.Message):
     __slots__ = ("platform", "workspace", "user", "chat")
@@ -584,7 +599,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Status(_message.Message):
-    __slots__ = ("ready", "queue_length", "current_job_id", "current_lora_name", "current_stage", "base_model", "captioner_model", "device", "preset", "jobs_done", "uptime_seconds", "version", "models")
+    __slots__ = ("ready", "queue_length", "current_job_id", "current_lora_name", "current_stage", "base_model", "captioner_model", "device", "preset", "jobs_done", "uptime_seconds", "version", "models", "workers")
     READY_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
     CURRENT_JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -598,6 +613,7 @@ class Status(_message.Message):
     UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     ready: bool
     queue_length: int
     current_job_id: str
@@ -611,4 +627,23 @@ class Status(_message.Message):
     uptime_seconds: float
     version: str
     models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, ready: _Optional[bool] = ..., queue_length: _Optional[int] = ..., current_job_id: _Optional[str] = ..., current_lora_name: _Optional[str] = ..., current_stage: _Optional[_Union[Stage, str]] = ..., base_model: _Optional[str] = ..., captioner_model: _Optional[str] = ..., device: _Optional[str] = ..., preset: _Optional[str] = ..., jobs_done: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
+    workers: _containers.RepeatedCompositeFieldContainer[Worker]
+    def __init__(self, ready: _Optional[bool] = ..., queue_length: _Optional[int] = ..., current_job_id: _Optional[str] = ..., current_lora_name: _Optional[str] = ..., current_stage: _Optional[_Union[Stage, str]] = ..., base_model: _Optional[str] = ..., captioner_model: _Optional[str] = ..., device: _Optional[str] = ..., preset: _Optional[str] = ..., jobs_done: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
+
+class Worker(_message.Message):
+    __slots__ = ("id", "device", "state", "job_id", "stage", "node", "pid")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    device: str
+    state: WorkerState
+    job_id: str
+    stage: Stage
+    node: str
+    pid: int
+    def __init__(self, id: _Optional[str] = ..., device: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., job_id: _Optional[str] = ..., stage: _Optional[_Union[Stage, str]] = ..., node: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...

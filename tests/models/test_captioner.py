@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from daemon.jobs.model import SubjectClass
+from daemon.models.captioner import MAX_CAPTION_CHARS, FixedCaptioner, clean_caption
 from daemon.models.resident import Resident
-from daemon.pipeline.caption import MAX_CAPTION_CHARS, FixedCaptioner, clean_caption
 from daemon.pipeline.classify import ANSWER_TOKENS, QUESTION, CaptionClassifier, read_words
 
 pytest_plugins = ["tests.fixtures_models"]
