@@ -68,8 +68,9 @@ SMOKE = Sizes("tiny", "cpu", 4, 1, 3, (2, 4, 8), 3, 3, 12, 3, 2)
 class Report:
     """One part's JSON file, rewritten whole (via a temporary file) after every measurement."""
 
-    def __init__(self, out: Path, part: str, sizes: Sizes, smoke: bool) -> None:
+    def __init__(self, out: Path, part: str, sizes: Sizes, smoke: bool, budget: float | None = None) -> None:
         self.path = out / f"{part}.json"
+        self.deadline = time.monotonic() + budget if budget else None
         self.data: dict[str, Any] = {
             "part": part,
             "smoke": smoke,
@@ -78,6 +79,10 @@ class Report:
             "models": WEIGHTS_NOTE,
         }
         self.save()
+
+    def left(self) -> float:
+        """Seconds left of the part's time limit (10 minutes when it was given none)."""
+        return self.deadline - time.monotonic() if self.deadline is not None else 600.0
 
     def save(self, **figures: Any) -> None:
         """Merge ``figures`` in and write the file."""
@@ -300,11 +305,17 @@ def part_job(sizes: Sizes, report: Report, work: Path) -> None:
     from bench.job import JobBench
 
     resident, load_s = _resident(sizes, work)
-    bench = JobBench(resident, work / "job", _train_config(sizes, sizes.job_steps))
+    # A store of its own, even in a scratch folder that an earlier run left behind.
+    store_folder = Path(tempfile.mkdtemp(prefix="job-", dir=work))
+    bench = JobBench(resident, store_folder, _train_config(sizes, sizes.job_steps))
     try:
-        first = bench.run_job("benchfirst", sizes.job_steps, timeout=600)
+        # The first job may take what the part has left, less a margin for the imports before the clock started,
+        # the second job and the report.
+        first = bench.run_job("benchfirst", sizes.job_steps, timeout=max(report.left() - 35.0, 10.0))
         report.save(load_s=load_s, first_job=first)
-        second = bench.run_job("benchsecond", sizes.second_job_steps, timeout=600)
+        if not first["finished"]:
+            raise TimeoutError(f"the {sizes.job_steps}-step job did not finish in the time left")
+        second = bench.run_job("benchsecond", sizes.second_job_steps, timeout=max(report.left() - 5.0, 10.0))
         report.save(second_job=second)
     finally:
         bench.close()
@@ -403,10 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for PART.json")
     parser.add_argument("--work", type=Path, help="scratch folder shared by the parts (default: a temporary one)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU")
+    parser.add_argument("--budget", type=float, help="the part's time limit (s), for parts that pace themselves")
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
     args.out.mkdir(parents=True, exist_ok=True)
-    report = Report(args.out, args.part, sizes, args.smoke)
+    report = Report(args.out, args.part, sizes, args.smoke, args.budget)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as scratch:
         work = args.work or Path(scratch)

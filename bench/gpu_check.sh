@@ -9,7 +9,8 @@
 # The wheels go into a temporary --target (no index, no dependencies); PYTHONPATH is that target and the tree.
 # Each part is a fresh `python -m bench.gpu_check PART` under its own time limit, so a slow part cannot starve
 # the rest, and writes $OUT/PART.json (see bench/gpu_check.py); the whole log goes to $OUT/gpu_check.log.
-# Exit status: 0 when every part completed, 1 otherwise. $OUT defaults to state/gpu-check.
+# Exit status: 0 when every part completed, 1 otherwise. $OUT defaults to state/gpu-check; GPU_CHECK_PARTS
+# (space-separated names) runs only some parts.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,7 +33,7 @@ if [[ $MODE == smoke && -z ${GPU_CHECK_ISOLATED:-} ]]; then
     [[ $(id -u) == 0 ]] || isolate=(unshare -rn)
     "${isolate[@]}" true 2>/dev/null || { echo "gpu_check: cannot cut the network (${isolate[*]} failed)" >&2; exit 3; }
     exec env -i PATH="$PATH" HOME="${HOME:-/tmp}" LANG=C.UTF-8 OUT="$OUT" GPU_CHECK_PYTHON="$PYTHON" \
-        GPU_CHECK_ISOLATED=1 GPU_CHECK_WHEELS="${GPU_CHECK_WHEELS:-}" "${isolate[@]}" bash "$0" --smoke
+        GPU_CHECK_ISOLATED=1 GPU_CHECK_WHEELS="${GPU_CHECK_WHEELS:-}" GPU_CHECK_PARTS="${GPU_CHECK_PARTS:-}" "${isolate[@]}" bash "$0" --smoke
 fi
 
 mkdir -p "$OUT"
@@ -47,7 +48,7 @@ else
     WHEELS=${GPU_CHECK_WHEELS:-$ROOT/.gpuwheels/cp312}
     # Seconds per part; together with the install, under 8 minutes. Compile goes last: it is the likeliest to
     # need all of its time.
-    PARTS=(env:25 train:65 profile:40 sweep:60 job:140 generate:50 compile:90)
+    PARTS=(env:30 train:65 profile:40 sweep:60 job:140 generate:50 compile:85)
 fi
 
 echo "== wheels: $WHEELS"
@@ -89,9 +90,12 @@ failed=()
 started=$SECONDS
 for entry in "${PARTS[@]}"; do
     part=${entry%%:*}; limit=${entry##*:}
+    # GPU_CHECK_PARTS="train compile" reruns only those parts (a second call with the time that is left).
+    [[ -z ${GPU_CHECK_PARTS:-} || " $GPU_CHECK_PARTS " == *" $part "* ]] || continue
     echo "== $part (at most $limit s)"
     part_started=$SECONDS
-    timeout --kill-after=10 "$limit" "${RUN[@]}" -m bench.gpu_check "$part" --out "$OUT" --work "$WORK" "${FLAGS[@]}"
+    timeout --kill-after=10 "$limit" "${RUN[@]}" -m bench.gpu_check "$part" --out "$OUT" --work "$WORK" \
+        --budget "$limit" "${FLAGS[@]}"
     status=$?
     echo "== $part: exit $status after $((SECONDS - part_started)) s"
     [[ $status == 0 ]] || failed+=("$part")

@@ -130,6 +130,7 @@ def test_whole_jobs_and_generation_report_their_times(smoke_reports: dict[str, d
     job = smoke_reports["job"]
     for which in ("first_job", "second_job"):
         figures = job[which]
+        assert figures["finished"] is True and _positive(figures["train_steps_per_s"]), which
         assert 0 < figures["dequeue_to_first_step_s"] < figures["dequeue_to_saved_s"], which
         assert figures["lora_bytes"] > 0 and {"train", "save"} <= set(figures["stage_seconds"])
     assert job["first_job"]["steps"] == 12 and job["second_job"]["steps"] == 3
