@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint protos clean
+.PHONY: demo test lint protos clean gpu-wheels
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,22 @@ lint: $(STAMP)
 
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
+
+# The wheels bench/gpu_check.sh installs (no network where it runs): exactly the pins in bench/gpu_wheels.txt,
+# nothing else, into a git-ignored folder that travels with the working tree (`carry`: .gpuwheels). cp312/ is for
+# the GPU machine (Python 3.12, x86-64); host/ is the same pins for this interpreter, for `gpu_check.sh --smoke`.
+GPU_WHEELS := .gpuwheels
+GPU_PLATFORMS := $(foreach n,2_28 2_27 2_17,--platform manylinux_$(n)_x86_64) --platform manylinux2014_x86_64
+WHEEL_PINS := --no-deps --only-binary=:all: -r bench/gpu_wheels.txt
+
+$(GPU_WHEELS)/.complete: bench/gpu_wheels.txt $(STAMP)
+	rm -rf $(GPU_WHEELS)
+	$(PY) -m pip download -q $(WHEEL_PINS) --python-version 3.12 --implementation cp $(GPU_PLATFORMS) \
+		-d $(GPU_WHEELS)/cp312
+	$(PY) -m pip download -q $(WHEEL_PINS) -d $(GPU_WHEELS)/host
+	touch $@
+
+gpu-wheels: $(GPU_WHEELS)/.complete
 
 clean:
 	rm -rf $(VENV) state
