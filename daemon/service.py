@@ -40,7 +40,7 @@ from daemon.pipeline.image import SourceImage, normalize_image, open_png
 from daemon.pipeline.name import NameMinter
 from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, resolve
 from daemon.settings import Settings
-from daemon.store.lmdb_store import Store, StoredImage
+from daemon.store.lmdb_store import Pruned, Store, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -384,10 +384,11 @@ class Distillery:
     def _check_capacity(self, requester: Requester) -> None:
         if len(self.queue) >= self.settings.queue_limit:
             raise Exhausted(f"The queue is full ({self.settings.queue_limit} jobs waiting); try again later.")
-        mine = self.store.list_jobs(requester.owner_key, None, True, self.settings.user_active_limit)
-        if len(mine) >= self.settings.user_active_limit:
+        # One counter read, however many jobs the store holds: admission time must not grow with history.
+        mine = self.store.active_count(requester.owner_key)
+        if mine >= self.settings.user_active_limit:
             raise Exhausted(
-                f"You already have {len(mine)} jobs queued or running; wait for one to finish or cancel one."
+                f"You already have {mine} jobs queued or running; wait for one to finish or cancel one."
             )
 
     async def _source_bytes(self, spec: SubmitSpec) -> bytes:
@@ -521,17 +522,25 @@ class Distillery:
         return image_deleted
 
     def user_stats(self, requester: Requester) -> UserStats:
+        """The requester's counters, kept by the store as their jobs and LoRAs change."""
         _check_requester(requester)
-        loras = [lora for lora in self.store.loras() if requester.owns(lora.owner)]
-        jobs = [job for job in self.store.jobs() if requester.owns(job.owner)]
-        generations = [job for job in jobs if job.kind == JobKind.GENERATE]
+        counts = self.store.owner_counts(requester.owner_key)
         return UserStats(
-            loras_owned=len(loras),
-            public_loras=sum(1 for lora in loras if lora.public),
-            distill_jobs=len(jobs) - len(generations),
-            generate_jobs=len(generations),
-            images_generated=sum(len(job.outputs) for job in generations),
+            loras_owned=counts.loras,
+            public_loras=counts.public_loras,
+            distill_jobs=counts.distill_jobs,
+            generate_jobs=counts.generate_jobs,
+            images_generated=counts.images,
         )
+
+    def prune_events(self, requester: Requester, older_than_days: int) -> Pruned:
+        """Operator only: drop the event logs of jobs that ended more than ``older_than_days`` days ago."""
+        _check_requester(requester)
+        if requester.platform != "cli":
+            raise Forbidden("Only an operator, with the distillery CLI, can prune event logs.")
+        if older_than_days < 1:
+            raise BadInput("Say how many days of event logs to keep: at least 1.")
+        return self.store.prune_events(time.time() - older_than_days * 86400)
 
     def list_loras(self, requester: Requester, include_public: bool) -> list[LoraRecord]:
         """The requester's LoRAs, and public ones when asked."""

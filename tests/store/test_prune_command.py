@@ -47,7 +47,8 @@ async def test_the_operator_prunes_old_event_logs_from_the_cli(
     )
     assert await run(args) == 0
 
-    assert f"Pruned {len(old_events) - 1} events of 1 job that ended more than 30 days ago" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Pruned {len(old_events) - 1} events of 1 job that ended more than 30 days ago" in printed
     # The old job replays only how it ended, with its LoRA; the recent one keeps its whole log.
     replayed = await collect(api.client.watch(old, ALICE))
     assert [event.seq for event in replayed] == [old_events[-1].seq]
