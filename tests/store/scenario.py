@@ -9,16 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from daemon.jobs.model import (
-    Event,
-    GenerateParams,
-    Job,
-    JobKind,
-    JobState,
-    LoraRecord,
-    Requester,
-    Stage,
-)
+from daemon.jobs.model import Event, GenerateParams, Job, JobKind, JobState, LoraRecord, Requester, Stage
 from daemon.store.lmdb_store import Store
 from tests.records import ALICE, BOB, lora_record, make_job
 
@@ -110,6 +101,21 @@ class Scenario:
     def delete_lora(self, pick: int) -> None:
         if loras := self.store.loras():
             self.store.delete_lora(loras[pick % len(loras)].name)
+
+    def mixed(self) -> None:
+        """Two distillations and two generations per owner; some run, succeed, fail (one of each reason) or
+        are cancelled, one LoRA goes public."""
+        for owner in OWNERS * 2:
+            self.create(owner)
+            self.create(owner, JobKind.GENERATE, images=2)
+        for pick in range(8):
+            self.start(pick)
+        for pick in range(4):
+            self.succeed(pick)
+        for pick in range(3):
+            self.fail(pick)
+        self.cancel(0)
+        self.publish(0)
 
     def delete_outputs(self, pick: int) -> None:
         if made := [job for job in self.store.jobs() if job.outputs]:

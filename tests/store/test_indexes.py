@@ -116,17 +116,7 @@ def test_a_store_without_indexes_gets_them_built_once_when_opened(
 ) -> None:
     path = tmp_path / "store"
     store = Store(StoreConfig(path=path, map_size=SMALL_MAP))
-    scenario = Scenario(store)
-    for owner in OWNERS * 3:
-        scenario.create(owner)
-        scenario.create(owner, JobKind.GENERATE, images=2)
-    for pick in range(7):
-        scenario.start(pick)
-    for pick in range(3):
-        scenario.succeed(pick)
-    scenario.fail(0)
-    scenario.cancel(1)
-    scenario.publish(0)
+    Scenario(store).mixed()
     jobs, loras, succeeded = store.jobs(), store.loras(), store.counter("jobs_succeeded")
     store.close()
     strip_indexes(path)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon.jobs.model import JobKind, JobState
+from daemon.jobs.model import JobState
 from daemon.metrics import MetricsSource, render
 from daemon.store.lmdb_store import Store, StoreConfig
 from tests.store import brute
-from tests.store.scenario import OWNERS, Scenario
+from tests.store.scenario import Scenario
 
 
 def value(text: str, sample: str) -> float:
@@ -22,17 +22,7 @@ def value(text: str, sample: str) -> float:
 
 def test_job_figures_in_the_exposition_equal_a_full_scan(tmp_path: Path) -> None:
     store = Store(StoreConfig(path=tmp_path / "store", map_size=1 << 24))
-    scenario = Scenario(store)
-    for owner in OWNERS * 2:
-        scenario.create(owner)
-        scenario.create(owner, JobKind.GENERATE, images=2)
-    for pick in range(8):
-        scenario.start(pick)
-    for pick in range(4):
-        scenario.succeed(pick)
-    for pick in range(3):
-        scenario.fail(pick)  # one internal error, one out of memory, one pipeline failure
-    scenario.cancel(0)
+    Scenario(store).mixed()
     source = MetricsSource(store, lambda: 2, lambda: True, lambda: "cpu", lambda: "train")
 
     text = render(source)
