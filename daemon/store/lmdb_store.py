@@ -134,9 +134,9 @@ def _chunk_key(blob: str, index: int) -> bytes:
     return blob.encode() + b"\0" + index.to_bytes(4, "big")
 
 
-def _scan(cursor: lmdb.Cursor, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-    """Keys and values under ``prefix`` in key order, from ``start`` (a key under it) or its first key."""
-    if not cursor.set_range(start or prefix):
+def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Keys and values under ``prefix``, in key order."""
+    if not cursor.set_range(prefix):
         return
     for key, value in cursor:
         key = bytes(key)
@@ -146,8 +146,8 @@ def _scan(cursor: lmdb.Cursor, prefix: bytes, start: bytes = b"") -> Iterator[tu
 
 
 def _number(raw: bytes | memoryview | str | bytearray) -> float:
-    """A counter's stored value (JSON text of a number)."""
-    return float(json.loads(bytes(raw, "ascii") if isinstance(raw, str) else bytes(raw)))
+    """A counter's stored value (the text of a number)."""
+    return float(raw if isinstance(raw, str) else bytes(raw))
 
 
 def _delete_while(cursor: lmdb.Cursor, start: bytes, inside: Callable[[bytes], bool]) -> int:
