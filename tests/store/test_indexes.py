@@ -99,7 +99,7 @@ def test_indexes_equal_a_full_scan_after_any_sequence_of_writes(steps: list[tupl
 
 def strip_indexes(path: Path) -> None:
     """Make the store look written by the release before indexes: no index databases, no index version."""
-    env = lmdb.open(str(path), max_dbs=32, subdir=True)
+    env = lmdb.open(str(path), max_dbs=32, subdir=True, map_size=1 << 30)
     with env.begin(write=True) as txn:
         for name in INDEX_DATABASES:
             txn.drop(env.open_db(name.encode(), txn=txn), delete=True)
