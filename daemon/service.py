@@ -41,7 +41,7 @@ from daemon.pipeline.name import NameMinter
 from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, fit_picture, picture_size, resolve
 from daemon.quota import QuotaUse
 from daemon.settings import Settings
-from daemon.store.lmdb_store import Store, StoredImage
+from daemon.store.lmdb_store import Pruned, Store, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -426,16 +426,30 @@ class Distillery:
     def _check_capacity(self, requester: Requester) -> None:
         if len(self.queue) >= self.settings.queue_limit:
             raise Exhausted(f"The queue is full ({self.settings.queue_limit} jobs waiting); try again later.")
-        mine = self.store.list_jobs(requester.owner_key, None, True, self.settings.user_active_limit)
-        if len(mine) >= self.settings.user_active_limit:
+        # One counter read, however many jobs the store holds: admission time must not grow with history.
+        mine = self.store.active_count(requester.owner_key)
+        if mine >= self.settings.user_active_limit:
             raise Exhausted(
-                f"You already have {len(mine)} jobs queued or running; wait for one to finish or cancel one."
+                f"You already have {mine} jobs queued or running; wait for one to finish or cancel one."
             )
 
     def quota_use(self, requester: Requester) -> QuotaUse:
         """The requester's images and distillations today, and what is left of the daily quotas."""
-        mine = (job for job in self.store.jobs() if requester.owns(job.owner))
-        return quota.usage(mine, self.settings.quota, self.clock())
+        now = self.clock()
+        if not (self.settings.quota.images or self.settings.quota.distills):
+            return quota.usage([], self.settings.quota, now)
+        return quota.usage(self._todays_jobs(requester, now), self.settings.quota, now)
+
+    def _todays_jobs(self, requester: Requester, now: float) -> list[Job]:
+        """The requester's jobs back to the start of today (UTC), newest first, from the store's owner index:
+        the read grows with what this user did today, not with the store's history."""
+        since = quota.next_reset(now) - 86_400
+        limit = 64
+        while True:
+            jobs = self.store.list_jobs(requester.owner_key, None, False, limit)
+            if len(jobs) < limit or jobs[-1].created_at < since:
+                return jobs
+            limit *= 4
 
     def _check_quota(self, requester: Requester, images: int, distills: int) -> None:
         if self.settings.quota.images or self.settings.quota.distills:
@@ -573,18 +587,26 @@ class Distillery:
         return image_deleted
 
     def user_stats(self, requester: Requester) -> UserStats:
+        """The requester's counters, kept by the store as their jobs and LoRAs change."""
         _check_requester(requester)
-        loras = [lora for lora in self.store.loras() if requester.owns(lora.owner)]
-        jobs = [job for job in self.store.jobs() if requester.owns(job.owner)]
-        generations = [job for job in jobs if job.kind == JobKind.GENERATE]
+        counts = self.store.owner_counts(requester.owner_key)
         return UserStats(
-            loras_owned=len(loras),
-            public_loras=sum(1 for lora in loras if lora.public),
-            distill_jobs=len(jobs) - len(generations),
-            generate_jobs=len(generations),
-            images_generated=sum(len(job.outputs) for job in generations),
-            today=quota.usage(jobs, self.settings.quota, self.clock()),
+            loras_owned=counts.loras,
+            public_loras=counts.public_loras,
+            distill_jobs=counts.distill_jobs,
+            generate_jobs=counts.generate_jobs,
+            images_generated=counts.images,
+            today=self.quota_use(requester),
         )
+
+    def prune_events(self, requester: Requester, older_than_days: int) -> Pruned:
+        """Operator only: drop the event logs of jobs that ended more than ``older_than_days`` days ago."""
+        _check_requester(requester)
+        if requester.platform != "cli":
+            raise Forbidden("Only an operator, with the distillery CLI, can prune event logs.")
+        if older_than_days < 1:
+            raise BadInput("Say how many days of event logs to keep: at least 1.")
+        return self.store.prune_events(time.time() - older_than_days * 86400)
 
     def list_loras(self, requester: Requester, include_public: bool) -> list[LoraRecord]:
         """The requester's LoRAs, and public ones when asked."""

@@ -8,6 +8,7 @@
     distillery lora rifttami --makepublic | --description "..." | --showimage | --delete [--yes] | --download
     distillery info <job id>-1.png       # a generated image's parameters
     distillery reg import --class woman photos/   # an operator's photos become the class's regularization set
+    distillery events prune --older-than-days 90  # drop old jobs' event logs (each keeps its final event)
     distillery demo            # start a daemon on the demo preset, distill the astronaut, stop
     distillery backup <dir> --state-dir <state>      # hot copy of the store while the daemon runs
     distillery restore <dir> --state-dir <new state> # into a fresh state folder, then start the daemon
@@ -255,6 +256,16 @@ async def cmd_reg(client: DaemonClient, args: argparse.Namespace) -> int:
     return await follow(events, ProgressPrinter(sys.stdout, args.json))
 
 
+async def cmd_events(client: DaemonClient, args: argparse.Namespace) -> int:
+    """``events prune``: the daemon deletes the event logs of jobs that ended before the cut-off."""
+    if args.older_than_days < 1:
+        raise SystemExit("error: --older-than-days must be at least 1")
+    pruned = await client.prune_events(requester(args), args.older_than_days)
+    jobs = f"{pruned.jobs} job" + ("" if pruned.jobs == 1 else "s")
+    print(f"Pruned {pruned.events} events of {jobs} that ended more than {args.older_than_days} days ago.")
+    return 0
+
+
 async def cmd_info(client: DaemonClient, args: argparse.Namespace) -> int:
     print(image_info_text(await client.image_info(args.name, requester(args))))
     return 0
@@ -464,6 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
     reg_import = reg_sub.add_parser("import", help="make a folder of photos the regularization set of a class")
     reg_import.add_argument("--class", dest="subject_class", choices=["man", "woman", "person"], required=True)
     reg_import.add_argument("folder", help="10 to 500 photos (.jpg, .png, .webp), each at least 256 px")
+    events = sub.add_parser("events", help="job event logs: `events prune --older-than-days N`")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    prune = events_sub.add_parser(
+        "prune", help="delete the event logs of jobs that ended long ago; each keeps its record and final event"
+    )
+    prune.add_argument(
+        "--older-than-days", type=int, required=True, metavar="N", help="ended more than N days ago"
+    )
     download = sub.add_parser("download", help="save a LoRA's .safetensors")
     download.add_argument("name")
     download.add_argument("-o", "--output")
@@ -513,6 +532,7 @@ COMMANDS = {
     "info": cmd_info,
     "stats": cmd_stats,
     "reg": cmd_reg,
+    "events": cmd_events,
     "download": cmd_download,
     "image": cmd_image,
     "status": cmd_status,

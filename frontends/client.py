@@ -298,3 +298,8 @@ class DaemonClient:
 
     async def status(self) -> pb.Status:
         return await self._call(lambda: self._stub.GetStatus(pb.GetStatusRequest(), metadata=self._metadata))
+
+    async def prune_events(self, requester: pb.Requester, older_than_days: int) -> pb.PruneEventsReply:
+        """Operator: delete the event logs of jobs that ended more than ``older_than_days`` days ago."""
+        request = pb.PruneEventsRequest(requester=requester, older_than_days=older_than_days)
+        return await self._call(lambda: self._stub.PruneEvents(request, metadata=self._metadata))

@@ -275,6 +275,13 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         requester = convert.requester_from_pb(request.requester)
         return convert.user_stats_to_pb(await self._run(context, self._core.user_stats, requester))
 
+    async def PruneEvents(
+        self, request: pb.PruneEventsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.PruneEventsReply:
+        requester = convert.requester_from_pb(request.requester)
+        pruned = await self._run(context, self._core.prune_events, requester, request.older_than_days)
+        return pb.PruneEventsReply(jobs=pruned.jobs, events=pruned.events)
+
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Status:

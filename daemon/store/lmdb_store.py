@@ -12,8 +12,13 @@ idem       owner key + NUL + idempotency key               job id
 images     "<name>.png" or "<job id>-<n>.png"              {"owner", "sha256", "size", "job", ...} JSON
 loras      LoRA name                                       LoraRecord as JSON
 blobs      blob key + NUL + chunk index (4 bytes)          up to 256 KiB of a blob
-meta       counter name                                    integer as text
+meta       counter name, "index_version"                   integer as text
 =========  ==============================================  =========================================
+
+Indexes (jobs by owner and by platform, the active jobs, ended jobs, per-owner and daemon-wide counters) are
+written in the same transaction as the records they index, so listing, admission, statistics and metrics read
+what they return instead of the history; daemon/store/indexes.py describes them. A store written before they
+existed gets them built once, when it is opened.
 
 Blobs are chunked because LMDB stores a large value in contiguous overflow pages and never defragments them.
 Every method is one transaction under one lock: transactions never cross threads, and the map can be grown
@@ -26,8 +31,11 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,20 +46,23 @@ from daemon.jobs.contract import OutputImage, RegSet
 from daemon.jobs.model import (
     Event,
     Job,
-    JobState,
     LoraRecord,
     event_from_json,
     job_from_json,
     lora_from_json,
     to_json,
 )
+from daemon.store import indexes
+from daemon.store.indexes import INDEX_DATABASES, INDEX_VERSION, TOTALS
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 CHUNK = 256 * 1024
-_DATABASES = ("jobs", "events", "names", "idem", "images", "loras", "blobs", "meta")
+_DATABASES = ("jobs", "events", "names", "idem", "images", "loras", "blobs", "meta", *INDEX_DATABASES)
+# Ended jobs whose event logs one prune transaction handles: admission waits for at most one batch.
+PRUNE_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,26 @@ class StoredImage:
         return int(self.info.get("width", 0)), int(self.info.get("height", 0))
 
 
+@dataclass(frozen=True)
+class OwnerCounts:
+    """One owner's counters, kept as their records change."""
+
+    loras: int = 0
+    public_loras: int = 0
+    distill_jobs: int = 0  # every job that is not a generation, imports included
+    generate_jobs: int = 0
+    images: int = 0  # images their generation jobs made
+    active: int = 0  # jobs queued or running
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``prune_events`` removed."""
+
+    jobs: int
+    events: int
+
+
 def _image_meta(name: str, raw: bytes) -> StoredImage:
     meta = json.loads(raw)
     return StoredImage(
@@ -99,6 +130,34 @@ def _event_key(job_id: str, seq: int) -> bytes:
 
 def _chunk_key(blob: str, index: int) -> bytes:
     return blob.encode() + b"\0" + index.to_bytes(4, "big")
+
+
+def _scan(cursor: lmdb.Cursor, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Keys and values under ``prefix``, in key order."""
+    if not cursor.set_range(prefix):
+        return
+    for key, value in cursor:
+        key = bytes(key)
+        if not key.startswith(prefix):
+            return
+        yield key, bytes(value)
+
+
+def _number(raw: bytes | memoryview | str | bytearray) -> float:
+    """A counter's stored value (the text of a number)."""
+    return float(raw if isinstance(raw, str) else bytes(raw))
+
+
+def _delete_while(cursor: lmdb.Cursor, start: bytes, inside: Callable[[bytes], bool]) -> int:
+    """Delete keys from ``start`` on while ``inside(key)`` holds; returns how many went."""
+    deleted = 0
+    if not cursor.set_range(start):
+        return deleted
+    while (key := bytes(cursor.key())) and inside(key):
+        if not cursor.delete():
+            break
+        deleted += 1
+    return deleted
 
 
 class Store:
@@ -124,6 +183,7 @@ class Store:
             log.info("cleared %d stale LMDB readers", cleared)
         self._db = {name: self._env.open_db(name.encode()) for name in _DATABASES}
         self._lock = threading.RLock()
+        self._build_indexes()
 
     def close(self) -> None:
         with self._lock:
@@ -153,6 +213,79 @@ class Store:
         self._env.set_mapsize(new_size)
         log.warning("LMDB map full at %d bytes, grown to %d", current, new_size)
 
+    # -- indexes --------------------------------------------------------------------------------------------
+
+    def _build_indexes(self) -> None:
+        """Build the indexes from the records, in one transaction, when the store's index version is not ours."""
+        version = self._read(lambda txn: int(txn.get(b"index_version", b"0", db=self._db["meta"])))
+        if version == INDEX_VERSION:
+            return
+        started = time.monotonic()
+
+        def txn_fn(txn: lmdb.Transaction) -> tuple[int, int]:
+            for name in INDEX_DATABASES:
+                txn.drop(self._db[name], delete=False)
+            counts: indexes.Counts = defaultdict(float)
+            jobs = loras = 0
+            for _, raw in txn.cursor(db=self._db["jobs"]):
+                job = job_from_json(bytes(raw))
+                for db, key, value in indexes.job_entries(job):
+                    txn.put(key, value, db=self._db[db])
+                for counter, amount in indexes.job_counts(job).items():
+                    counts[counter] += amount
+                jobs += 1
+            for _, raw in txn.cursor(db=self._db["loras"]):
+                for counter, amount in indexes.lora_counts(lora_from_json(bytes(raw))).items():
+                    counts[counter] += amount
+                loras += 1
+            self._add_counts(txn, counts.items())
+            txn.put(b"index_version", str(INDEX_VERSION).encode(), db=self._db["meta"])
+            return jobs, loras
+
+        jobs, loras = self._write(txn_fn)
+        log.info(
+            "built the store's indexes (version %d, was %d) over %d jobs and %d LoRAs in %.1f s",
+            INDEX_VERSION,
+            version,
+            jobs,
+            loras,
+            time.monotonic() - started,
+        )
+
+    def _add_counts(self, txn: lmdb.Transaction, changes: Iterable[tuple[tuple[str, str], float]]) -> None:
+        db = self._db["counts"]
+        for (owner_key, name), delta in changes:
+            key = indexes.counter_key(owner_key, name)
+            value = _number(txn.get(key, b"0", db=db)) + delta
+            if value:
+                txn.put(key, json.dumps(value).encode(), db=db)
+            else:
+                txn.delete(key, db=db)
+
+    def _save_job(self, txn: lmdb.Transaction, job: Job) -> None:
+        """Write a job record and move its index entries and counters from its stored version to this one."""
+        raw = txn.get(job.id.encode(), db=self._db["jobs"])
+        old = None if raw is None else job_from_json(bytes(raw))
+        txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+        before, after = indexes.job_entries(old), indexes.job_entries(job)
+        for db, key, _ in before - after:
+            txn.delete(key, db=self._db[db])
+        for db, key, value in after - before:
+            txn.put(key, value, db=self._db[db])
+        self._add_counts(txn, indexes.difference(indexes.job_counts(old), indexes.job_counts(job)))
+
+    def _save_lora(self, txn: lmdb.Transaction, name: str, lora: LoraRecord | None) -> LoraRecord | None:
+        """Write (or, with None, delete) a LoRA record and move its owner's counters; returns the old record."""
+        key = name.encode()
+        raw = txn.get(key, db=self._db["loras"])
+        old = None if raw is None else lora_from_json(bytes(raw))
+        if lora is None:
+            txn.delete(key, db=self._db["loras"])
+        else:
+            txn.put(key, to_json(lora), db=self._db["loras"])
+        self._add_counts(txn, indexes.difference(indexes.lora_counts(old), indexes.lora_counts(lora)))
+        return old
+
     # -- blobs ----------------------------------------------------------------------------------------------
 
     def _put_blob(self, txn: lmdb.Transaction, key: str, data: bytes) -> None:
@@ -166,23 +299,12 @@ class Store:
         return b"".join(parts) if parts else None
 
     def _iter_blob(self, txn: lmdb.Transaction, key: str) -> Iterator[bytes]:
-        prefix = key.encode() + b"\0"
-        cursor = txn.cursor(db=self._db["blobs"])
-        if not cursor.set_range(prefix):
-            return
-        for k, v in cursor:
-            if not bytes(k).startswith(prefix):
-                break
-            yield bytes(v)
+        for _, chunk in _scan(txn.cursor(db=self._db["blobs"]), key.encode() + b"\0"):
+            yield chunk
 
     def _delete_blob(self, txn: lmdb.Transaction, key: str) -> None:
         prefix = key.encode() + b"\0"
-        cursor = txn.cursor(db=self._db["blobs"])
-        if not cursor.set_range(prefix):
-            return
-        while bytes(cursor.key()).startswith(prefix):
-            if not cursor.delete():
-                break
+        _delete_while(txn.cursor(db=self._db["blobs"]), prefix, lambda k: k.startswith(prefix))
 
     def _put_image(
         self, txn: lmdb.Transaction, name: str, owner_key: str, png: bytes, sha256: str, job_id: str, **extra: Any
@@ -225,7 +347,7 @@ class Store:
             for name, png, sha256 in inputs:
                 self._put_image(txn, name, owner, png, sha256, job.id)
             job.last_seq = first_event.seq
-            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+            self._save_job(txn, job)
             txn.put(_event_key(job.id, first_event.seq), to_json(first_event), db=self._db["events"])
             return job
 
@@ -256,7 +378,7 @@ class Store:
 
     def put_job(self, job: Job) -> None:
         """Overwrite a job record (state changes that emit no event, like client state)."""
-        self._write(lambda txn: txn.put(job.id.encode(), to_json(job), db=self._db["jobs"]))
+        self._write(lambda txn: self._save_job(txn, job))
 
     def record(self, job: Job, event: Event) -> None:
         """Append an event and save the job it changed, in one transaction."""
@@ -264,7 +386,7 @@ class Store:
         def txn_fn(txn: lmdb.Transaction) -> None:
             job.last_seq = event.seq
             txn.put(_event_key(job.id, event.seq), to_json(event), db=self._db["events"])
-            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+            self._save_job(txn, job)
 
         self._write(txn_fn)
 
@@ -283,7 +405,7 @@ class Store:
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             if lora is not None and lora_file is not None:
-                txn.put(lora.name.encode(), to_json(lora), db=self._db["loras"])
+                self._save_lora(txn, lora.name, lora)
                 self._put_blob(txn, f"lora/{lora.name}", lora_file)
             if reg_set is not None:
                 self._put_blob(txn, f"reg/{reg_set.key}", reg_set.data)
@@ -304,10 +426,21 @@ class Store:
                 )
             job.last_seq = event.seq
             txn.put(_event_key(job.id, event.seq), to_json(event), db=self._db["events"])
-            txn.put(job.id.encode(), to_json(job), db=self._db["jobs"])
+            self._save_job(txn, job)
             counter = b"jobs_" + job.state.value.encode()
             done = int(txn.get(counter, b"0", db=self._db["meta"]))
             txn.put(counter, str(done + 1).encode(), db=self._db["meta"])
+
+        self._write(txn_fn)
+
+    def put_jobs(self, history: Sequence[tuple[Job, Sequence[Event]]]) -> None:
+        """Store many job records with their events in one transaction, indexes included (bulk loads)."""
+
+        def txn_fn(txn: lmdb.Transaction) -> None:
+            for job, events in history:
+                for event in events:
+                    txn.put(_event_key(job.id, event.seq), to_json(event), db=self._db["events"])
+                self._save_job(txn, job)
 
         self._write(txn_fn)
 
@@ -333,19 +466,105 @@ class Store:
         return self._read(lambda txn: [job_from_json(bytes(v)) for _, v in txn.cursor(db=self._db["jobs"])])
 
     def list_jobs(self, owner_key: str | None, platform: str | None, active_only: bool, limit: int) -> list[Job]:
-        """Newest first, filtered by owner (or whole platform) and state."""
-        found: list[Job] = []
-        for job in reversed(self.jobs()):
-            if owner_key is not None and job.owner.owner_key != owner_key:
-                continue
-            if platform is not None and job.owner.platform != platform:
-                continue
-            if active_only and job.state not in (JobState.QUEUED, JobState.RUNNING):
-                continue
-            found.append(job)
-            if len(found) >= limit:
-                break
-        return found
+        """Newest first, filtered by owner (or whole platform) and state.
+
+        Reads only the jobs it returns, from the owner's or the platform's index, or from the active jobs.
+        """
+
+        def txn_fn(txn: lmdb.Transaction) -> list[Job]:
+            found: list[Job] = []
+            for job_id in self._job_ids(txn, owner_key, platform, active_only):
+                if len(found) >= limit:
+                    break
+                job = self._job(txn, job_id)
+                if platform is None or job.owner.platform == platform:
+                    found.append(job)
+            return found
+
+        return self._read(txn_fn)
+
+    def _job_ids(
+        self, txn: lmdb.Transaction, owner_key: str | None, platform: str | None, active_only: bool
+    ) -> Iterator[str]:
+        """Ids of the jobs that may match, newest first."""
+        if active_only:
+            for key, value in txn.cursor(db=self._db["active"]).iterprev():
+                owner, job_platform = indexes.split_active(bytes(value))
+                if owner_key in (None, owner) and platform in (None, job_platform):
+                    yield bytes(key).decode()
+            return
+        if owner_key is None and platform is None:
+            for key in txn.cursor(db=self._db["jobs"]).iterprev(values=False):
+                yield bytes(key).decode()
+            return
+        db, prefix = ("by_owner", owner_key) if owner_key is not None else ("by_platform", platform or "")
+        for _, job_id in _scan(txn.cursor(db=self._db[db]), indexes.scope(prefix)):
+            yield job_id.decode()
+
+    def active_count(self, owner_key: str) -> int:
+        """How many of an owner's jobs are queued or running."""
+        return self.owner_counts(owner_key).active
+
+    def owner_counts(self, owner_key: str) -> OwnerCounts:
+        """An owner's counters: LoRAs, public LoRAs, jobs by kind, generated images, active jobs."""
+
+        def txn_fn(txn: lmdb.Transaction) -> OwnerCounts:
+            db = self._db["counts"]
+            values = {
+                counter.name: int(_number(txn.get(indexes.counter_key(owner_key, counter.name), b"0", db=db)))
+                for counter in fields(OwnerCounts)
+            }
+            return OwnerCounts(**values)
+
+        return self._read(txn_fn)
+
+    def totals(self) -> dict[str, float]:
+        """The daemon-wide counters /metrics shows, by name: ``state/<state>``, ``failure/<reason>``,
+        ``stage_sum/<stage>`` and ``stage_count/<stage>``, ``job_sum/<state>`` and ``job_count/<state>``."""
+        prefix = indexes.scope(TOTALS)
+
+        def txn_fn(txn: lmdb.Transaction) -> dict[str, float]:
+            cursor = txn.cursor(db=self._db["counts"])
+            return {key[len(prefix) :].decode(): _number(value) for key, value in _scan(cursor, prefix)}
+
+        return self._read(txn_fn)
+
+    def prune_events(self, ended_before: float) -> Pruned:
+        """Delete the event logs of jobs that ended before ``ended_before`` (seconds since the epoch).
+
+        Each job keeps its record and its final event (so a late watcher still sees how it ended); LoRAs and
+        images are untouched. One transaction per batch of jobs, so other writes wait for one batch at most.
+        """
+        stop = indexes.ended_key(ended_before)
+        start: bytes | None = b""
+        jobs = events = 0
+        while start is not None:
+            start, batch_jobs, batch_events = self._write(partial(self._prune_batch, start=start, stop=stop))
+            jobs += batch_jobs
+            events += batch_events
+        if jobs:
+            log.info("pruned %d events of %d jobs that ended before %.0f", events, jobs, ended_before)
+        return Pruned(jobs=jobs, events=events)
+
+    def _prune_batch(self, txn: lmdb.Transaction, start: bytes, stop: bytes) -> tuple[bytes | None, int, int]:
+        """Prune up to PRUNE_BATCH ended jobs from ``start``; returns where the next batch starts (None: done)."""
+        cursor = txn.cursor(db=self._db["ended"])
+        if not cursor.set_range(start):
+            return None, 0, 0
+        jobs = events = 0
+        for index, key in enumerate(cursor.iternext(values=False)):
+            key = bytes(key)
+            if key >= stop:
+                return None, jobs, events
+            if index == PRUNE_BATCH:
+                return key, jobs, events
+            job_id = indexes.ended_job_id(key)
+            final = _event_key(job_id, self._job(txn, job_id).last_seq)
+            # Every event before the final one sorts between the job's prefix and the final event's key.
+            deleted = _delete_while(txn.cursor(db=self._db["events"]), job_id.encode() + b"/", final.__gt__)
+            jobs += 1 if deleted else 0
+            events += deleted
+        return None, jobs, events
 
     def counter(self, name: str) -> int:
         """A counter kept in the meta database, e.g. ``jobs_succeeded``."""
@@ -420,7 +639,7 @@ class Store:
                 raise NotFound(f"There is no LoRA called {name}.")
             lora = lora_from_json(bytes(raw))
             mutate(lora)
-            txn.put(name.encode(), to_json(lora), db=self._db["loras"])
+            self._save_lora(txn, name, lora)
             return lora
 
         return self._write(txn_fn)
@@ -432,11 +651,9 @@ class Store:
         """
 
         def txn_fn(txn: lmdb.Transaction) -> bool:
-            raw = txn.get(name.encode(), db=self._db["loras"])
-            if raw is None:
+            lora = self._save_lora(txn, name, None)
+            if lora is None:
                 raise NotFound(f"There is no LoRA called {name}.")
-            lora = lora_from_json(bytes(raw))
-            txn.delete(name.encode(), db=self._db["loras"])
             self._delete_blob(txn, f"lora/{name}")
             image_deleted = txn.delete(lora.image_name.encode(), db=self._db["images"])
             self._delete_blob(txn, f"image/{lora.image_name}")

@@ -594,6 +594,22 @@ class UserStats(_message.Message):
     quota_resets_at: float
     def __init__(self, loras_owned: _Optional[int] = ..., public_loras: _Optional[int] = ..., distill_jobs: _Optional[int] = ..., generate_jobs: _Optional[int] = ..., images_generated: _Optional[int] = ..., images_today: _Optional[int] = ..., images_left_today: _Optional[int] = ..., distills_today: _Optional[int] = ..., distills_left_today: _Optional[int] = ..., quota_resets_at: _Optional[float] = ...) -> None: ...
 
+class PruneEventsRequest(_message.Message):
+    __slots__ = ("requester", "older_than_days")
+    REQUESTER_FIELD_NUMBER: _ClassVar[int]
+    OLDER_THAN_DAYS_FIELD_NUMBER: _ClassVar[int]
+    requester: Requester
+    older_than_days: int
+    def __init__(self, requester: _Optional[_Union[Requester, _Mapping]] = ..., older_than_days: _Optional[int] = ...) -> None: ...
+
+class PruneEventsReply(_message.Message):
+    __slots__ = ("jobs", "events")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    jobs: int
+    events: int
+    def __init__(self, jobs: _Optional[int] = ..., events: _Optional[int] = ...) -> None: ...
+
 class GetStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -124,6 +124,11 @@ class DistilleryStub:
                 request_serializer=distillery_dot_v1_dot_distillery__pb2.RegularizationUpload.SerializeToString,
                 response_deserializer=distillery_dot_v1_dot_distillery__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.PruneEvents = channel.unary_unary(
+                '/distillery.v1.Distillery/PruneEvents',
+                request_serializer=distillery_dot_v1_dot_distillery__pb2.PruneEventsRequest.SerializeToString,
+                response_deserializer=distillery_dot_v1_dot_distillery__pb2.PruneEventsReply.FromString,
+                _registered_method=True)
 
 
 class DistilleryServicer:
@@ -256,6 +261,14 @@ class DistilleryServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PruneEvents(self, request, context):
+        """Operator (platform "cli") only: delete the event logs of jobs that ended more than older_than_days days
+        ago. Each job keeps its record and its final event; LoRAs and images stay. Nothing prunes by itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DistilleryServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -348,6 +361,11 @@ def add_DistilleryServicer_to_server(servicer, server):
                     servicer.ImportRegularization,
                     request_deserializer=distillery_dot_v1_dot_distillery__pb2.RegularizationUpload.FromString,
                     response_serializer=distillery_dot_v1_dot_distillery__pb2.JobEvent.SerializeToString,
+            ),
+            'PruneEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneEvents,
+                    request_deserializer=distillery_dot_v1_dot_distillery__pb2.PruneEventsRequest.FromString,
+                    response_serializer=distillery_dot_v1_dot_distillery__pb2.PruneEventsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -836,6 +854,33 @@ class Distillery:
             '/distillery.v1.Distillery/ImportRegularization',
             distillery_dot_v1_dot_distillery__pb2.RegularizationUpload.SerializeToString,
             distillery_dot_v1_dot_distillery__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/distillery.v1.Distillery/PruneEvents',
+            distillery_dot_v1_dot_distillery__pb2.PruneEventsRequest.SerializeToString,
+            distillery_dot_v1_dot_distillery__pb2.PruneEventsReply.FromString,
             options,
             channel_credentials,
             insecure,
