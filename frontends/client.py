@@ -99,6 +99,8 @@ class DaemonApi(Protocol):
 
     async def user_stats(self, requester: pb.Requester) -> pb.UserStats: ...
 
+    async def status(self) -> pb.Status: ...
+
 
 class DaemonClient:
     """One channel to the daemon: ``unix:/run/distillery/distillery.sock`` or ``127.0.0.1:50051`` (+ token)."""

@@ -10,6 +10,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+# Where the packaged daemon listens (its systemd unit's RuntimeDirectory).
+DEFAULT_DAEMON = "unix:/run/distillery/distillery.sock"
+
 
 class SettingsError(Exception):
     """The configuration cannot work; the message says what to fix (and never contains a secret)."""
@@ -52,8 +55,9 @@ class Sources:
             raise SettingsError(f"--{key.replace('_', '-')} must be a number") from None
 
     def secret(self, flag_key: str, env_key: str, credential: str) -> str:
-        """A secret from the file its flag names, its environment variable, or its systemd credential ("")."""
-        path = self.args.get(flag_key)
+        """A secret from the file its flag (or ``<PREFIX>_<FLAG_KEY>``) names, its environment variable, or its
+        systemd credential (""); an unreadable file is an error naming it."""
+        path = self.value(flag_key)
         if path:
             return read_secret(path)
         if self.environ.get(env_key):
@@ -63,12 +67,29 @@ class Sources:
         return ""
 
 
-def add_common_flags(parser: argparse.ArgumentParser, daemon: str, port: int, path: str) -> None:
-    """The flags every bot has: where the daemon is, the HTTP mode's address, and the log level."""
+def bot_parser(
+    platform: str, modes: Mapping[str, str], http: tuple[int, str], own: Mapping[str, str]
+) -> argparse.ArgumentParser:
+    """A chat bot's parser. The flags every bot has: ``--mode`` (``modes``: how the platform reaches the bot ->
+    what that needs; the first is the default), where the daemon is, the HTTP mode's address (``http``: default
+    port and path), the channel and user allow-lists, and the log level; then the platform's ``own`` flags
+    (flag -> help), each taking one word."""
+    port, path = http
+    parser = argparse.ArgumentParser(
+        prog=f"distillery-{platform.lower()}",
+        description=f"The distillery's {platform} bot: /distill a portrait, follow the job in the channel.",
+    )
     add = parser.add_argument
-    add("--daemon", help=f"daemon address: unix:/path or 127.0.0.1:PORT [{daemon}]")
+    ways = "; ".join(f"{mode}: {why}" for mode, why in modes.items())
+    add("--mode", choices=tuple(modes), help=f"{ways} [{next(iter(modes))}]")
+    add("--daemon", help=f"daemon address: unix:/path or 127.0.0.1:PORT [{DEFAULT_DAEMON}]")
     add("--daemon-token-file", help="file with the daemon's bearer token (TCP only) [env DISTILLERY_TOKEN]")
     add("--host", help="HTTP mode: address to listen on [127.0.0.1]")
     add("--port", type=int, help=f"HTTP mode: port [{port}]")
     add("--path", help=f"HTTP mode: request path [{path}]")
+    add("--allow-channels", help="comma-separated channel ids the bot answers in (DMs always) [all]")
+    add("--allow-users", help="comma-separated user ids allowed to use the bot [all]")
     add("--log-level", help="DEBUG, INFO, WARNING [INFO]")
+    for flag, help_text in own.items():
+        add(flag, help=help_text)
+    return parser

@@ -32,7 +32,7 @@ from frontends.discord.settings import DiscordSettings
 from frontends.follow import CANCEL_ACTION, Followers, close_stream, generation_accepted, preview_image
 from frontends.live import Clock, Pacer, Sleep
 from frontends.platform import Attachment, Button, Look
-from frontends.render import JobView, image_info_text, loras_text, stats_text
+from frontends.render import JobView, image_info_text, loras_text, models_text, stats_text
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ INFO_USAGE = "Usage: /info prompt:<picture name>, e.g. 3f2a9c1d-1.png (each pict
 HELP = (
     "/distill image:<portrait> [class] [noflip] makes a LoRA of the person (or url:<link> instead of the image); "
     '"Distill this" (right-click a message > Apps) does it for a picture already posted.\n'
-    "/serve, /lora, /loras, /info and /stats take one prompt option holding the words and --options, "
+    "/serve, /lora, /loras, /info, /stats and /models take one prompt option holding the words and --options, "
     f"for example /serve prompt: a cat --n 2.\n{SERVE_USAGE}\n{grammar.LORA_USAGE}"
 )
 DISTILL_USAGE = (
@@ -244,6 +244,8 @@ class DiscordBot:
             return self.later(interaction, self._text(loras_text, self.daemon.list_loras(who), who))
         if name == "stats":
             return self.later(interaction, self._text(stats_text, self.daemon.user_stats(who)))
+        if name == "models":
+            return self.later(interaction, self._text(models_text, self.daemon.status()))
         return self.say(interaction, HELP)
 
     @staticmethod

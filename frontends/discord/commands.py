@@ -1,9 +1,9 @@
 """The application commands, registered per guild (instantly, unlike global commands, which take up to an hour).
 
 ``/distill`` takes the picture as an attachment option (or a link), the class as a choice and ``noflip`` as a
-switch. ``/serve``, ``/lora``, ``/loras``, ``/info``, ``/stats`` and ``/help`` take one ``prompt`` string with
-the same words and ``--options`` the other chats take after the command. Two message menus act on a message
-already in the channel: "Distill this" and "Image info".
+switch. ``/serve``, ``/lora``, ``/loras``, ``/info``, ``/stats``, ``/models`` and ``/help`` take one ``prompt``
+string with the same words and ``--options`` the other chats take after the command. Two message menus act on a
+message already in the channel: "Distill this" and "Image info".
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ PROMPT_COMMANDS = {
     "loras": ("Your LoRAs and the public ones", False),
     "info": ("How a picture was made: its name, e.g. 3f2a9c1d-1.png", True),
     "stats": ("What you have made", False),
+    "models": ("The models /serve --model may name", False),
     "help": ("How to use the distillery", False),
 }
 

@@ -16,11 +16,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from frontends.sources import SettingsError, Sources, add_common_flags
+from frontends.sources import DEFAULT_DAEMON, SettingsError, Sources, bot_parser
 
 Mode = Literal["gateway", "http"]
 
-DEFAULT_DAEMON = "unix:/run/distillery/distillery.sock"
 DISCORD_API = "https://discord.com/api/v10"
 # Where Discord serves attachments; nothing is downloaded from any other host.
 CDN_HOSTS = ("cdn.discordapp.com", "media.discordapp.net")
@@ -64,19 +63,13 @@ class DiscordSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     """The bot's flags; each non-secret one also reads a DISTILLERY_DISCORD_* environment variable."""
-    parser = argparse.ArgumentParser(
-        prog="distillery-discord",
-        description="The distillery's Discord bot: /distill a portrait, follow the job in the channel.",
-    )
-    add_common_flags(parser, DEFAULT_DAEMON, 8080, "/discord/interactions")
-    add = parser.add_argument
-    add("--mode", choices=("gateway", "http"), help="gateway (no public URL) or http interactions [gateway]")
-    add("--bot-token-file", help="file with the bot token [env DISCORD_BOT_TOKEN]")
-    add("--public-key", help="HTTP mode: the application's public key (hex) [env DISCORD_PUBLIC_KEY]")
-    add("--guilds", help="comma-separated guild ids: register the commands there and answer only there [all]")
-    add("--allow-channels", help="comma-separated channel ids the bot answers in (DMs always) [all]")
-    add("--allow-users", help="comma-separated user ids allowed to use the bot [all]")
-    return parser
+    modes = {"gateway": "the bot connects out, no public URL", "http": "Discord posts interactions to --path"}
+    own = {
+        "--bot-token-file": "file with the bot token [env DISCORD_BOT_TOKEN]",
+        "--public-key": "HTTP mode: the application's public key (hex) [env DISCORD_PUBLIC_KEY]",
+        "--guilds": "comma-separated guild ids: register the commands there and answer only there [all]",
+    }
+    return bot_parser("Discord", modes, (8080, "/discord/interactions"), own)
 
 
 def _ids(text: str, flag: str) -> frozenset[int]:

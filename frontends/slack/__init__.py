@@ -1,5 +1,6 @@
 """The Slack frontend: ``/distill`` and image uploads in Slack, one live job message per job; ``/serve`` to
-generate pictures with LoRAs, and ``/loras``, ``/lora``, ``/info``, ``/stats`` to look after them.
+generate pictures with LoRAs (``/models`` lists the models it may use), and ``/loras``, ``/lora``, ``/info``,
+``/stats`` to look after them.
 
 Flow: settings.py (configuration) -> server.py (Socket Mode or HTTP endpoint) -> app.py (listeners: ack at
 once, work in tasks; serve.py and library.py for the commands besides /distill) -> files.py (private

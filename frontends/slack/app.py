@@ -91,6 +91,7 @@ COMMANDS: dict[str, CommandHandler] = {
     "/loras": library.on_loras,
     "/lora": library.on_lora,
     "/stats": library.on_stats,
+    "/models": library.on_models,
 }
 
 

@@ -36,7 +36,8 @@ _SLACK_USAGE = (
     "e.g. `me /distill --class woman`, so that Slack does not take it for a command.\n"
     "`/distill jobs` lists your jobs; `/distill help` shows this.\n"
     "`/serve <prompt> --lora <name>` makes pictures with LoRAs; `/loras` lists them, `/lora <name>` shows "
-    "one, `/info <image name>` tells how a picture was made, `/stats` counts what you made."
+    "one, `/info <image name>` tells how a picture was made, `/stats` counts what you made, `/models` lists the "
+    "models `/serve --model` may name."
 )
 # Telegram users reply /info to a picture; Slack has no replies to files, so the summary says what works here.
 INFO_HINT = (

@@ -1,4 +1,5 @@
-"""The commands about what the distillery keeps: /loras, /lora <name> (with the owner's actions), /info, /stats.
+"""The commands about what the distillery keeps: /loras, /lora <name> (with the owner's actions), /info, /stats,
+/models.
 
 Each is answered in the slash command's ack (ephemeral, so a user's private LoRAs never show in the channel).
 Two things take longer or need a second step: ``--download`` acks at once and uploads the .safetensors to the
@@ -23,7 +24,7 @@ from frontends.client import DaemonError
 from frontends.commands import UsageError, parse_image_name, parse_lora
 from frontends.escape import slack_mrkdwn
 from frontends.platform import Attachment, Place, PlatformError
-from frontends.render import image_info_text, loras_text, stats_text
+from frontends.render import image_info_text, loras_text, models_text, stats_text
 from frontends.slack import blocks
 
 if TYPE_CHECKING:
@@ -88,6 +89,15 @@ async def on_stats(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> Non
         return stats_text(await bot.daemon.user_stats(request.requester))
 
     await ack(await bot.within_ack(numbers()))
+
+
+async def on_models(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:
+    """/models: the models /serve --model may name."""
+
+    async def listing() -> str:
+        return models_text(await bot.daemon.status())
+
+    await ack(await bot.within_ack(listing()))
 
 
 async def on_lora(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:

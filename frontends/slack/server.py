@@ -19,7 +19,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from frontends.client import DaemonClient
 from frontends.slack.app import SlackBot
-from frontends.slack.settings import SettingsError, SlackSettings
+from frontends.slack.settings import SlackSettings
+from frontends.sources import SettingsError
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,12 @@
 """The Slack bot's settings: built once at start from flags, environment and credential files, then frozen.
 
-Precedence: command-line flag > environment variable > credential file > default. Secrets never come from a
-flag (they would show in ``ps``): the bot token, app token and signing secret are read from the standard Slack
-variables (``SLACK_BOT_TOKEN``, ``SLACK_APP_TOKEN``, ``SLACK_SIGNING_SECRET``), from a file named by
-``--bot-token-file`` and friends, or from systemd's ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=``) as
-``slack-bot-token``, ``slack-app-token``, ``slack-signing-secret`` and ``distillery-token``. Nothing else in the
-bot reads the environment, and the secrets are kept out of the settings' ``repr`` so a logged settings object
-never leaks one.
+Precedence (``frontends.sources``): command-line flag > environment variable > credential file > default.
+Secrets never come from a flag (they would show in ``ps``): the bot token, app token and signing secret are read
+from the standard Slack variables (``SLACK_BOT_TOKEN``, ``SLACK_APP_TOKEN``, ``SLACK_SIGNING_SECRET``), from a
+file named by ``--bot-token-file`` and friends, or from systemd's ``$CREDENTIALS_DIRECTORY``
+(``LoadCredential=``) as ``slack-bot-token``, ``slack-app-token``, ``slack-signing-secret`` and
+``distillery-token``. Nothing else in the bot reads the environment, and the secrets are kept out of the
+settings' ``repr`` so a logged settings object never leaks one.
 """
 
 from __future__ import annotations
@@ -15,20 +15,16 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
+
+from frontends.sources import DEFAULT_DAEMON, SettingsError, Sources, bot_parser
 
 Mode = Literal["socket", "http"]
 ResultImage = Literal["preview", "source", "none"]
-
-DEFAULT_DAEMON = "unix:/run/distillery/distillery.sock"
+RESULT_IMAGES = ("preview", "source", "none")
 # Where Slack serves private files; the bot token is only ever sent to URLs under these prefixes.
 SLACK_FILE_PREFIXES = ("https://files.slack.com/",)
 _MIB = 1024 * 1024
-
-
-class SettingsError(Exception):
-    """The configuration cannot work; the message says what to fix (and never contains a secret)."""
 
 
 @dataclass(frozen=True)
@@ -67,87 +63,45 @@ class SlackSettings:
     log_level: str = "INFO"
 
 
+_OWN_FLAGS = {
+    "--bot-token-file": "file with the xoxb- bot token [env SLACK_BOT_TOKEN]",
+    "--app-token-file": "file with the xapp- app-level token, Socket Mode [env SLACK_APP_TOKEN]",
+    "--signing-secret-file": "file with the signing secret, HTTP mode [env SLACK_SIGNING_SECRET]",
+    "--allow-workspaces": "comma-separated team ids allowed to use the bot [all]",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The bot's flags; each non-secret one also reads a DISTILLERY_SLACK_* environment variable."""
-    parser = argparse.ArgumentParser(
-        prog="distillery-slack",
-        description="The distillery's Slack bot: /distill a portrait, follow the job in the channel.",
-    )
-    add = parser.add_argument
-    add("--mode", choices=("socket", "http"), help="socket (app token, no public endpoint) or http [socket]")
-    add("--daemon", help=f"daemon address: unix:/path or 127.0.0.1:PORT [{DEFAULT_DAEMON}]")
-    add("--daemon-token-file", help="file with the daemon's bearer token (TCP only) [env DISTILLERY_TOKEN]")
-    add("--bot-token-file", help="file with the xoxb- bot token [env SLACK_BOT_TOKEN]")
-    add("--app-token-file", help="file with the xapp- app-level token, Socket Mode [env SLACK_APP_TOKEN]")
-    add("--signing-secret-file", help="file with the signing secret, HTTP mode [env SLACK_SIGNING_SECRET]")
-    add("--host", help="HTTP mode: address to listen on [127.0.0.1]")
-    add("--port", type=int, help="HTTP mode: port [3000]")
-    add("--path", help="HTTP mode: request path [/slack/events]")
-    add("--allow-workspaces", help="comma-separated team ids allowed to use the bot [all]")
-    add("--allow-channels", help="comma-separated channel ids the bot answers in (DMs always) [all]")
-    add("--allow-users", help="comma-separated user ids allowed to use the bot [all]")
-    add(
+    modes = {"socket": "Socket Mode, with the app token and no public endpoint", "http": "Slack posts to --path"}
+    parser = bot_parser("Slack", modes, (3000, "/slack/events"), _OWN_FLAGS)
+    parser.add_argument(
         "--result-image",
-        choices=("preview", "source", "none"),
+        choices=RESULT_IMAGES,
         help="picture posted under a finished job: the LoRA's first picture, its source, or none [preview]",
     )
-    add("--log-level", help="DEBUG, INFO, WARNING [INFO]")
     return parser
 
 
-def _ids(text: str | None) -> frozenset[str]:
-    return frozenset(part.strip() for part in (text or "").split(",") if part.strip())
-
-
-def _read_secret(path: str | Path) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError as error:
-        # The path is not secret; the contents are never part of a message.
-        raise SettingsError(f"cannot read the credential file {path}: {error.strerror}") from None
+def _ids(text: str) -> frozenset[str]:
+    return frozenset(part.strip() for part in text.split(",") if part.strip())
 
 
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> SlackSettings:
     """Parse flags, read the environment and credential files, check the combination, and freeze it."""
     environ = os.environ if environ is None else environ
-    args = vars(build_parser().parse_args(argv))
-    credentials = environ.get("CREDENTIALS_DIRECTORY", "")
-
-    def value(key: str, default: str = "") -> str:
-        flag = args.get(key)
-        if flag is not None:
-            return str(flag)
-        return environ.get(f"DISTILLERY_SLACK_{key.upper()}", default)
-
-    def secret(flag_key: str, env_key: str, credential_name: str) -> str:
-        path = args.get(flag_key)
-        if path:
-            return _read_secret(path)
-        if environ.get(env_key):
-            return environ[env_key].strip()
-        if credentials and (Path(credentials) / credential_name).is_file():
-            return _read_secret(Path(credentials) / credential_name)
-        return ""
-
-    mode = value("mode", "socket")
-    if mode not in ("socket", "http"):
-        raise SettingsError(f"--mode must be socket or http, not {mode!r}")
-    result_image = value("result_image", "preview")
-    if result_image not in ("preview", "source", "none"):
-        raise SettingsError(f"--result-image must be preview, source or none, not {result_image!r}")
-    try:
-        port = int(value("port", "3000"))
-    except ValueError:
-        raise SettingsError("--port must be a number") from None
+    sources = Sources(vars(build_parser().parse_args(argv)), environ, "DISTILLERY_SLACK")
+    value, secret = sources.value, sources.secret
+    result_image = sources.choice("result_image", RESULT_IMAGES)
     settings = SlackSettings(
-        mode="http" if mode == "http" else "socket",
+        mode="http" if sources.choice("mode", ("socket", "http")) == "http" else "socket",
         bot_token=secret("bot_token_file", "SLACK_BOT_TOKEN", "slack-bot-token"),
         app_token=secret("app_token_file", "SLACK_APP_TOKEN", "slack-app-token"),
         signing_secret=secret("signing_secret_file", "SLACK_SIGNING_SECRET", "slack-signing-secret"),
         daemon_target=value("daemon", DEFAULT_DAEMON),
         daemon_token=secret("daemon_token_file", "DISTILLERY_TOKEN", "distillery-token"),
         host=value("host", "127.0.0.1"),
-        port=port,
+        port=sources.number("port", 3000),
         path=value("path", "/slack/events"),
         allowed_workspaces=_ids(value("allow_workspaces")),
         allowed_channels=_ids(value("allow_channels")),

@@ -8,7 +8,7 @@ UsageError, Refusal or DaemonError and one error handler turns each into a reply
 
 ``/serve <prompt> [options]`` takes the same road: the Generate stream's first event (ACCEPTED) names the job,
 the progress message follows it (reading the rest of that stream first), and a finished generation's images go
-to the chat captioned with their names. /info, /loras, /lora and /stats live in ``library``.
+to the chat captioned with their names. /info, /loras, /lora, /stats and /models live in ``library``.
 
 Redelivered updates: the idempotency key is the chat and message id, so the daemon returns the first job
 (``duplicate``); a duplicate that already has a progress message (its ClientState) is left alone.
@@ -83,6 +83,7 @@ HELP_TEXT = (
     f"{LORA_USAGE}\n\n"
     "/jobs - your jobs and their state\n"
     "/stats - your numbers\n"
+    "/models - the models /serve --model may name\n"
     "/help - this text\n\n"
     "While a job runs, its message shows the progress; the Cancel button under it stops the job."
 )

@@ -1,4 +1,5 @@
-"""The commands about what the distillery holds: /info, /loras, /lora and /stats, and the delete confirmation.
+"""The commands about what the distillery holds: /info, /loras, /lora, /stats and /models, and the delete
+confirmation.
 
 Each is one daemon call and one reply written by ``frontends.render``; the bot's allow-lists apply as for
 /distill. Deleting a LoRA asks first: the question replies to the /lora message, so its author is the one who
@@ -18,7 +19,7 @@ from frontends.actions import answer_delete, lora_action
 from frontends.client import DaemonError
 from frontends.commands import UsageError, parse_image_name, parse_lora
 from frontends.platform import Look, Place, PlatformError
-from frontends.render import image_info_text, loras_text, stats_text
+from frontends.render import image_info_text, loras_text, models_text, stats_text
 from frontends.telegram.platform import requester
 from frontends.telegram.settings import UPLOAD_LIMIT
 
@@ -53,6 +54,7 @@ class LoraCommands:
             CommandHandler("loras", self.loras, filters=messages),
             CommandHandler("lora", self.lora, filters=messages),
             CommandHandler("stats", self.stats, filters=messages),
+            CommandHandler("models", self.models, filters=messages),
             CallbackQueryHandler(self.delete_button, pattern=r"^lora-(delete|keep):"),
         ]
 
@@ -91,6 +93,11 @@ class LoraCommands:
         """/stats: the user's numbers."""
         who, message = self._who(update)
         await self.bot.reply(message, stats_text(await self.bot.daemon.user_stats(who)))
+
+    async def models(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/models: the models /serve --model may name."""
+        _, message = self._who(update)
+        await self.bot.reply(message, models_text(await self.bot.daemon.status()))
 
     async def lora(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """``/lora <name> [option]``: show a LoRA, or its owner changes, deletes or downloads it."""

@@ -1,8 +1,10 @@
 """The Telegram bot's settings: built once at start from flags, environment and credential files, then frozen.
 
-Precedence: command-line flag > ``DISTILLERY_TELEGRAM_*`` environment variable > default. The bot token is
-never a flag (flags show up in ``ps``): it comes from ``--token-file``, ``DISTILLERY_TELEGRAM_TOKEN``, or a
-systemd credential named ``telegram-token`` (``LoadCredential=telegram-token:/etc/distillery/telegram-token``).
+Precedence (``frontends.sources``): command-line flag > ``DISTILLERY_TELEGRAM_*`` environment variable >
+default. The bot token is never a flag (flags show up in ``ps``): it comes from ``--token-file``,
+``DISTILLERY_TELEGRAM_TOKEN``, or a systemd credential named ``telegram-token``
+(``LoadCredential=telegram-token:/etc/distillery/telegram-token``); the daemon token likewise from
+``--daemon-token-file``, ``DISTILLERY_TOKEN`` or ``distillery-token``.
 Nothing else in the bot reads the environment.
 """
 
@@ -14,9 +16,9 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-DEFAULT_DAEMON = "unix:/run/distillery/distillery.sock"
+from frontends.sources import DEFAULT_DAEMON, SettingsError, Sources
+
 TELEGRAM_API = "https://api.telegram.org/bot"
 TELEGRAM_FILE_API = "https://api.telegram.org/file/bot"
 # What the Bot API lets a bot download (getFile) and upload (sendDocument); bigger files fail on Telegram's side.
@@ -71,10 +73,6 @@ class Settings:
         )
 
 
-class SettingsError(ValueError):
-    """The configuration cannot work; the message says which setting and why."""
-
-
 def parse_ids(text: str) -> frozenset[int]:
     """``"123, -100456"`` -> {123, -100456}; Telegram ids are integers, group ids negative."""
     ids = set()
@@ -118,72 +116,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _read_secret(path: str) -> str:
-    try:
-        return Path(path).read_text().strip()
-    except OSError as error:
-        raise SettingsError(f"cannot read {path}: {error.strerror}") from None
-
-
 def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Parse flags, read the environment and credential files, and build the frozen Settings."""
     environ = os.environ if environ is None else environ
-    args = vars(build_parser().parse_args(argv))
-
-    def value(name: str) -> str | None:
-        flag_value = args.get(name)
-        if flag_value is not None:
-            return str(flag_value)
-        return environ.get(f"DISTILLERY_TELEGRAM_{name.upper()}") or None
-
-    token_file = value("token_file")
-    credentials = environ.get("CREDENTIALS_DIRECTORY")
-    if token_file:
-        token = _read_secret(token_file)
-    elif environ.get("DISTILLERY_TELEGRAM_TOKEN"):
-        token = environ["DISTILLERY_TELEGRAM_TOKEN"].strip()
-    elif credentials and (Path(credentials) / "telegram-token").is_file():
-        token = _read_secret(str(Path(credentials) / "telegram-token"))
-    else:
+    sources = Sources(vars(build_parser().parse_args(argv)), environ, "DISTILLERY_TELEGRAM")
+    value = sources.value
+    token = sources.secret("token_file", "DISTILLERY_TELEGRAM_TOKEN", "telegram-token")
+    if not token:
         raise SettingsError(
             "no bot token: use --token-file, DISTILLERY_TELEGRAM_TOKEN or a systemd credential telegram-token"
         )
     if not re.fullmatch(r"\d+:[A-Za-z0-9_-]+", token):
         # Say what is wrong without echoing the secret itself.
         raise SettingsError("the bot token does not look like BotFather's <digits>:<letters> token")
+    socket = environ.get("DISTILLERY_SOCKET")
 
-    daemon = value("daemon") or (
-        f"unix:{environ['DISTILLERY_SOCKET']}" if environ.get("DISTILLERY_SOCKET") else ""
-    )
-    daemon_token_file = value("daemon_token_file")
-    daemon_token = _read_secret(daemon_token_file) if daemon_token_file else environ.get("DISTILLERY_TOKEN")
-
-    webhook_url = value("webhook_url") or ""
+    webhook_url = value("webhook_url")
     if webhook_url and not webhook_url.startswith("https://"):
         raise SettingsError("--webhook-url must be an https:// URL (Telegram only posts to HTTPS)")
-    secret_file = value("webhook_secret_file")
-    secret = _read_secret(secret_file) if secret_file else environ.get("DISTILLERY_TELEGRAM_WEBHOOK_SECRET", "")
+    secret = sources.secret("webhook_secret_file", "DISTILLERY_TELEGRAM_WEBHOOK_SECRET", "telegram-webhook-secret")
     if webhook_url and not secret:
         # setWebhook registers whatever we pick, so a fresh random secret per start is as good as a stored one.
         secret = secrets.token_urlsafe(32)
     if secret and not _SECRET_PATTERN.match(secret):
         raise SettingsError("the webhook secret may only hold A-Z, a-z, 0-9, _ and - (1 to 256 characters)")
     path = "/" + webhook_url.split("://", 1)[-1].partition("/")[2] if webhook_url else "/telegram"
-    no_lora_file = args.get("no_lora_file") or environ.get("DISTILLERY_TELEGRAM_NO_LORA_FILE") in ("1", "true")
+    no_lora_file = value("no_lora_file").lower() in ("1", "true")  # the flag reads as "True"
 
     return Settings(
         token=token,
-        daemon=daemon or DEFAULT_DAEMON,
-        daemon_token=daemon_token or None,
-        allowed_users=parse_ids(value("allow_users") or ""),
-        allowed_chats=parse_ids(value("allow_chats") or ""),
+        daemon=value("daemon") or (f"unix:{socket}" if socket else DEFAULT_DAEMON),
+        daemon_token=sources.secret("daemon_token_file", "DISTILLERY_TOKEN", "distillery-token") or None,
+        allowed_users=parse_ids(value("allow_users")),
+        allowed_chats=parse_ids(value("allow_chats")),
         webhook_url=webhook_url,
-        webhook_listen=value("webhook_listen") or "127.0.0.1",
-        webhook_port=int(value("webhook_port") or 8443),
+        webhook_listen=value("webhook_listen", "127.0.0.1"),
+        webhook_port=sources.number("webhook_port", 8443),
         webhook_path=path.rstrip("/") or "/",
         webhook_secret=secret,
-        api_url=value("api_url") or TELEGRAM_API,
-        api_file_url=value("api_file_url") or TELEGRAM_FILE_API,
+        api_url=value("api_url", TELEGRAM_API),
+        api_file_url=value("api_file_url", TELEGRAM_FILE_API),
         send_lora_file=not no_lora_file,
-        log_level=(value("log_level") or "INFO").upper(),
+        log_level=value("log_level", "INFO").upper(),
     )

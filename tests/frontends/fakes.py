@@ -104,6 +104,8 @@ class FakeDaemon:
         # While set to an unset Event, Distill and Generate wait for it: a slow link, a slow daemon.
         self.submit_gate: asyncio.Event | None = None
         self.offline = False
+        # The checkpoints /serve --model may name, as Status.models lists them.
+        self.models: list[str] = []
         self._keys: dict[tuple[tuple[str, str, str], str], str] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -468,6 +470,11 @@ class FakeDaemon:
         self._check_online()
         self._lora(name, requester)
         return self.lora_files[name]
+
+    async def status(self) -> pb.Status:
+        self.calls.append(("status", None))
+        self._check_online()
+        return pb.Status(ready=True, base_model="tiny-sd", preset="demo", models=self.models)
 
     async def user_stats(self, requester: pb.Requester) -> pb.UserStats:
         self.calls.append(("user_stats", requester))

@@ -33,7 +33,7 @@ async def harness(fake_discord: FakeDiscord, daemon: FakeDaemon) -> AsyncIterato
 
 async def test_commands_are_registered_in_the_guild(harness: Harness, fake_discord: FakeDiscord) -> None:
     registered = {(command["name"], command["type"]) for command in fake_discord.commands[GUILD_ID]}
-    slash = {(name, 1) for name in ("distill", "serve", "lora", "loras", "info", "stats", "help")}
+    slash = {(name, 1) for name in ("distill", "serve", "lora", "loras", "info", "stats", "models", "help")}
     assert registered == slash | {("Distill this", 3), ("Image info", 3)}
     distill = next(command for command in fake_discord.commands[GUILD_ID] if command["name"] == "distill")
     assert [option["name"] for option in distill["options"]] == ["image", "url", "class", "noflip"]

@@ -1,15 +1,17 @@
-"""/loras, /lora and its buttons, /stats, /info and the usage answers, against the shared fake daemon: every
-answer is ephemeral, deferred when the daemon is asked, and escaped."""
+"""/loras, /lora and its buttons, /stats, /models, /info and the usage answers, against the shared fake daemon:
+every answer is ephemeral, deferred when the daemon is asked, and escaped."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest
+from distillery.v1 import distillery_pb2 as pb
 
 from frontends.commands import SERVE_USAGE
 from frontends.discord.bot import INTERNAL
 from frontends.discord.platform import escape
+from frontends.render import models_text
 from tests.frontends.discord.fake_discord import (
     CHANNEL_ID,
     GUILD_ID,
@@ -54,6 +56,15 @@ async def test_loras_lists_mine_and_public_ones_escaped(
     text = await answered(bot, fake_discord, "loras", OWNER)
     assert text.startswith(escape("Your LoRAs:\nrifttami - woman, yours, private"))
     assert "\\*\\*@\u200beveryone\\*\\* look" in text and escape("sharedone - woman, shared, public") in text
+
+
+async def test_models_lists_the_base_model_and_the_configured_ones(
+    bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon
+) -> None:
+    daemon.models = ["dreamy"]
+    text = await answered(bot, fake_discord, "models", OWNER)
+    assert text == escape(models_text(pb.Status(base_model="tiny-sd", models=["dreamy"])))
+    assert escape("dreamy: /serve ... --model dreamy") in text and text.startswith(escape("base: tiny-sd"))
 
 
 async def test_lora_actions_and_the_owner_only_delete_buttons(

@@ -10,7 +10,7 @@ from distillery.v1 import distillery_pb2 as pb
 
 from frontends.actions import delete_question
 from frontends.client import OFFLINE
-from frontends.render import image_info_text, lora_text, loras_text, stats_text
+from frontends.render import image_info_text, lora_text, loras_text, models_text, stats_text
 from frontends.slack import blocks, library
 from frontends.slack.daemon import slack_requester
 from tests.frontends.fakes import FakeDaemon
@@ -197,8 +197,24 @@ async def test_stats(bot: BotHarness, fake_daemon: FakeDaemon) -> None:
     assert ack.startswith("LoRAs: 2 (1 public)")
 
 
+async def test_models(bot: BotHarness, fake_daemon: FakeDaemon) -> None:
+    fake_daemon.models = ["dreamy"]
+    ack = await _ask(bot, "/models")
+    assert ack == models_text(pb.Status(base_model="tiny-sd", models=["dreamy"]))
+    assert ack.splitlines() == [
+        "base: tiny-sd (the default, and what training uses)",
+        "dreamy: /serve ... --model dreamy",
+    ]
+
+
 async def test_daemon_offline(bot: BotHarness, fake_daemon: FakeDaemon) -> None:
     fake_daemon.offline = True
-    for command, text in (("/loras", ""), ("/lora", "rifttami"), ("/info", "a-1.png"), ("/stats", "")):
+    for command, text in (
+        ("/loras", ""),
+        ("/lora", "rifttami"),
+        ("/info", "a-1.png"),
+        ("/stats", ""),
+        ("/models", ""),
+    ):
         assert await _ask(bot, command, text) == OFFLINE
     assert await _ask(bot, "/serve", "a cat") == OFFLINE

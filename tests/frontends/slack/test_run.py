@@ -13,7 +13,7 @@ import pytest
 
 from frontends.client import OFFLINE
 from frontends.slack.server import run
-from frontends.slack.settings import SettingsError
+from frontends.sources import SettingsError
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import settings_for, shown_text, signed_headers, slash_body
 

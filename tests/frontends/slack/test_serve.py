@@ -116,7 +116,8 @@ async def test_help_and_an_empty_serve_show_the_usage(bot: BotHarness, fake_daem
     # /distill help points to the other commands too.
     distill_help = (await bot.command("help"))[1]
     assert all(
-        command in distill_help for command in ("/serve <prompt>", "/loras", "/lora <name>", "/info", "/stats")
+        command in distill_help
+        for command in ("/serve <prompt>", "/loras", "/lora <name>", "/info", "/stats", "/models")
     )
     assert fake_daemon.generates == []
 
@@ -246,6 +247,7 @@ async def test_allow_lists_apply_to_every_new_command(fake_slack: FakeSlack, fak
             ("/lora", "rifttami"),
             ("/lora", "rifttami --download"),
             ("/stats", ""),
+            ("/models", ""),
         ):
             assert await harness.command(text, command=command, user="U2") == (200, blocks.NOT_ALLOWED)
             assert await harness.command(text, command=command, team="T0OTHER") == (200, blocks.NOT_ALLOWED)

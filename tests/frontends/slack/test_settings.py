@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from frontends.launch import secrets_of
 from frontends.slack.__main__ import main
-from frontends.slack.settings import SettingsError, load_settings
+from frontends.slack.settings import load_settings
+from frontends.sources import SettingsError
 
 BOT = "xoxb-1111-secret-bot"
 APP = "xapp-1-secret-app"
@@ -60,6 +62,8 @@ def test_secrets_stay_out_of_the_repr() -> None:
     assert "mode='http'" in text
     for secret in (BOT, SIGNING, "dt'"):
         assert secret not in text
+    # The same fields are what the process's log blanks out.
+    assert sorted(secrets_of(settings)) == sorted([BOT, SIGNING, "dt"])
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
-"""/loras, /lora (showing, the owner's changes, delete with confirmation, download) and /stats, through the
-real python-telegram-bot against the fake Bot API and the fake daemon."""
+"""/loras, /lora (showing, the owner's changes, delete with confirmation, download), /stats and /models, through
+the real python-telegram-bot against the fake Bot API and the fake daemon."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from distillery.v1 import distillery_pb2 as pb
 
 from frontends.actions import too_big_text
 from frontends.commands import LORA_USAGE
-from frontends.render import lora_text, loras_text, stats_text
+from frontends.render import lora_text, loras_text, models_text, stats_text
 from frontends.telegram.library import NOT_LORA_OWNER, fit
 from frontends.telegram.platform import requester
 from frontends.telegram.settings import UPLOAD_LIMIT
@@ -189,3 +189,17 @@ async def test_stats_reports_the_users_numbers(
     text = await ask(bot_api, "/stats")
     expected = pb.UserStats(loras_owned=1, public_loras=1, generate_jobs=1, images_generated=3)
     assert text == stats_text(expected) == "LoRAs: 1 (1 public)\nDistill jobs: 0\nGenerations: 1, 3 images"
+
+
+async def test_models_lists_the_base_model_and_the_configured_ones(
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
+) -> None:
+    daemon.models = ["dreamy", "inkwash"]
+    await start_bot(daemon)
+    text = await ask(bot_api, "/models")
+    assert text == models_text(pb.Status(base_model="tiny-sd", models=["dreamy", "inkwash"]))
+    assert text.splitlines() == [
+        "base: tiny-sd (the default, and what training uses)",
+        "dreamy: /serve ... --model dreamy",
+        "inkwash: /serve ... --model inkwash",
+    ]

@@ -44,7 +44,17 @@ async def progress_message(daemon: FakeDaemon, job_id: str = "job1") -> ClientSt
 
 
 def test_help_names_the_new_commands() -> None:
-    for command in ("/serve <prompt>", "/info", "/loras", "/lora <name>", "/stats", "--delete", "--download"):
+    commands = (
+        "/serve <prompt>",
+        "/info",
+        "/loras",
+        "/lora <name>",
+        "/stats",
+        "/models",
+        "--delete",
+        "--download",
+    )
+    for command in commands:
         assert command in HELP_TEXT
 
 
@@ -243,6 +253,7 @@ async def test_the_allow_lists_cover_the_new_commands(
         "/lora benlora",
         "/lora benlora --delete",
         "/stats",
+        "/models",
     ):
         message = bot_api.text(user(BEN), private_chat(BEN), text)
         bot_api.send(message)

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from frontends.telegram.__main__ import configure_logging
-from frontends.telegram.settings import DEFAULT_DAEMON, Settings, SettingsError, load_settings, parse_ids
+from frontends.launch import configure_logging
+from frontends.sources import DEFAULT_DAEMON, SettingsError
+from frontends.telegram.__main__ import QUIET
+from frontends.telegram.settings import Settings, load_settings, parse_ids
 
 TOKEN = "4242:AAH-secret_token"
 
@@ -101,7 +103,7 @@ def restore_logging() -> Iterator[None]:
 
 
 def test_logs_never_show_the_token(restore_logging: None, capsys: pytest.CaptureFixture[str]) -> None:
-    configure_logging(Settings(token=TOKEN, log_level="DEBUG"))
+    configure_logging(Settings(token=TOKEN, log_level="DEBUG"), QUIET)
     logging.getLogger("telegram.ext.ExtBot").debug("Set Bot API URL: https://api.telegram.org/bot%s", TOKEN)
     logging.getLogger("frontends.telegram").info("plain line %d", 1)
     logging.getLogger("httpx").info("HTTP Request: POST https://api.telegram.org/bot%s/getMe", TOKEN)
