@@ -39,6 +39,12 @@ $(GPU_WHEELS)/.complete: bench/gpu_wheels.txt $(STAMP)
 	$(PY) -m pip download -q $(WHEEL_PINS) --python-version 3.12 --implementation cp $(GPU_PLATFORMS) \
 		-d $(GPU_WHEELS)/cp312
 	$(PY) -m pip download -q $(WHEEL_PINS) -d $(GPU_WHEELS)/host
+	# face-recognition-models is a 100 MB source package: only the two files dlib reads travel, as a namespace
+	# package that daemon/pipeline/face.py finds the same way it finds the installed one.
+	mkdir -p $(GPU_WHEELS)/face/face_recognition_models/models
+	$(PY) -c "import shutil, sys; from daemon.pipeline import face; \
+		[shutil.copy(face.models_folder() / n, sys.argv[1]) for n in (face.LANDMARKS_MODEL, face.RECOGNITION_MODEL)]" \
+		$(GPU_WHEELS)/face/face_recognition_models/models
 	touch $@
 
 gpu-wheels: $(GPU_WHEELS)/.complete

@@ -71,7 +71,12 @@ main() {
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
         --target "$WORK/site" "${wheels[@]}" || exit 4
 
-    PYPATH="$WORK/site:$ROOT:$ROOT/protos"
+    FACE_MODELS=${GPU_CHECK_FACE_MODELS:-$ROOT/.gpuwheels/face}
+    [[ -d $FACE_MODELS/face_recognition_models/models ]] || {
+        echo "gpu_check: $FACE_MODELS lacks the face models; run make gpu-wheels" >&2
+        exit 4
+    }
+    PYPATH="$WORK/site:$FACE_MODELS:$ROOT:$ROOT/protos"
     RUN=("$PYTHON")
     FLAGS=()
     if [[ $MODE == smoke ]]; then
