@@ -22,6 +22,7 @@ STAGE_LABELS = {
     pb.STAGE_DONE: "Done",
     pb.STAGE_GENERATE: "Generating",
     pb.STAGE_PREVIEW: "Drawing a first picture",
+    pb.STAGE_LIKENESS: "Measuring the likeness",
 }
 CLASS_NAMES = {
     pb.SUBJECT_CLASS_MAN: "man",
@@ -160,6 +161,7 @@ def progress_text(view: JobView) -> str:
         lines.append(f"Class: {view.subject_class}")
     if view.total and view.stage == view.progress_stage:
         unit = "step" if view.stage in (pb.STAGE_TRAIN, pb.STAGE_GENERATE, pb.STAGE_PREVIEW) else "image"
+        unit = "test picture" if view.stage == pb.STAGE_LIKENESS else unit
         line = f"{bar(view.step, view.total)} {unit} {view.step}/{view.total}"
         if view.stage == pb.STAGE_TRAIN and view.loss:
             line += f", loss {view.loss:.4f}"
@@ -188,6 +190,9 @@ def summary_text(view: JobView, info_hint: str = "") -> str:
         return generation_summary(view, took, info_hint)
     if view.state == pb.JOB_STATE_SUCCEEDED:
         lines = [f"{view.lora_name} is ready{took}."]
+        likeness = _likeness(view.lora) or _likeness(job)
+        if likeness is not None:
+            lines.append(likeness.summary)
         if view.subject_class:
             lines.append(f"Class: {view.subject_class}")
         if view.caption:
@@ -247,11 +252,26 @@ def same_person(a: pb.Requester, b: pb.Requester) -> bool:
     return (a.platform, a.workspace, a.user) == (b.platform, b.workspace, b.user)
 
 
+def _likeness(record: pb.Lora | pb.Job | None) -> pb.Likeness | None:
+    """A LoRA's or job's likeness; None for records from before likeness was measured."""
+    return record.likeness if record is not None and record.HasField("likeness") else None
+
+
+def likeness_short(lora: pb.Lora) -> str:
+    """The likeness in a few words, for lists: "likeness 78/100" or "likeness not measured"."""
+    likeness = _likeness(lora)
+    if likeness is None:
+        return ""
+    return f"likeness {likeness.score}/100" if likeness.measured else "likeness not measured"
+
+
 def lora_line(lora: pb.Lora, requester: pb.Requester) -> str:
     """One line of /loras."""
     whose = "yours" if same_person(lora.owner, requester) else "shared"
     visibility = "public" if lora.public else "private"
     line = f"{lora.name} - {CLASS_NAMES.get(lora.subject_class, 'person')}, {whose}, {visibility}"
+    short = likeness_short(lora)
+    line += f", {short}" if short else ""
     return line + (f" - {lora.description}" if lora.description else "")
 
 
@@ -288,6 +308,7 @@ def lora_text(lora: pb.Lora, requester: pb.Requester) -> str:
         f"Caption: {lora.caption}" if lora.caption else "",
         f"Base model: {lora.base_model}",
         f"Training: {settings}" if settings else "",
+        likeness.summary if (likeness := _likeness(lora)) is not None else "",
         f"Size: {lora.size_bytes / 1e6:.1f} MB",
     ]
     if mine:

@@ -45,7 +45,14 @@ async def test_a_portrait_becomes_a_lora_that_loads_into_a_pipeline(
     for stage in (pb.STAGE_PREPARE, pb.STAGE_CAPTION, pb.STAGE_CLASSIFY, pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN):
         assert stage in seen
     assert seen.index(pb.STAGE_CAPTION) < seen.index(pb.STAGE_REGULARIZATION) < seen.index(pb.STAGE_TRAIN)
-    assert stages_with(events, "progress") == {pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN, pb.STAGE_PREVIEW}
+    progress = {pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN, pb.STAGE_LIKENESS, pb.STAGE_PREVIEW}
+    assert stages_with(events, "progress") == progress
+    assert seen.index(pb.STAGE_TRAIN) < seen.index(pb.STAGE_LIKENESS) < seen.index(pb.STAGE_SAVE)
+    # The demo's random models draw no face: the likeness says so, and the last snapshot is the LoRA.
+    likeness = final.finished.lora.likeness
+    assert not likeness.measured and likeness.reason == "likeness not measured: no face in the test pictures"
+    assert final.finished.job.likeness == likeness and likeness.step == int(final.finished.lora.training["steps"])
+    assert "Likeness not measured: no face in the test pictures." in final.text
     # The first picture with the new LoRA comes with the final event and carries its own parameters.
     [preview] = final.finished.images
     assert preview.name == f"{final.job_id}-preview-1.png" and preview.seed == 0
@@ -58,7 +65,7 @@ async def test_a_portrait_becomes_a_lora_that_loads_into_a_pipeline(
 
     # The second job reused the cached regularization set (nothing generated) and the resident models.
     assert second[-1].state == pb.JOB_STATE_SUCCEEDED
-    assert stages_with(second, "progress") == {pb.STAGE_TRAIN, pb.STAGE_PREVIEW}
+    assert stages_with(second, "progress") == {pb.STAGE_TRAIN, pb.STAGE_LIKENESS, pb.STAGE_PREVIEW}
     assert running_daemon.log_text().count("ready:") == 1
     assert status.jobs_done == 2 and status.preset == "demo"
 

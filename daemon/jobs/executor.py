@@ -63,7 +63,7 @@ class Executor(Protocol):
         ...
 
     def cancel(self, job_id: str) -> str | None:
-        """"removed" (was queued), "stopping" (running; stops at its next step) or None (neither)."""
+        """ "removed" (was queued), "stopping" (running; stops at its next step) or None (neither)."""
         ...
 
     def note_position(self, job_id: str, position: int) -> None:
@@ -240,6 +240,8 @@ class JobRun:
             job.stage = Stage.DONE
             job.stage_seconds = stage_seconds
             job.outputs = [image.name for image in outcome.images]
+            if outcome.lora is not None:
+                job.likeness = outcome.lora.likeness
 
         self._journal.finish(self.job_id, succeed, f"{outcome.summary} ({elapsed:.0f} s)", outcome)
         log.info("job %s (%s): succeeded in %.1f s %s", self.job_id, self.job.label, elapsed, stage_seconds)

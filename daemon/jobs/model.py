@@ -44,6 +44,7 @@ class Stage(enum.StrEnum):
     DONE = "done"
     GENERATE = "generate"
     PREVIEW = "preview"  # a distill job's first picture with its new LoRA
+    LIKENESS = "likeness"  # a distill job's test pictures with each snapshot of its LoRA, scored by face
 
 
 class JobKind(enum.StrEnum):
@@ -118,6 +119,30 @@ class GenerateParams:
 
 
 @dataclass
+class LikenessScore:
+    """How much a LoRA's test pictures look like the photo (daemon/pipeline/likeness.py), or why not measured."""
+
+    measured: bool = False
+    score: int = 0  # 0-100, of the median distance
+    under_threshold: int = 0  # test pictures whose face is the photo's person by dlib's standard
+    samples: int = 0  # test pictures of the kept snapshot
+    median_distance: float = 0.0
+    step: int = 0  # the training step of the kept snapshot
+    copies: int = 0  # test pictures that reproduced the photo itself and did not count
+    reason: str = ""  # why not measured, a sentence fragment ("likeness not measured: ...")
+
+    def summary(self) -> str:
+        """The chat line: "Likeness 78/100: 7 of 8 test pictures look like the photo.", or why not measured."""
+        if not self.measured:
+            return self.reason[:1].upper() + self.reason[1:] + "."
+        text = f"Likeness {self.score}/100: {self.under_threshold} of {self.samples} test pictures"
+        text += " look like the photo"
+        if self.copies:
+            text += f" ({self.copies} copied the photo and did not count)"
+        return text + "."
+
+
+@dataclass
 class Job:
     id: str
     lora_name: str
@@ -145,6 +170,7 @@ class Job:
     generate: GenerateParams | None = None
     outputs: list[str] = field(default_factory=list)  # generated image names, "<job id>-<n>.png"
     inputs: list[str] = field(default_factory=list)  # stored images a job reads (photos to import)
+    likeness: LikenessScore | None = None  # a distill job that succeeded (None: before likeness existed)
 
     @property
     def label(self) -> str:
@@ -195,6 +221,7 @@ class LoraRecord:
     public: bool = False
     description: str = ""
     show_image: bool = False  # others may see the source image while the LoRA is public
+    likeness: LikenessScore | None = None  # None: made before likeness was measured
 
 
 def to_json(record: Job | Event | LoraRecord) -> bytes:
@@ -213,6 +240,10 @@ def _opt_class(value: str | None) -> SubjectClass | None:
     return SubjectClass(value) if value else None
 
 
+def _opt_likeness(value: dict[str, Any] | None) -> LikenessScore | None:
+    return LikenessScore(**value) if value is not None else None
+
+
 def job_from_json(raw: bytes) -> Job:
     data = json.loads(raw)
     data["owner"] = _requester(data["owner"])
@@ -227,6 +258,7 @@ def job_from_json(raw: bytes) -> Job:
         generate["loras"] = [LoraUse(**use) for use in generate["loras"]]
         generate["adapts"] = [AdaptUse(**use) for use in generate.get("adapts", [])]
         data["generate"] = GenerateParams(**generate)
+    data["likeness"] = _opt_likeness(data.get("likeness"))
     return Job(**data)
 
 
@@ -242,4 +274,5 @@ def lora_from_json(raw: bytes) -> LoraRecord:
     data = json.loads(raw)
     data["owner"] = _requester(data["owner"])
     data["subject_class"] = SubjectClass(data["subject_class"])
+    data["likeness"] = _opt_likeness(data.get("likeness"))
     return LoraRecord(**data)

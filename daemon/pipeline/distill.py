@@ -1,4 +1,4 @@
-"""The /distill pipeline as a worker runs it: prepare, caption, classify, regularization, train, save.
+"""The /distill pipeline as a worker runs it: prepare, caption, classify, regularization, train, likeness, save.
 
 Naming, fetching and validation happen before a job is queued (daemon/service.py), so a job that reaches a
 worker always has its name and its source image. The pipeline never opens the store: the portrait and the
@@ -6,6 +6,10 @@ cached regularization sets arrive in ``ctx.inputs``, and the LoRA, its preview a
 or grown on the way leave in the ``Outcome``. Each stage reports through the JobContext. The LoRAs that
 generation keeps loaded are unloaded first: the regularization images and the new LoRA must come from the bare
 base model.
+
+The likeness stage draws the same test pictures (``likeness.sample_plan``) with each snapshot training kept,
+scores their faces against the photo and keeps the snapshot ``likeness.choose_snapshot`` picks: that one is
+the LoRA stored, with its likeness in the file's header, on the LoRA record and in the chat summary.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import torch
+from PIL import Image
 
 from daemon.errors import JobCancelled
 from daemon.jobs.contract import JobContext, Outcome, OutputImage, RegSet, StoppedWithResults
-from daemon.jobs.model import LoraRecord, Stage, SubjectClass
+from daemon.jobs.model import GenerateParams, Job, LoraRecord, LoraUse, Stage, SubjectClass
 from daemon.models.captioner import Captioner
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
@@ -27,14 +34,80 @@ from daemon.pipeline.classify import Classifier
 from daemon.pipeline.face import prepare_portrait
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.image import open_png
+from daemon.pipeline.likeness import (
+    NO_SOURCE_FACE,
+    SAMPLE_STEPS,
+    Likeness,
+    SampleRequest,
+    SampleScore,
+    choose_snapshot,
+    sample_plan,
+    score_sample,
+    source_face,
+)
 from daemon.pipeline.regularization import DictRegCache, load_or_build, reg_cache_key
-from daemon.pipeline.save import lora_file
-from daemon.pipeline.train import train_lora
+from daemon.pipeline.save import kohya_metadata, lora_file
+from daemon.pipeline.train import TrainResult, train_lora
 
 logger = logging.getLogger(__name__)
 
 # ``preview(ctx, name, subject_class, lora_file)``: a picture made with a LoRA that is not stored yet.
 Preview = Callable[[JobContext, str, SubjectClass, bytes], OutputImage]
+# ``render(ctx, params, load, prefix)``: pictures as generation draws them (GeneratePipeline.render).
+Render = Callable[[JobContext, GenerateParams, Callable[[str], bytes], str], list[OutputImage]]
+# ``scorer(photo)``: how a test picture is scored against the training photo; None when the photo has no face.
+Scorer = Callable[[Image.Image], Callable[[Image.Image], SampleScore] | None]
+# The test pictures' guidance: the usual SD 1.5 default, as the preview and /serve use.
+SAMPLE_CFG = 7.0
+# A test picture smaller than this holds no face dlib can measure (its descriptor reads a 150 px face chip,
+# its detector's smallest face is 40 px after upsampling): such pictures (the demo's 64 px) count as faceless
+# instead of letting the enlarged pixels pass for a face.
+MIN_PICTURE_SIDE = 128
+
+
+def face_scorer(photo: Image.Image) -> Callable[[Image.Image], SampleScore] | None:
+    """dlib's face distance to the photo's face, copies of the photo marked (daemon/pipeline/likeness.py)."""
+    source = source_face(photo)
+    if source is None:
+        return None
+
+    def score(picture: Image.Image) -> SampleScore:
+        if min(picture.size) < MIN_PICTURE_SIDE:
+            return SampleScore(distance=None)
+        return score_sample(source, picture)
+
+    return score
+
+
+class _SampleContext:
+    """The job's context for drawing test pictures: everything passes through but the denoising steps'
+    progress, since the likeness stage counts pictures, not steps."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+        self.job: Job = ctx.job
+        self.inputs = ctx.inputs
+
+    def check(self) -> None:
+        self._ctx.check()
+
+    def should_stop(self) -> bool:
+        return self._ctx.should_stop()
+
+    def stage(self, stage: Stage, text: str) -> None:
+        self._ctx.stage(stage, text)
+
+    def captioned(self, caption: str) -> None:
+        self._ctx.captioned(caption)
+
+    def classified(self, subject_class: SubjectClass, from_user: bool) -> None:
+        self._ctx.classified(subject_class, from_user)
+
+    def note(self, text: str) -> None:
+        self._ctx.note(text)
+
+    def progress(self, step: int, total: int, loss: float = 0.0, what: str = "Step") -> None:
+        """Denoising steps of one test picture: not reported."""
 
 
 def instance_prompt(name: str, subject_class: SubjectClass, caption: str) -> str:
@@ -64,6 +137,9 @@ class DistillPipeline:
     adapters: AdapterCache  # generation's LoRAs in the shared pipeline
     # Draws the first picture with the new LoRA (GeneratePipeline.preview); None for no preview.
     preview: Preview | None = None
+    # Draws the likeness test pictures (GeneratePipeline.render); None: the last snapshot, likeness not measured.
+    render: Render | None = None
+    scorer: Scorer = face_scorer
 
     def __call__(self, ctx: JobContext) -> Outcome:
         job = ctx.job
@@ -124,6 +200,7 @@ class DistillPipeline:
 
         ctx.stage(Stage.TRAIN, f"Training {job.lora_name} for {config.steps} steps.")
         prompt = instance_prompt(job.lora_name, subject_class, caption)
+        started_at = time.time()
         result = train_lora(
             self.resident,
             image,
@@ -135,6 +212,8 @@ class DistillPipeline:
             on_step=lambda step, total, loss: ctx.progress(step, total, loss, what="Training step"),
             should_stop=ctx.should_stop,
         )
+
+        likeness, state_dict = self._likeness(ctx, image, subject_class, config, result)
 
         ctx.stage(Stage.SAVE, f"Saving {job.lora_name}.")
         tokens = self.resident.tokenizer.tokenize(job.lora_name)
@@ -150,8 +229,21 @@ class DistillPipeline:
             "distillery.source_image_sha256": ctx.inputs.source_sha256,
             "distillery.training": json.dumps(training, sort_keys=True),
             "distillery.job_id": job.id,
-        }
-        data = lora_file(result.lora_state_dict, metadata)
+        } | kohya_metadata(
+            name=job.lora_name,
+            base_model=self.resident.base_model,
+            resolution=config.resolution,
+            train_images=1,
+            learning_rate=config.learning_rate,
+            text_encoder_learning_rate=config.text_encoder_learning_rate if config.text_encoder else None,
+            steps=likeness.step,
+            network_args={"rank": str(config.rank), "alpha": str(config.alpha)},
+            started_at=started_at,
+            instance_prompt=prompt,
+            likeness=likeness.metadata(),
+            comment=likeness.summary(),
+        )
+        data = lora_file(state_dict, metadata)
         lora = LoraRecord(
             name=job.lora_name,
             owner=job.owner,
@@ -166,11 +258,73 @@ class DistillPipeline:
             size_bytes=len(data),
             created_at=time.time(),
             tokens=tokens,
-            training=training,
+            training=training | {"likeness_step": str(likeness.step)},
+            likeness=likeness.record(),
         )
         images = self._preview(ctx, subject_class, data)
-        summary = f"{job.lora_name} is ready: put {job.lora_name} in a prompt to call up this {subject_class}."
+        summary = f"{job.lora_name} is ready: put {job.lora_name} in a prompt to call up this {subject_class}. "
+        summary += likeness.summary()
         return Outcome(lora=lora, lora_file=data, summary=summary, images=images, reg_set=reg_set)
+
+    def _likeness(
+        self,
+        ctx: JobContext,
+        photo: Image.Image,
+        subject_class: SubjectClass,
+        config: TrainConfig,
+        result: TrainResult,
+    ) -> tuple[Likeness, dict[str, torch.Tensor]]:
+        """Draw the test pictures with every snapshot, score them and keep the snapshot that looks most like
+        the photo: the likeness and that snapshot's weights. Without a face in the photo or a renderer, the last
+        snapshot is kept and the likeness is not measured."""
+        snapshots = {snapshot.step: snapshot.lora_state_dict for snapshot in result.snapshots}
+        last = result.steps
+        snapshots.setdefault(last, result.lora_state_dict)
+        score = self.scorer(photo)
+        if score is None:
+            return Likeness.not_measured(last, NO_SOURCE_FACE), snapshots[last]
+        if self.render is None:
+            return Likeness.not_measured(last, "likeness not measured: no test pictures here"), snapshots[last]
+        name = ctx.job.lora_name
+        steps = sorted(snapshots)
+        plan = sample_plan(f"{name} {subject_class.value}", steps, config.likeness_samples)
+        ctx.stage(Stage.LIKENESS, f"Drawing {len(plan)} test pictures of {name} to measure the likeness.")
+        drawn = 0
+
+        def scorer(step: int) -> Sequence[SampleScore]:
+            nonlocal drawn
+            data = lora_file(snapshots[step], {})
+            scores = []
+            for request in (r for r in plan if r.step == step):
+                picture = self._sample(ctx, name, data, request)
+                scores.append(score(picture))
+                drawn += 1
+                ctx.progress(drawn, len(plan), what="Test picture")
+            return scores
+
+        likeness = choose_snapshot(steps, scorer)
+        ctx.note(f"{likeness.summary()} Keeping the LoRA after {likeness.step} of {last} steps.")
+        return likeness, snapshots[likeness.step]
+
+    def _sample(self, ctx: JobContext, name: str, data: bytes, request: SampleRequest) -> Image.Image:
+        """One test picture with one snapshot's LoRA file, at the model's own size."""
+        assert self.render is not None
+        side = self.resident.resolution
+        params = GenerateParams(
+            prompt=request.prompt,
+            full_prompt=request.prompt,
+            loras=[LoraUse(name=name, weight=1.0)],
+            negative_prompt="",
+            seed=request.seed,
+            cfg=SAMPLE_CFG,
+            steps=min(SAMPLE_STEPS, self.resident.sample_steps),
+            width=side,
+            height=side,
+            count=1,
+        )
+        prefix = f"{ctx.job.id}-likeness-{request.step}-{request.index}"
+        [image] = self.render(_SampleContext(ctx), params, lambda _: data, prefix)
+        return open_png(image.png)
 
     def _preview(self, ctx: JobContext, subject_class: SubjectClass, data: bytes) -> list[OutputImage]:
         """The first picture with the new LoRA; a failure costs the picture, never the LoRA (a cancel stops

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageOps
 
+from daemon.jobs.model import LikenessScore
 from daemon.pipeline.face import FaceDescription, describe_face
 
 # dlib's calibrated same-person threshold for the ResNet's Euclidean distance.
@@ -228,13 +229,20 @@ class Likeness:
 
     def summary(self) -> str:
         """The chat line: "Likeness 78/100: 7 of 8 test pictures look like the photo", or why not measured."""
-        if not self.measured:
-            return self.reason[:1].upper() + self.reason[1:] + "."
-        text = f"Likeness {self.score}/100: {self.under_threshold} of {self.samples} test pictures"
-        text += " look like the photo"
-        if self.copies:
-            text += f" ({self.copies} copied the photo and did not count)"
-        return text + "."
+        return self.record().summary()
+
+    def record(self) -> LikenessScore:
+        """The likeness as the job and LoRA records keep it."""
+        return LikenessScore(
+            measured=self.measured,
+            score=self.score or 0,
+            under_threshold=self.under_threshold,
+            samples=self.samples,
+            median_distance=self.median or 0.0,
+            step=self.step,
+            copies=self.copies,
+            reason=self.reason,
+        )
 
     def metadata(self) -> dict[str, str]:
         """String entries for the LoRA file's header and the LoRA record."""

@@ -111,6 +111,7 @@ def build_runner(
         reg_images=reg_images,
         adapters=adapters,
         preview=generate.preview,
+        render=generate.render,
     )
     reg_import = RegImportPipeline(resident=resident, resolution=train.resolution)
     return JobRunner(distill=distill, generate=generate, reg_import=reg_import, models=switcher)

@@ -11,6 +11,7 @@ from daemon.jobs.model import (
     Job,
     JobKind,
     JobState,
+    LikenessScore,
     LoraRecord,
     Requester,
     Stage,
@@ -44,6 +45,7 @@ _STAGE_TO_PB = {
     Stage.DONE: pb.STAGE_DONE,
     Stage.GENERATE: pb.STAGE_GENERATE,
     Stage.PREVIEW: pb.STAGE_PREVIEW,
+    Stage.LIKENESS: pb.STAGE_LIKENESS,
 }
 _KIND_TO_PB = {
     JobKind.DISTILL: pb.JOB_KIND_DISTILL,
@@ -182,11 +184,27 @@ def job_to_pb(job: Job) -> pb.Job:
     )
     if job.generate is not None:
         message.generate.CopyFrom(generate_params_to_pb(job.generate))
+    if job.likeness is not None:
+        message.likeness.CopyFrom(likeness_to_pb(job.likeness))
     return message
 
 
+def likeness_to_pb(likeness: LikenessScore) -> pb.Likeness:
+    return pb.Likeness(
+        measured=likeness.measured,
+        score=likeness.score,
+        under_threshold=likeness.under_threshold,
+        samples=likeness.samples,
+        median_distance=likeness.median_distance,
+        step=likeness.step,
+        copies=likeness.copies,
+        reason=likeness.reason,
+        summary=likeness.summary(),
+    )
+
+
 def lora_to_pb(lora: LoraRecord) -> pb.Lora:
-    return pb.Lora(
+    message = pb.Lora(
         name=lora.name,
         owner=requester_to_pb(lora.owner),
         job_id=lora.job_id,
@@ -205,6 +223,9 @@ def lora_to_pb(lora: LoraRecord) -> pb.Lora:
         description=lora.description,
         show_image=lora.show_image,
     )
+    if lora.likeness is not None:
+        message.likeness.CopyFrom(likeness_to_pb(lora.likeness))
+    return message
 
 
 def image_info_to_pb(meta: StoredImage, width: int, height: int) -> pb.ImageInfo:

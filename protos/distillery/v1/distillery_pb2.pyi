@@ -36,6 +36,7 @@ class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STAGE_DONE: _ClassVar[Stage]
     STAGE_GENERATE: _ClassVar[Stage]
     STAGE_PREVIEW: _ClassVar[Stage]
+    STAGE_LIKENESS: _ClassVar[Stage]
 
 class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -73,6 +74,7 @@ STAGE_SAVE: Stage
 STAGE_DONE: Stage
 STAGE_GENERATE: Stage
 STAGE_PREVIEW: Stage
+STAGE_LIKENESS: Stage
 JOB_KIND_UNSPECIFIED: JobKind
 JOB_KIND_DISTILL: JobKind
 JOB_KIND_GENERATE: JobKind
@@ -135,7 +137,7 @@ class SubmitReply(_message.Message):
     def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., queue_position: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("id", "lora_name", "state", "stage", "owner", "source", "image_name", "requested_class", "subject_class", "caption", "flip", "train_steps", "error", "created_at", "started_at", "finished_at", "stage_seconds", "last_seq", "client_state", "attempts", "idempotency_key", "kind", "generate", "output_images")
+    __slots__ = ("id", "lora_name", "state", "stage", "owner", "source", "image_name", "requested_class", "subject_class", "caption", "flip", "train_steps", "error", "created_at", "started_at", "finished_at", "stage_seconds", "last_seq", "client_state", "attempts", "idempotency_key", "kind", "generate", "output_images", "likeness")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -167,6 +169,7 @@ class Job(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     GENERATE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    LIKENESS_FIELD_NUMBER: _ClassVar[int]
     id: str
     lora_name: str
     state: JobState
@@ -191,7 +194,30 @@ class Job(_message.Message):
     kind: JobKind
     generate: GenerateSpec
     output_images: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., lora_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., source: _Optional[str] = ..., image_name: _Optional[str] = ..., requested_class: _Optional[_Union[SubjectClass, str]] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., flip: _Optional[bool] = ..., train_steps: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., client_state: _Optional[bytes] = ..., attempts: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., generate: _Optional[_Union[GenerateSpec, _Mapping]] = ..., output_images: _Optional[_Iterable[str]] = ...) -> None: ...
+    likeness: Likeness
+    def __init__(self, id: _Optional[str] = ..., lora_name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., stage: _Optional[_Union[Stage, str]] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., source: _Optional[str] = ..., image_name: _Optional[str] = ..., requested_class: _Optional[_Union[SubjectClass, str]] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., flip: _Optional[bool] = ..., train_steps: _Optional[int] = ..., error: _Optional[str] = ..., created_at: _Optional[float] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., last_seq: _Optional[int] = ..., client_state: _Optional[bytes] = ..., attempts: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., generate: _Optional[_Union[GenerateSpec, _Mapping]] = ..., output_images: _Optional[_Iterable[str]] = ..., likeness: _Optional[_Union[Likeness, _Mapping]] = ...) -> None: ...
+
+class Likeness(_message.Message):
+    __slots__ = ("measured", "score", "under_threshold", "samples", "median_distance", "step", "copies", "reason", "summary")
+    MEASURED_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    UNDER_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MEDIAN_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    measured: bool
+    score: int
+    under_threshold: int
+    samples: int
+    median_distance: float
+    step: int
+    copies: int
+    reason: str
+    summary: str
+    def __init__(self, measured: _Optional[bool] = ..., score: _Optional[int] = ..., under_threshold: _Optional[int] = ..., samples: _Optional[int] = ..., median_distance: _Optional[float] = ..., step: _Optional[int] = ..., copies: _Optional[int] = ..., reason: _Optional[str] = ..., summary: _Optional[str] = ...) -> None: ...
 
 class Accepted(_message.Message):
     __slots__ = ("lora_name", "queue_position", "kind")
@@ -330,7 +356,7 @@ class SetClientStateRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., requester: _Optional[_Union[Requester, _Mapping]] = ..., client_state: _Optional[bytes] = ...) -> None: ...
 
 class Lora(_message.Message):
-    __slots__ = ("name", "owner", "job_id", "subject_class", "caption", "instance_prompt", "base_model", "base_model_hash", "image_name", "image_sha256", "size_bytes", "created_at", "public", "training", "tokens", "description", "show_image")
+    __slots__ = ("name", "owner", "job_id", "subject_class", "caption", "instance_prompt", "base_model", "base_model_hash", "image_name", "image_sha256", "size_bytes", "created_at", "public", "training", "tokens", "description", "show_image", "likeness")
     class TrainingEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +381,7 @@ class Lora(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     SHOW_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LIKENESS_FIELD_NUMBER: _ClassVar[int]
     name: str
     owner: Requester
     job_id: str
@@ -372,7 +399,8 @@ class Lora(_message.Message):
     tokens: _containers.RepeatedScalarFieldContainer[str]
     description: str
     show_image: bool
-    def __init__(self, name: _Optional[str] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., job_id: _Optional[str] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., base_model: _Optional[str] = ..., base_model_hash: _Optional[str] = ..., image_name: _Optional[str] = ..., image_sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., public: _Optional[bool] = ..., training: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., show_image: _Optional[bool] = ...) -> None: ...
+    likeness: Likeness
+    def __init__(self, name: _Optional[str] = ..., owner: _Optional[_Union[Requester, _Mapping]] = ..., job_id: _Optional[str] = ..., subject_class: _Optional[_Union[SubjectClass, str]] = ..., caption: _Optional[str] = ..., instance_prompt: _Optional[str] = ..., base_model: _Optional[str] = ..., base_model_hash: _Optional[str] = ..., image_name: _Optional[str] = ..., image_sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., public: _Optional[bool] = ..., training: _Optional[_Mapping[str, str]] = ..., tokens: _Optional[_Iterable[str]] = ..., description: _Optional[str] = ..., show_image: _Optional[bool] = ..., likeness: _Optional[_Union[Likeness, _Mapping]] = ...) -> None: ...
 
 class GetLoraRequest(_message.Message):
     __slots__ = ("name", "requester")
