@@ -19,7 +19,6 @@ from distillery.v1 import distillery_pb2_grpc as pb_grpc
 from daemon.errors import BadImage, BadInput, DistilleryError, NotFound
 from daemon.jobs.model import Event, JobKind, JobState, Requester
 from daemon.rpc import convert
-from daemon.rpc.guard import abort as _abort
 from daemon.service import Distillery, Submitted
 
 log = logging.getLogger(__name__)
@@ -37,32 +36,23 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
     def __init__(self, core: Distillery) -> None:
         self._core = core
 
-    async def _run(
-        self, context: grpc.aio.ServicerContext[object, object], fn: Callable[..., T], *args: object
-    ) -> T:
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except DistilleryError as error:
-            await _abort(context, error)
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        """A store-bound call in a thread; its DistilleryError reaches the guard, which answers it."""
+        return await asyncio.to_thread(fn, *args)
 
     # -- submit and follow ----------------------------------------------------------------------------------
 
-    async def _submit(
-        self, requests: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
-    ) -> Submitted:
-        try:
-            first = await anext(requests, None)
-            if first is None or first.WhichOneof("part") != "spec":
-                raise BadInput("The first message of a submission must be its spec.")
-            spec = first.spec
-            upload: bytes | None = None
-            if spec.WhichOneof("source") == "upload":
-                upload = await self._read_upload(requests)
-            elif await anext(requests, None) is not None:
-                raise BadInput("Only an upload is followed by image chunks; this spec names its source.")
-            return await self._core.submit(convert.spec_from_pb(spec, upload))
-        except DistilleryError as error:
-            await _abort(context, error)
+    async def _submit(self, requests: AsyncIterator[pb.SubmitRequest]) -> Submitted:
+        first = await anext(requests, None)
+        if first is None or first.WhichOneof("part") != "spec":
+            raise BadInput("The first message of a submission must be its spec.")
+        spec = first.spec
+        upload: bytes | None = None
+        if spec.WhichOneof("source") == "upload":
+            upload = await self._read_upload(requests)
+        elif await anext(requests, None) is not None:
+            raise BadInput("Only an upload is followed by image chunks; this spec names its source.")
+        return await self._core.submit(convert.spec_from_pb(spec, upload))
 
     async def _read_upload(self, requests: AsyncIterator[pb.SubmitRequest]) -> bytes:
         limit = self._core.settings.image.max_bytes
@@ -82,7 +72,7 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
     async def Submit(
         self, request_iterator: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
     ) -> pb.SubmitReply:
-        submitted = await self._submit(request_iterator, context)
+        submitted = await self._submit(request_iterator)
         return pb.SubmitReply(
             job=convert.job_to_pb(submitted.job), queue_position=submitted.position, duplicate=submitted.duplicate
         )
@@ -90,25 +80,20 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
     async def Distill(
         self, request_iterator: AsyncIterator[pb.SubmitRequest], context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.JobEvent]:
-        submitted = await self._submit(request_iterator, context)
-        async for event in self._follow(submitted.job.id, 0, submitted.job.owner, context):
+        submitted = await self._submit(request_iterator)
+        async for event in self._follow(submitted.job.id, 0, submitted.job.owner):
             yield event
 
     async def Watch(
         self, request: pb.WatchRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.JobEvent]:
         requester = convert.requester_from_pb(request.requester)
-        async for event in self._follow(request.job_id, request.after_seq, requester, context):
+        async for event in self._follow(request.job_id, request.after_seq, requester):
             yield event
 
-    async def _follow(
-        self, job_id: str, after_seq: int, requester: Requester, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[pb.JobEvent]:
-        try:
-            async for event in self._core.watch(job_id, after_seq, requester):
-                yield await asyncio.to_thread(self._event_to_pb, event)
-        except DistilleryError as error:
-            await _abort(context, error)
+    async def _follow(self, job_id: str, after_seq: int, requester: Requester) -> AsyncIterator[pb.JobEvent]:
+        async for event in self._core.watch(job_id, after_seq, requester):
+            yield await asyncio.to_thread(self._event_to_pb, event)
 
     def _event_to_pb(self, event: Event) -> pb.JobEvent:
         if event.kind != "finished":
@@ -135,27 +120,24 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.JobEvent]:
         requester = convert.requester_from_pb(request.requester)
-        try:
-            submitted = await self._core.generate(
-                convert.serve_request_from_pb(request.spec), requester, request.idempotency_key
-            )
-        except DistilleryError as error:
-            await _abort(context, error)
-        async for event in self._follow(submitted.job.id, 0, submitted.job.owner, context):
+        submitted = await self._core.generate(
+            convert.serve_request_from_pb(request.spec), requester, request.idempotency_key
+        )
+        async for event in self._follow(submitted.job.id, 0, submitted.job.owner):
             yield event
 
     # -- jobs -----------------------------------------------------------------------------------------------
 
     async def GetJob(self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[object, object]) -> pb.Job:
         requester = convert.requester_from_pb(request.requester)
-        return convert.job_to_pb(await self._run(context, self._core.visible_job, request.job_id, requester))
+        return convert.job_to_pb(await self._run(self._core.visible_job, request.job_id, requester))
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListJobsReply:
         requester = convert.requester_from_pb(request.requester)
         jobs = await self._run(
-            context, self._core.list_jobs, requester, request.active_only, request.whole_platform, request.limit
+            self._core.list_jobs, requester, request.active_only, request.whole_platform, request.limit
         )
         return pb.ListJobsReply(jobs=[convert.job_to_pb(job) for job in jobs])
 
@@ -163,15 +145,13 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Job:
         requester = convert.requester_from_pb(request.requester)
-        return convert.job_to_pb(await self._run(context, self._core.cancel, request.job_id, requester))
+        return convert.job_to_pb(await self._run(self._core.cancel, request.job_id, requester))
 
     async def SetClientState(
         self, request: pb.SetClientStateRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Job:
         requester = convert.requester_from_pb(request.requester)
-        job = await self._run(
-            context, self._core.set_client_state, request.job_id, requester, request.client_state
-        )
+        job = await self._run(self._core.set_client_state, request.job_id, requester, request.client_state)
         return convert.job_to_pb(job)
 
     # -- LoRAs and images -----------------------------------------------------------------------------------
@@ -180,20 +160,20 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         self, request: pb.GetLoraRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Lora:
         requester = convert.requester_from_pb(request.requester)
-        return convert.lora_to_pb(await self._run(context, self._core.get_lora, request.name, requester))
+        return convert.lora_to_pb(await self._run(self._core.get_lora, request.name, requester))
 
     async def ListLoras(
         self, request: pb.ListLorasRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListLorasReply:
         requester = convert.requester_from_pb(request.requester)
-        loras = await self._run(context, self._core.list_loras, requester, request.include_public)
+        loras = await self._run(self._core.list_loras, requester, request.include_public)
         return pb.ListLorasReply(loras=[convert.lora_to_pb(lora) for lora in loras])
 
     async def DownloadLora(
         self, request: pb.GetLoraRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.FileChunk]:
         requester = convert.requester_from_pb(request.requester)
-        data = await self._run(context, self._core.lora_file, request.name, requester)
+        data = await self._run(self._core.lora_file, request.name, requester)
         for chunk in _chunks(f"{request.name}.safetensors", data):
             yield chunk
 
@@ -201,7 +181,7 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.FileChunk]:
         requester = convert.requester_from_pb(request.requester)
-        data = await self._run(context, self._core.image, request.name, requester)
+        data = await self._run(self._core.image, request.name, requester)
         for chunk in _chunks(request.name, data):
             yield chunk
 
@@ -227,7 +207,7 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
             requester = convert.requester_from_pb(first.spec.requester)
             subject_class = convert.class_from_pb(first.spec.subject_class)
             submitted = await self._core.import_regularization(requester, subject_class, photos())
-        except DistilleryError as error:
+        except DistilleryError:
             # Read what the client is still sending before refusing: grpc's aio client reports a call closed
             # under its writes as INTERNAL, and the operator would never see the sentence saying which photo.
             # A bounded drain: a client that never stops sending gets cut off (and sees INTERNAL) after that.
@@ -236,15 +216,15 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
                 drained += 1
                 if drained > DRAIN_LIMIT:
                     break
-            await _abort(context, error)
-        async for event in self._follow(submitted.job.id, 0, submitted.job.owner, context):
+            raise
+        async for event in self._follow(submitted.job.id, 0, submitted.job.owner):
             yield event
 
     async def GetImageInfo(
         self, request: pb.GetImageRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ImageInfo:
         requester = convert.requester_from_pb(request.requester)
-        meta, width, height = await self._run(context, self._core.image_info, request.name, requester)
+        meta, width, height = await self._run(self._core.image_info, request.name, requester)
         return convert.image_info_to_pb(meta, width, height)
 
     async def UpdateLora(
@@ -252,7 +232,6 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
     ) -> pb.Lora:
         requester = convert.requester_from_pb(request.requester)
         lora = await self._run(
-            context,
             self._core.update_lora,
             request.name,
             requester,
@@ -266,26 +245,26 @@ class DistilleryServicer(pb_grpc.DistilleryServicer):  # type: ignore[misc]
         self, request: pb.DeleteLoraRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.DeleteLoraReply:
         requester = convert.requester_from_pb(request.requester)
-        image_deleted = await self._run(context, self._core.delete_lora, request.name, requester)
+        image_deleted = await self._run(self._core.delete_lora, request.name, requester)
         return pb.DeleteLoraReply(name=request.name, image_deleted=image_deleted)
 
     async def GetUserStats(
         self, request: pb.GetUserStatsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.UserStats:
         requester = convert.requester_from_pb(request.requester)
-        return convert.user_stats_to_pb(await self._run(context, self._core.user_stats, requester))
+        return convert.user_stats_to_pb(await self._run(self._core.user_stats, requester))
 
     async def PruneEvents(
         self, request: pb.PruneEventsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.PruneEventsReply:
         requester = convert.requester_from_pb(request.requester)
-        pruned = await self._run(context, self._core.prune_events, requester, request.older_than_days)
+        pruned = await self._run(self._core.prune_events, requester, request.older_than_days)
         return pb.PruneEventsReply(jobs=pruned.jobs, events=pruned.events)
 
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.Status:
-        return convert.status_to_pb(await self._run(context, self._core.status))
+        return convert.status_to_pb(await self._run(self._core.status))
 
 
 def _chunks(filename: str, data: bytes) -> list[pb.FileChunk]:

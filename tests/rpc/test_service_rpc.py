@@ -331,7 +331,7 @@ async def test_cancel_queued_and_running_jobs_and_the_queue_limits(tmp_path: Pat
 
 
 async def test_tcp_needs_the_token(api: Api) -> None:
-    server = grpc.aio.server(interceptors=[TokenInterceptor("s3cret")])
+    server = grpc.aio.server(interceptors=[TokenInterceptor("s3cret"), GuardInterceptor()])
     pb_grpc.add_DistilleryServicer_to_server(DistilleryServicer(api.core), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
