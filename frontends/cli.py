@@ -59,7 +59,7 @@ STATE_NAMES = {
 
 
 KIND_LABELS = {pb.JOB_KIND_GENERATE: "generation", pb.JOB_KIND_REG_IMPORT: "regularization import"}
-STAGE_ORDER = ("prepare", "caption", "classify", "regularization", "train", "save", "preview")
+STAGE_ORDER = ("prepare", "caption", "classify", "regularization", "train", "likeness", "save", "preview")
 
 
 def requester(args: argparse.Namespace) -> pb.Requester:
@@ -140,7 +140,7 @@ class ProgressPrinter:
         self._write(f"Stored in the daemon's store as LoRA {view.lora_name} (job {view.job_id}).")
         self._write(f"Download it: distillery download {view.lora_name} -o {view.lora_name}.safetensors")
         if view.images:
-            self._write(f"Its first picture: distillery image {view.images[0].name}")
+            self._write(f"Its preview: distillery image {view.images[0].name}")
         self._write(usage_text(view.lora_name, view.subject_class))
 
 

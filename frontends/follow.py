@@ -166,7 +166,7 @@ def preview_image(daemon: DaemonApi) -> ResultImage:
         name = view.images[0].name
         # Pictures are private to their owner, so the platform requester cannot read them.
         data = await daemon.get_image(name, job.owner)
-        return Attachment(name, data, title=f"{view.lora_name}: a first picture")
+        return Attachment(name, data, title=f"{view.lora_name}: its preview")
 
     return fetch
 

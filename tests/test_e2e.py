@@ -45,18 +45,24 @@ async def test_a_portrait_becomes_a_lora_that_loads_into_a_pipeline(
     for stage in (pb.STAGE_PREPARE, pb.STAGE_CAPTION, pb.STAGE_CLASSIFY, pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN):
         assert stage in seen
     assert seen.index(pb.STAGE_CAPTION) < seen.index(pb.STAGE_REGULARIZATION) < seen.index(pb.STAGE_TRAIN)
-    progress = {pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN, pb.STAGE_LIKENESS, pb.STAGE_PREVIEW}
-    assert stages_with(events, "progress") == progress
+    # The likeness stage's test pictures are the preview: no separate first picture is drawn.
+    assert stages_with(events, "progress") == {pb.STAGE_REGULARIZATION, pb.STAGE_TRAIN, pb.STAGE_LIKENESS}
+    assert pb.STAGE_PREVIEW not in seen
     assert seen.index(pb.STAGE_TRAIN) < seen.index(pb.STAGE_LIKENESS) < seen.index(pb.STAGE_SAVE)
     # The demo's random models draw no face: the likeness says so, and the last snapshot is the LoRA.
     likeness = final.finished.lora.likeness
     assert not likeness.measured and likeness.reason == "likeness not measured: no face in the test pictures"
     assert final.finished.job.likeness == likeness and likeness.step == int(final.finished.lora.training["steps"])
     assert "Likeness not measured: no face in the test pictures." in final.text
-    # The first picture with the new LoRA comes with the final event and carries its own parameters.
+    # The preview sheet comes with the final event: each test picture of the kept snapshot, labelled "no face".
     [preview] = final.finished.images
     assert preview.name == f"{final.job_id}-preview-1.png" and preview.seed == 0
-    assert f"<lora:{name}:1>" in preview.parameters and list(final.finished.job.output_images) == [preview.name]
+    lines = preview.parameters.splitlines()
+    assert lines[0].startswith(f"Likeness test pictures of {name}, the LoRA after {likeness.step} training steps.")
+    assert len(lines) == 1 + int(final.finished.lora.training["likeness_samples"])
+    assert all(": no face, seed " in line for line in lines[1:])
+    assert all(line.endswith(f"<lora:{name}:1>") for line in lines[1:])
+    assert list(final.finished.job.output_images) == [preview.name]
     lora = final.finished.lora
     assert lora.name == name and lora.image_name == f"{name}.png" and len(lora.tokens) == 2
     assert name in lora.instance_prompt and lora.caption == final.finished.job.caption
@@ -65,7 +71,7 @@ async def test_a_portrait_becomes_a_lora_that_loads_into_a_pipeline(
 
     # The second job reused the cached regularization set (nothing generated) and the resident models.
     assert second[-1].state == pb.JOB_STATE_SUCCEEDED
-    assert stages_with(second, "progress") == {pb.STAGE_TRAIN, pb.STAGE_LIKENESS, pb.STAGE_PREVIEW}
+    assert stages_with(second, "progress") == {pb.STAGE_TRAIN, pb.STAGE_LIKENESS}
     assert running_daemon.log_text().count("ready:") == 1
     assert status.jobs_done == 2 and status.preset == "demo"
 

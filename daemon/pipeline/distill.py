@@ -9,7 +9,9 @@ base model.
 
 The likeness stage draws the same test pictures (``likeness.sample_plan``) with each snapshot training kept,
 scores their faces against the photo and keeps the snapshot ``likeness.choose_snapshot`` picks: that one is
-the LoRA stored, with its likeness in the file's header, on the LoRA record and in the chat summary.
+the LoRA stored, with its likeness in the file's header, on the LoRA record and in the chat summary. The kept
+snapshot's test pictures, each with its score, become the job's preview (``daemon.pipeline.sheet``); only a job
+that drew no test pictures (no face in the photo) draws a single first picture instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.classify import Classifier
 from daemon.pipeline.face import prepare_portrait
+from daemon.pipeline.generate import png_with_text
 from daemon.pipeline.hparams import TrainConfig
 from daemon.pipeline.image import open_png
 from daemon.pipeline.likeness import (
@@ -47,6 +50,7 @@ from daemon.pipeline.likeness import (
 )
 from daemon.pipeline.regularization import DictRegCache, load_or_build, reg_cache_key
 from daemon.pipeline.save import kohya_metadata, lora_file
+from daemon.pipeline.sheet import SheetPicture, label, preview_sheet
 from daemon.pipeline.train import TrainResult, train_lora
 
 logger = logging.getLogger(__name__)
@@ -213,7 +217,7 @@ class DistillPipeline:
             should_stop=ctx.should_stop,
         )
 
-        likeness, state_dict = self._likeness(ctx, image, subject_class, config, result)
+        likeness, state_dict, tested = self._likeness(ctx, image, subject_class, config, result)
 
         ctx.stage(Stage.SAVE, f"Saving {job.lora_name}.")
         tokens = self.resident.tokenizer.tokenize(job.lora_name)
@@ -261,7 +265,7 @@ class DistillPipeline:
             training=training | {"likeness_step": str(likeness.step)},
             likeness=likeness.record(),
         )
-        images = self._preview(ctx, subject_class, data)
+        images = [self._sheet(ctx, likeness, tested)] if tested else self._preview(ctx, subject_class, data)
         summary = f"{job.lora_name} is ready: put {job.lora_name} in a prompt to call up this {subject_class}. "
         summary += likeness.summary()
         return Outcome(lora=lora, lora_file=data, summary=summary, images=images, reg_set=reg_set)
@@ -273,38 +277,37 @@ class DistillPipeline:
         subject_class: SubjectClass,
         config: TrainConfig,
         result: TrainResult,
-    ) -> tuple[Likeness, dict[str, torch.Tensor]]:
+    ) -> tuple[Likeness, dict[str, torch.Tensor], list[tuple[SampleRequest, SheetPicture]]]:
         """Draw the test pictures with every snapshot, score them and keep the snapshot that looks most like
-        the photo: the likeness and that snapshot's weights. Without a face in the photo or a renderer, the last
-        snapshot is kept and the likeness is not measured."""
+        the photo: the likeness, that snapshot's weights and its test pictures with their scores. Without a face
+        in the photo or a renderer, the last snapshot is kept, the likeness is not measured and no picture is
+        drawn."""
         snapshots = {snapshot.step: snapshot.lora_state_dict for snapshot in result.snapshots}
         last = result.steps
         snapshots.setdefault(last, result.lora_state_dict)
         score = self.scorer(photo)
         if score is None:
-            return Likeness.not_measured(last, NO_SOURCE_FACE), snapshots[last]
+            return Likeness.not_measured(last, NO_SOURCE_FACE), snapshots[last], []
         if self.render is None:
-            return Likeness.not_measured(last, "likeness not measured: no test pictures here"), snapshots[last]
+            return Likeness.not_measured(last, "likeness not measured: no test pictures here"), snapshots[last], []
         name = ctx.job.lora_name
         steps = sorted(snapshots)
         plan = sample_plan(f"{name} {subject_class.value}", steps, config.likeness_samples)
         ctx.stage(Stage.LIKENESS, f"Drawing {len(plan)} test pictures of {name} to measure the likeness.")
-        drawn = 0
+        drawn: dict[int, list[tuple[SampleRequest, SheetPicture]]] = {}
 
         def scorer(step: int) -> Sequence[SampleScore]:
-            nonlocal drawn
             data = lora_file(snapshots[step], {})
-            scores = []
+            pictures = drawn.setdefault(step, [])
             for request in (r for r in plan if r.step == step):
                 picture = self._sample(ctx, name, data, request)
-                scores.append(score(picture))
-                drawn += 1
-                ctx.progress(drawn, len(plan), what="Test picture")
-            return scores
+                pictures.append((request, SheetPicture(picture, score(picture))))
+                ctx.progress(sum(map(len, drawn.values())), len(plan), what="Test picture")
+            return [sheet_picture.score for _, sheet_picture in pictures]
 
         likeness = choose_snapshot(steps, scorer)
         ctx.note(f"{likeness.summary()} Keeping the LoRA after {likeness.step} of {last} steps.")
-        return likeness, snapshots[likeness.step]
+        return likeness, snapshots[likeness.step], drawn[likeness.step]
 
     def _sample(self, ctx: JobContext, name: str, data: bytes, request: SampleRequest) -> Image.Image:
         """One test picture with one snapshot's LoRA file, at the model's own size."""
@@ -325,6 +328,30 @@ class DistillPipeline:
         prefix = f"{ctx.job.id}-likeness-{request.step}-{request.index}"
         [image] = self.render(_SampleContext(ctx), params, lambda _: data, prefix)
         return open_png(image.png)
+
+    def _sheet(
+        self, ctx: JobContext, likeness: Likeness, tested: list[tuple[SampleRequest, SheetPicture]]
+    ) -> OutputImage:
+        """The kept snapshot's test pictures as the job's preview, each labelled with its score. Its
+        ``parameters`` text lists every picture's score, seed and prompt, so /info explains the sheet."""
+        name = ctx.job.lora_name
+        heading = f"Likeness test pictures of {name}, the LoRA after {likeness.step} training steps."
+        lines = [f"{heading} {likeness.summary()}"]
+        for number, (request, picture) in enumerate(tested, start=1):
+            text, _ = label(picture.score)
+            lines.append(f"{number}: {text}, seed {request.seed}: {request.prompt} <lora:{name}:1>")
+        parameters = "\n".join(lines)
+        sheet = preview_sheet([picture for _, picture in tested])
+        facts = {"job_id": ctx.job.id, "lora": name, "likeness_step": likeness.step, "sheet": len(tested)}
+        png = png_with_text(sheet, {"parameters": parameters, "distillery": json.dumps(facts)})
+        info = {
+            "seed": tested[0][0].seed,
+            "width": sheet.width,
+            "height": sheet.height,
+            "parameters": parameters,
+            "loras": [{"name": name, "weight": 1.0}],
+        }
+        return OutputImage(name=f"{ctx.job.id}-preview-1.png", png=png, info=info)
 
     def _preview(self, ctx: JobContext, subject_class: SubjectClass, data: bytes) -> list[OutputImage]:
         """The first picture with the new LoRA; a failure costs the picture, never the LoRA (a cancel stops

@@ -110,7 +110,8 @@ def kohya_metadata(
     """kohya's ``ss_*`` entries for one LoRA, as A1111's and ComfyUI's LoRA browsers read them.
 
     ``ss_tag_frequency`` counts the instance prompt's comma-separated parts under a folder named after the
-    LoRA, as kohya counts caption tags per training folder. ``likeness`` (``Likeness.metadata()``) goes in
+    LoRA, as kohya counts caption tags per training folder, and ``ss_dataset_dirs`` gives that folder's image
+    count (A1111 shows it as the dataset size). ``likeness`` (``Likeness.metadata()``) goes in
     under ``ss_`` names too, and ``comment`` (the likeness sentence) as ``ss_training_comment``, which the
     browsers display.
     """
@@ -130,6 +131,7 @@ def kohya_metadata(
         "ss_network_args": json.dumps(dict(network_args), sort_keys=True),
         "ss_training_started_at": str(started_at),
         "ss_tag_frequency": json.dumps({name: tags}),
+        "ss_dataset_dirs": json.dumps({name: {"n_repeats": 1, "img_count": train_images}}),
     }
     if text_encoder_learning_rate is not None:
         out["ss_text_encoder_lr"] = str(text_encoder_learning_rate)

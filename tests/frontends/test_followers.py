@@ -193,7 +193,7 @@ async def test_a_preview_and_file_after_a_restart_come_from_the_records(
         ("name1-preview.png", True),
         ("name1.safetensors", False),
     ]
-    assert files[0].title == "name1: a first picture"
+    assert files[0].title == "name1: its preview"
 
 
 async def test_reattach_takes_this_bots_unfinished_jobs_only(

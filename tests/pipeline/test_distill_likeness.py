@@ -175,3 +175,44 @@ def test_pictures_too_small_for_a_face_count_as_faceless(portrait_png: bytes) ->
     assert score(photo.resize((64, 64))) == SampleScore(distance=None)
     full = score(photo)
     assert full.distance is not None and full.distance < 0.1
+
+
+def test_the_kept_snapshots_test_pictures_are_the_preview_sheet(
+    pipeline: DistillPipeline, portrait_png: bytes
+) -> None:
+    drawn: list[str] = []
+
+    def preview(ctx: Any, name: str, subject_class: SubjectClass, data: bytes) -> OutputImage:
+        drawn.append(name)
+        return OutputImage(name="unused.png", png=b"", info={})
+
+    pipeline.preview = preview
+    outcome = pipeline(Context(portrait_png))  # type: ignore[arg-type]
+
+    # The sheet replaces the single first picture: no preview drawn, the kept snapshot's two pictures shown.
+    assert drawn == []
+    [sheet] = outcome.images
+    assert sheet.name == "job-1-preview-1.png" and sheet.info["seed"] == 0
+    lines = sheet.info["parameters"].splitlines()
+    assert lines[0].startswith(f"Likeness test pictures of rifttami, the LoRA after {BEST} training steps.")
+    score = f"{display_score(0.3)}/100"
+    assert lines[1:] == [
+        f"1: {score}, seed 0: a portrait photo of rifttami woman, looking at the camera <lora:rifttami:1>",
+        f"2: {score}, seed 1: a photo of rifttami woman in a park, smiling <lora:rifttami:1>",
+    ]
+    picture = Image.open(io.BytesIO(sheet.png))
+    assert (picture.width, picture.height) == (sheet.info["width"], sheet.info["height"])
+    assert picture.text["parameters"] == sheet.info["parameters"]  # type: ignore[attr-defined]
+    # Each cell is a picture the kept snapshot drew (the fake renderer's grey level is its step).
+    assert tuple(np.asarray(picture.convert("RGB"))[10, 10]) == (BEST, BEST, BEST)
+
+
+def test_without_test_pictures_the_single_first_picture_is_the_preview(
+    pipeline: DistillPipeline, portrait_png: bytes
+) -> None:
+    first = OutputImage(name="job-1-preview-1.png", png=b"PNG", info={})
+    pipeline.preview = lambda ctx, name, subject_class, data: first
+    pipeline.scorer = lambda photo: None
+    ctx = Context(portrait_png)
+    outcome = pipeline(ctx)  # type: ignore[arg-type]
+    assert outcome.images == [first] and Stage.PREVIEW in ctx.stages

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +242,50 @@ def test_kohya_metadata_is_what_lora_browsers_read() -> None:
 def test_a_key_that_is_not_a_lora_weight_is_refused() -> None:
     with pytest.raises(ValueError, match="not a LoRA weight"):
         kohya_key("down_blocks.0.attentions.0.proj_in.weight")
+
+
+def a1111_reads(data: bytes) -> dict[str, Any]:
+    """The header as A1111's LoRA browser reads it (modules/sd_models.py ``read_metadata_from_safetensors``):
+    the JSON must start with '{"', and every value that starts with "{" is decoded as JSON where it parses."""
+    (size,) = struct.unpack("<Q", data[:8])
+    assert 2 < size <= 100 * 1024 * 1024  # ComfyUI's /view_metadata reads headers up to 100 MB
+    assert data[8:10] == b'{"'
+    metadata = json.loads(data[8 : 8 + size])["__metadata__"]
+    assert all(isinstance(value, str) for value in metadata.values())  # ComfyUI hands them on as they are
+    read: dict[str, Any] = {}
+    for key, value in metadata.items():
+        read[key] = value
+        if value.startswith("{"):
+            read[key] = json.loads(value)  # a value A1111 would leave as text is one kohya writes as JSON
+    return read
+
+
+def test_the_file_reads_in_a1111s_lora_browser_as_a_kohya_lora(trained: Any) -> None:
+    lora, _, _ = trained
+    meta = kohya_metadata(
+        name="rifttami",
+        base_model="stable-diffusion-v1-5",
+        resolution=512,
+        train_images=1,
+        learning_rate=1e-4,
+        text_encoder_learning_rate=None,
+        steps=8,
+        network_args={"rank": "4", "alpha": "8"},
+        started_at=1700000000.5,
+        instance_prompt=PROMPT,
+    )
+    data = lora_file(lora, meta)
+    read = a1111_reads(data)
+    # extensions-builtin/Lora/network.py: the alias, the SD version and the hash it falls back to.
+    assert read["ss_output_name"] == "rifttami"
+    assert not read["ss_base_model_version"].startswith("sdxl_") and read.get("ss_v2") != "True"
+    assert read["sshs_model_hash"] == hashlib.sha256(data[8 + struct.unpack("<Q", data[:8])[0] :]).hexdigest()
+    # ui_edit_user_metadata.py: the table's text entries, the training date, the dataset size and the tags.
+    assert (read["ss_sd_model_name"], read["ss_network_module"]) == ("stable-diffusion-v1-5", "networks.lora")
+    assert float(read["ss_training_started_at"]) == 1700000000.5
+    assert sum(int(folder["img_count"]) for folder in read["ss_dataset_dirs"].values()) == 1
+    folders = read["ss_tag_frequency"].values()
+    tags = {tag.strip(): int(count) for folder in folders for tag, count in folder.items()}
+    assert tags == {PROMPT: 1}
+    assert read["ss_network_args"] == {"alpha": "8", "rank": "4"}
+    assert (read["ss_network_dim"], read["ss_network_alpha"], read["ss_resolution"]) == ("4", "4.0", "(512, 512)")

@@ -329,6 +329,6 @@ async def test_by_default_the_thread_gets_the_loras_first_picture(
     [upload] = fake_slack.uploads.values()
     # Drawn by the daemon with the new LoRA, not the picture it was trained on.
     assert upload.filename == f"{job.id}-preview-1.png" and upload.completed["thread_ts"] == state.message
-    assert upload.completed["title"] == f"{job.lora_name}: a first picture"
+    assert upload.completed["title"] == f"{job.lora_name}: its preview"
     with Image.open(io.BytesIO(upload.data)) as picture:
         assert job.lora_name in picture.text["parameters"]  # type: ignore[attr-defined]

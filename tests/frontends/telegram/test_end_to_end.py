@@ -143,7 +143,7 @@ async def test_distill_a_link(bot_api: FakeBotApi, bot: DistilleryBot, image_ser
     check_progress(outcome, name, min_gap=EDIT_GAP["private_edit_interval"])
     # The daemon's first picture with the new LoRA, then the LoRA file itself.
     photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto" and call.chat_id == ANN)
-    assert photo.params["caption"] == f"{name}: a first picture"
+    assert photo.params["caption"] == f"{name}: its preview"
     assert Image.open(io.BytesIO(photo.files["photo"])).format == "PNG"
     document = await bot_api.wait_for(lambda call: call.method == "sendDocument" and call.chat_id == ANN)
     assert document.params["caption"].startswith(f"{name}.safetensors")
