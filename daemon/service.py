@@ -39,6 +39,7 @@ from daemon.pipeline.fetch import fetch_url
 from daemon.pipeline.image import SourceImage, normalize_image, open_png
 from daemon.pipeline.name import NameMinter
 from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, fit_picture, picture_size, resolve
+from daemon.pipeline.upscale_request import not_made_by_serve, upscale_params
 from daemon.quota import QuotaUse
 from daemon.settings import Settings
 from daemon.store.lmdb_store import Pruned, Store, StoredImage
@@ -265,8 +266,11 @@ class Distillery:
         request_hash = serve_request_hash(request)
         if (earlier := await self._earlier(requester, idempotency_key, request_hash)) is not None:
             return earlier
-        loras = [await asyncio.to_thread(self.get_lora, name, requester) for name, _ in request.loras]
-        params = resolve(request, loras, self.generation)
+        if request.upscale_image:
+            params = await asyncio.to_thread(self._upscale_params, request, requester)
+        else:
+            loras = [await asyncio.to_thread(self.get_lora, name, requester) for name, _ in request.loras]
+            params = resolve(request, loras, self.generation)
         for picture in request.adapt_pictures:
             if picture.image:
                 await asyncio.to_thread(self.visible_image, picture.image, requester)
@@ -286,6 +290,31 @@ class Distillery:
             await asyncio.to_thread(self._check_capacity, requester)
             await asyncio.to_thread(self._check_quota, requester, params.count, 0)
             return await self._store_generation(requester, params, adapt, init, idempotency_key, request_hash)
+
+    def _upscale_params(self, request: ServeRequest, requester: Requester) -> GenerateParams:
+        """/upscale: a picture the requester may see, made by /serve, whose LoRAs they may still use."""
+        assert self.generation is not None  # generate checked
+        name = request.upscale_image
+        meta, width, height = self.image_info(name, requester)
+        try:
+            job = self.store.get_job(meta.job_id) if meta.generated else None
+        except NotFound:
+            job = None
+        if job is None or job.kind != JobKind.GENERATE or job.generate is None:
+            raise not_made_by_serve(name)  # a photo someone sent, or a LoRA's preview
+        source = job.generate
+        # The picture's own seed as recorded with it; image n of a job is drawn with the job's seed + n - 1.
+        index = job.outputs.index(name) if name in job.outputs else 0
+        seed = int(meta.info.get("seed", source.seed + index))
+        params = upscale_params(request, source, seed, (width, height), self.generation)
+        for use in params.loras:
+            try:
+                self.get_lora(use.name, requester)
+            except NotFound:
+                raise NotFound(
+                    f"{name} was made with the LoRA {use.name}, which is gone or no longer shared with you."
+                ) from None
+        return params
 
     async def _fetch_picture(self, url: str) -> SourceImage | None:
         """A /serve picture given as a link: fetched with the SSRF checks, then checked like a /distill one."""
@@ -333,7 +362,8 @@ class Distillery:
         )
         position = len(self.queue) + 1
         images = "an image" if params.count == 1 else f"{params.count} images"
-        text = f"Generating {images}; you are number {position} in the queue."
+        what = f"Upscaling {params.upscale_image}" if params.upscale_image else f"Generating {images}"
+        text = f"{what}; you are number {position} in the queue."
         first = self.journal.new_event(job, text, 1, "accepted", queue_position=position, job_kind=job.kind)
         picture = adapt[0] if adapt else None
         png, sha256 = (picture.png, picture.sha256) if picture is not None else (None, "")

@@ -5,6 +5,7 @@
     distillery watch <job id> --after 12
     distillery jobs | job <id> | cancel <id> | loras | lora <name> | download <name> | status | stats
     distillery serve --out images "a portrait as an astronaut" --lora rifttami --n 2 --seed 7
+    distillery upscale <job id>-1.png --power=1.5 --upscalemethod lanczos   # larger, details drawn again
     distillery lora rifttami --makepublic | --description "..." | --showimage | --delete [--yes] | --download
     distillery info <job id>-1.png       # a generated image's parameters
     distillery reg import --class woman photos/   # an operator's photos become the class's regularization set
@@ -36,7 +37,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from frontends.client import DaemonClient, DaemonError
-from frontends.commands import UsageError, parse_lora, parse_serve
+from frontends.commands import UsageError, parse_lora, parse_serve, parse_upscale
 from frontends.render import (
     JobView,
     bar,
@@ -228,10 +229,24 @@ async def cmd_serve(client: DaemonClient, args: argparse.Namespace) -> int:
         serve = parse_serve(shlex.join(args.words))
     except UsageError as error:
         raise SystemExit(f"error: {error}") from None
+    return await _generate(client, args, serve)
+
+
+async def cmd_upscale(client: DaemonClient, args: argparse.Namespace) -> int:
+    """The hires pass over a picture made before, with the chat's /upscale grammar; the result goes to --out."""
+    try:
+        spec = parse_upscale(shlex.join([args.name, *args.words]))
+    except UsageError as error:
+        raise SystemExit(f"error: {error}") from None
+    return await _generate(client, args, spec)
+
+
+async def _generate(client: DaemonClient, args: argparse.Namespace, spec: pb.GenerateSpec) -> int:
+    """Send a generation, follow it, and save its images into --out."""
     printer = ProgressPrinter(sys.stdout, args.json)
-    printer.view.generate = serve
+    printer.view.generate = spec
     printer.view.kind = pb.JOB_KIND_GENERATE
-    status = await follow(client.generate(serve, requester(args), args.key or ""), printer)
+    status = await follow(client.generate(spec, requester(args), args.key or ""), printer)
     out = Path(args.out)
     for info in printer.view.images:
         out.mkdir(parents=True, exist_ok=True)
@@ -468,6 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--out", default="images", help="folder for the images (default ./images)")
     serve.add_argument("--key", help="idempotency key: the same key again returns the same job")
     serve.add_argument("words", nargs=argparse.REMAINDER, help="the prompt and options")
+    upscale = sub.add_parser(
+        "upscale",
+        help="make a generated picture larger and draw its details again: NAME.png [--power=1.5..2] "
+        "[--upscalemethod latent|lanczos], as the chat's /upscale",
+    )
+    upscale.add_argument("name", help="the picture, <job id>-<n>.png")
+    upscale.add_argument("--out", default="images", help="folder for the picture (default ./images)")
+    upscale.add_argument("--key", help="idempotency key: the same key again returns the same job")
+    upscale.add_argument("words", nargs=argparse.REMAINDER, help="--power=X and --upscalemethod M")
     sub.add_parser("info", help="a stored image's facts (a generated image's parameters)").add_argument("name")
     sub.add_parser("stats", help="your LoRAs, jobs and generated images")
     reg = sub.add_parser("reg", help="regularization sets: `reg import --class C FOLDER`")
@@ -529,6 +553,7 @@ COMMANDS = {
     "loras": cmd_loras,
     "lora": cmd_lora,
     "serve": cmd_serve,
+    "upscale": cmd_upscale,
     "info": cmd_info,
     "stats": cmd_stats,
     "reg": cmd_reg,

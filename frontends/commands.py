@@ -4,6 +4,7 @@
 ``/serve <prompt> [--lora <name>[:weight] ...] [--neg <text>] [--seed N] [--cfg X] [--steps N] [--ar W:H]
 [--n 1..4] [--sampler NAME] [--power[=X]] [--upscalemethod M] [--image <picture>] [--imagedenoise 0..1]
 [--adapt[1..4] <picture> ...] [--adaptweight[1..4] 0..1] [--adaptface <picture>]``
+``/upscale <picture name> [--power=1.5..2] [--upscalemethod latent|lanczos]``
 ``/lora <name> [--makepublic | --makeprivate | --description "..." | --showimage | --hideimage | --delete |
 --download]``
 """
@@ -115,6 +116,14 @@ SERVE_USAGE = (
     "With several LoRAs each is weakened automatically unless you give a weight (name:0.8). "
     "(word:1.3), (word) and [word] weight parts of the prompt as in AUTOMATIC1111. "
     "Samplers: DPM++ 2M (default), DPM++ 2M Karras, Euler a, Euler, DDIM, UniPC."
+)
+
+UPSCALE_USAGE = (
+    "Usage: /upscale <picture name> [--power=1.5..2] [--upscalemethod latent|lanczos]\n"
+    "Example: /upscale 3f2a9c1d-1.png --power=1.5\n"
+    "Makes a picture from /serve larger (2 times unless --power says) and draws its details again, as /serve "
+    "--power does, with the picture's own prompt, LoRAs and seed. latent (the default) upscales the picture's "
+    "latents; lanczos upscales the picture itself with the Lanczos filter."
 )
 
 LORA_USAGE = (
@@ -345,16 +354,54 @@ def parse_lora(text: str) -> LoraArgs:
 _IMAGE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}\.png")
 
 
+def image_name(word: str) -> str:
+    """A picture's name as users write it: ``<name>.png`` as each picture's caption starts, any case, the
+    ``.png`` optional."""
+    name = word.lower()
+    name = name if name.endswith(".png") else f"{name}.png"
+    if not _IMAGE_NAME.fullmatch(name):
+        raise UsageError(f"{quoted(word)} is not the name of a picture, such as 3f2a9c1d-1.png.")
+    return name
+
+
 def parse_image_name(text: str) -> str:
-    """The picture /info asks about: ``<name>.png`` as each picture's caption starts, any case; a LoRA's name
-    alone means its source picture."""
+    """The picture /info asks about; a LoRA's name alone means its source picture."""
     words = _words(text)
     if not words:
         raise UsageError("Which picture?")
     if len(words) > 1:
         raise UsageError("Ask about one picture at a time.")
-    name = words[0].lower()
-    name = name if name.endswith(".png") else f"{name}.png"
-    if not _IMAGE_NAME.fullmatch(name):
-        raise UsageError(f"{quoted(words[0])} is not the name of a picture, such as 3f2a9c1d-1.png.")
-    return name
+    return image_name(words[0])
+
+
+def parse_upscale(text: str) -> pb.GenerateSpec:
+    """Parse the words after /upscale: the picture's name, ``--power[=X]`` and ``--upscalemethod M`` in any
+    order. The daemon checks the factor's range and the method's name, as it does for /serve --power."""
+    words = _words(text)
+    spec = pb.GenerateSpec(power=True)
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        option, _, value = word.partition("=")
+        if not word.startswith("--"):
+            if re.fullmatch(r"\d+(\.\d*)?", word):
+                raise UsageError(f"Write the factor after --power with an equals sign: --power={word}.")
+            if spec.upscale_image:
+                raise UsageError("Upscale one picture at a time.")
+            spec.upscale_image = image_name(word)
+        elif option == "--power":
+            if value:
+                spec.power_scale = _number(option, value, float)
+        elif option == "--upscalemethod":
+            if not value:
+                if index >= len(words):
+                    raise UsageError(f"{option} needs a value.")
+                value = words[index]
+                index += 1
+            spec.upscale_method = value
+        else:
+            raise UsageError(f"Unknown option {cut(option)}.")
+    if not spec.upscale_image:
+        raise UsageError("Which picture? Give its name, such as 3f2a9c1d-1.png.")
+    return spec

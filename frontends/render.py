@@ -135,8 +135,10 @@ class JobView:
 
 
 def generation_title(view: JobView) -> str:
-    """``Generating 2 images with rifttami`` (or of the prompt alone)."""
+    """``Generating 2 images with rifttami`` (or of the prompt alone); ``Upscaling 3f2a9c1d-1.png``."""
     spec = view.generate
+    if spec is not None and spec.upscale_image:
+        return f"Upscaling {spec.upscale_image}"
     count = spec.count if spec is not None and spec.count else 1
     images = "an image" if count == 1 else f"{count} images"
     names = ", ".join(use.name for use in spec.loras) if spec is not None else ""
@@ -229,6 +231,9 @@ def generation_summary(view: JobView, took: str = "", info_hint: str = "") -> st
             lines.append("LoRAs: " + ", ".join(f"{use.name} ({use.weight:g})" for use in spec.loras))
         seeds = f"seed {spec.seed}" if count <= 1 else f"seeds {spec.seed}-{spec.seed + count - 1}"
         lines.append(f"{spec.width}x{spec.height}, {spec.steps} steps, CFG {spec.cfg:g}, {seeds}")
+        if spec.upscale_image:
+            method = spec.upscale_method or "latent"
+            lines.append(f"Upscaled from {spec.upscale_image}: {spec.power_scale or 2:g} times, {method}")
     lines.append(info_hint or INFO_HINT)
     return "\n".join(lines)
 

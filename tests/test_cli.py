@@ -16,6 +16,7 @@ from pathlib import Path
 import safetensors.torch
 from PIL import Image
 
+from daemon.pipeline.denoise import hires_size
 from tests.daemon_process import RunningDaemon
 
 DISTILLERY = str(Path(sys.executable).parent / "distillery")
@@ -53,6 +54,17 @@ def test_from_a_portrait_to_images_and_back_out(
     info = cli(running_daemon, "info", pictures[1].name)
     assert info.returncode == 0 and "Seed: 4" in info.stdout
 
+    # The second picture larger: its own seed and settings, with the hires pass's fields added.
+    upscaled = cli(running_daemon, "upscale", "--out", str(out), pictures[1].name, "--power=1.5")
+    assert upscaled.returncode == 0, upscaled.stderr
+    assert f"Upscaled from {pictures[1].name}: 1.5 times, latent" in upscaled.stdout
+    [larger] = sorted(set(out.glob("*.png")) - set(pictures))
+    with Image.open(larger) as big, Image.open(pictures[1]) as small:
+        assert big.size == hires_size(*small.size, 1.5, 8)
+        text = big.text["parameters"]  # type: ignore[attr-defined]
+        assert text.startswith(small.text["parameters"].split("\n")[0])  # type: ignore[attr-defined]
+    assert "Seed: 4" in text and "Hires upscale: 1.5" in text and "Denoising strength: 0.55" in text
+
     # Ben cannot see Ann's private LoRA, then can use (not change) it once it is public.
     hidden = cli(running_daemon, "lora", name, user="ben")
     assert hidden.returncode == 2 and f"There is no LoRA called {name}" in hidden.stderr
@@ -71,7 +83,7 @@ def test_from_a_portrait_to_images_and_back_out(
     assert (
         stats.returncode == 0
         and "LoRAs: 1 (1 public)" in stats.stdout
-        and "Generations: 1, 2 images" in stats.stdout
+        and "Generations: 2, 3 images" in stats.stdout
     )
 
     # Without a terminal to confirm on, deleting needs --yes; with it, the LoRA and its picture are gone.
@@ -87,6 +99,10 @@ def test_usage_mistakes_are_named(running_daemon: RunningDaemon) -> None:
     assert bad.returncode != 0 and "--n takes a whole number" in bad.stderr
     unknown = cli(running_daemon, "lora", "somename", "--explode")
     assert unknown.returncode != 0 and "Unknown option --explode" in unknown.stderr
+    spaced = cli(running_daemon, "upscale", "x-1.png", "--power", "1.5")
+    assert spaced.returncode != 0 and "Write the factor after --power with an equals sign" in spaced.stderr
+    missing = cli(running_daemon, "upscale", "nothere-1.png")
+    assert missing.returncode == 2 and "There is no stored image nothere-1.png" in missing.stderr
 
 
 def test_an_imported_photo_set_becomes_the_regularization_set(

@@ -116,6 +116,8 @@ class GenerateParams:
     # all that records from before several pictures hold.
     adapts: list[AdaptUse] = field(default_factory=list)
     model: str = ""  # a /serve --model name; "": the configured base model
+    # /upscale: the stored picture the hires pass starts from, in place of a first pass; "" for /serve jobs.
+    upscale_image: str = ""
 
 
 @dataclass

@@ -7,7 +7,8 @@ sampler; the resident pipeline's own scheduler is never touched.
 
 The hires pass is AUTOMATIC1111's "hires fix": make the picture at the base size, upscale it (the latents
 themselves, "Latent", or the decoded picture with PIL's Lanczos filter, "Lanczos"), then denoise the large
-picture again at a moderate strength so the details are drawn at the new size rather than stretched.
+picture again at a moderate strength so the details are drawn at the new size rather than stretched. /upscale
+runs that pass alone, with a picture made earlier in the place of the first pass.
 """
 
 from __future__ import annotations
@@ -59,14 +60,38 @@ class Denoiser:
         self, ctx: JobContext, params: GenerateParams, extra: dict[str, Any], init: Image.Image | None = None
     ) -> list[Image.Image]:
         """``params.count`` pictures at the job's size (from ``init`` when given), after the hires pass if any."""
-        generators = [
-            torch.Generator(self.resident.device).manual_seed(params.seed + i) for i in range(params.count)
-        ]
         hires = params.hires_scale > 0
         total = self._base_steps(params, init) + (
             denoised_steps(params.hires_steps, params.hires_denoise) if hires else 0
         )
-        common: dict[str, Any] = {
+        common = self._common(params, extra)
+        latent = hires and params.hires_upscaler == LATENT
+        first = self._first_pass(ctx, params, init, common, total, latent)
+        if not hires:
+            return list(first)
+        return self._hires_pass(ctx, params, first, common, total, latent)
+
+    def upscale(
+        self, ctx: JobContext, params: GenerateParams, extra: dict[str, Any], picture: Image.Image
+    ) -> list[Image.Image]:
+        """/upscale: the hires pass alone, over a picture already made at the job's size."""
+        start = picture.convert("RGB")
+        if start.size != (params.width, params.height):
+            start = start.resize((params.width, params.height), Image.Resampling.LANCZOS)
+        latent = params.hires_upscaler == LATENT
+        # The picture takes the first pass's place: as latents for a latent upscale, else as it is.
+        first: Any = [start.copy() for _ in range(params.count)]
+        if latent:
+            first = self._encode(first)
+        total = denoised_steps(params.hires_steps, params.hires_denoise)
+        return self._hires_pass(ctx, params, first, self._common(params, extra), total, latent)
+
+    def _common(self, params: GenerateParams, extra: dict[str, Any]) -> dict[str, Any]:
+        """The arguments every pass of the job shares: prompts, guidance and one generator per picture."""
+        generators = [
+            torch.Generator(self.resident.device).manual_seed(params.seed + i) for i in range(params.count)
+        ]
+        return {
             # A1111's (word:1.3) weights, through compel; unweighted prompts encode exactly as diffusers does.
             "prompt_embeds": self.prompts.embeds(params.full_prompt),
             "negative_prompt_embeds": self.prompts.embeds(params.negative_prompt),
@@ -75,10 +100,11 @@ class Denoiser:
             "generator": generators,
             **extra,
         }
-        latent = hires and params.hires_upscaler == LATENT
-        first = self._first_pass(ctx, params, init, common, total, latent)
-        if not hires:
-            return list(first)
+
+    def _hires_pass(
+        self, ctx: JobContext, params: GenerateParams, first: Any, common: dict[str, Any], total: int, latent: bool
+    ) -> list[Image.Image]:
+        """Upscale the base pictures (latents when ``latent``) and denoise them again at the hires strength."""
         width, height = hires_size(params.width, params.height, params.hires_scale, self.resident.size_multiple)
         if latent:
             # A1111's "Latent": bilinear interpolation of the latents, which the second pass then sharpens.

@@ -116,7 +116,8 @@ class GeneratePipeline:
         started = time.monotonic()
         noun = "an image" if params.count == 1 else f"{params.count} images"
         of = f" of {_names(params.loras)}" if params.loras else ""
-        ctx.stage(Stage.GENERATE, f"Generating {noun}{of}.")
+        doing = f"Upscaling {params.upscale_image}" if params.upscale_image else f"Generating {noun}{of}"
+        ctx.stage(Stage.GENERATE, f"{doing}.")
 
         def load(name: str) -> bytes:
             # The daemon read every LoRA of the request before dispatch (a deleted one failed the job there).
@@ -203,6 +204,9 @@ class GeneratePipeline:
             extra["ip_adapter_image"] = pictures[0] if len(pictures) == 1 else pictures
         init = open_png(_picture(ctx, params.init_image)) if params.init_image else None
         with attached:
+            if params.upscale_image:
+                picture = open_png(_picture(ctx, params.upscale_image))
+                return self.denoiser.upscale(ctx, params, extra, picture)
             return self.denoiser.text_to_image(ctx, params, extra, init)
 
     def _parameters(self, seed: int, params: GenerateParams, hashes: dict[str, str]) -> str:
@@ -274,6 +278,7 @@ class GeneratePipeline:
             if params.hires_scale
             else None,
             "image": {"name": params.init_image, "denoise": params.init_denoise} if params.init_image else None,
+            "upscaled_from": params.upscale_image or None,
         }
 
 

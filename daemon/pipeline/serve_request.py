@@ -90,6 +90,7 @@ class ServeRequest:
     more_adapts: list[AdaptPicture] = field(default_factory=list)  # --adapt2..4, after adapt_image/adapt_url
     adapt_face: str = ""  # --adaptface: a picture for a face IP-Adapter
     model: str = ""  # --model: one of the operator's checkpoints; "": the base model
+    upscale_image: str = ""  # /upscale: a picture /serve made, for the hires pass alone (upscale_request.py)
 
     @property
     def adapt_pictures(self) -> list[AdaptPicture]:

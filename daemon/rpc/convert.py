@@ -125,6 +125,7 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
         ],
         adapt_face=spec.adapt_face.strip(),
         model=spec.model.strip(),
+        upscale_image=spec.upscale_image.strip(),
     )
 
 
@@ -150,6 +151,7 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
     for use in params.adapts[1:]:
         spec.more_adapts.add(image=use.image, weight=use.weight)
     spec.model = params.model
+    spec.upscale_image = params.upscale_image
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight

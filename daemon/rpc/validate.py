@@ -18,6 +18,7 @@ configuration (steps, seed, sizes, how many LoRAs) stay in the service, which ch
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -124,6 +125,8 @@ TEXT_RULES: dict[str, Text] = {
     f"{_M}GenerateSpec.sampler": Text("sampler", max_chars=64),
     f"{_M}GenerateSpec.upscale_method": Text("upscale method", max_chars=32),
     f"{_M}GenerateSpec.model": Text("model name", max_chars=128),
+    # Empty on every /serve request: only /upscale names a picture here.
+    f"{_M}GenerateSpec.upscale_image": dataclasses.replace(IMAGE_NAME, label="picture to upscale", required=False),
 }
 # Byte fields with a cap of their own; image chunks and photos are capped by the servicer, in total.
 BYTES_CAPS: dict[str, int] = {f"{_M}SetClientStateRequest.client_state": MAX_CLIENT_STATE}

@@ -24,7 +24,7 @@ from distillery.v1 import distillery_pb2 as pb
 from frontends import commands as grammar
 from frontends.actions import DELETE_ACTION, KEEP_ACTION, answer_delete, lora_action, not_owner
 from frontends.client import DaemonApi, DaemonClient, DaemonError
-from frontends.commands import SERVE_USAGE, LoraArgs, UsageError
+from frontends.commands import SERVE_USAGE, UPSCALE_USAGE, LoraArgs, UsageError
 from frontends.discord.commands import DISTILL_THIS
 from frontends.discord.fetch import ImageRefused, attachment_image, download
 from frontends.discord.platform import DiscordPlatform, clip, escape, parse_custom_id
@@ -48,8 +48,10 @@ INFO_USAGE = "Usage: /info prompt:<picture name>, e.g. 3f2a9c1d-1.png (each pict
 HELP = (
     "/distill image:<portrait> [class] [noflip] makes a LoRA of the person (or url:<link> instead of the image); "
     '"Distill this" (right-click a message > Apps) does it for a picture already posted.\n'
-    "/serve, /lora, /loras, /info, /stats and /models take one prompt option holding the words and --options, "
-    f"for example /serve prompt: a cat --n 2.\n{SERVE_USAGE}\n{grammar.LORA_USAGE}"
+    "/serve, /upscale, /lora, /loras, /info, /stats and /models take one prompt option holding the words and "
+    f"--options, for example /serve prompt: a cat --n 2.\n{SERVE_USAGE}\n"
+    "/upscale prompt: <picture name> [--power=1.5..2] [--upscalemethod latent|lanczos] makes a /serve picture "
+    f"larger and draws its details again.\n{grammar.LORA_USAGE}"
 )
 DISTILL_USAGE = (
     'Usage: /distill image:<portrait> [class] [noflip], or url:<link> instead of the image; "Distill this" on a '
@@ -229,10 +231,12 @@ class DiscordBot:
         prompt = str(_option(interaction, "prompt") or "").strip()
         if name == "help" or prompt.lower() in ("help", "-h", "--help"):
             return self.say(interaction, HELP)
-        usage = {"serve": SERVE_USAGE, "lora": grammar.LORA_USAGE, "info": INFO_USAGE}
+        usage = {"serve": SERVE_USAGE, "upscale": UPSCALE_USAGE, "lora": grammar.LORA_USAGE, "info": INFO_USAGE}
         try:
             if name == "serve":
                 return self.later(interaction, self.serve(interaction, grammar.parse_serve(prompt), who))
+            if name == "upscale":
+                return self.later(interaction, self.serve(interaction, grammar.parse_upscale(prompt), who))
             if name == "lora":
                 return self.later(interaction, self.lora(interaction, grammar.parse_lora(prompt), who))
             if name == "info":
@@ -305,7 +309,8 @@ class DiscordBot:
         return f"Distilling {job.lora_name}: {self._link(interaction, place.chat, place.message)}"
 
     async def serve(self, interaction: Interaction, spec: pb.GenerateSpec, who: pb.Requester) -> str:
-        """/serve prompt:<prompt and --options>: the pictures follow in a job message like a /distill."""
+        """/serve prompt:<prompt and --options> (or /upscale): the pictures follow in a job message like a
+        /distill."""
         stream = self.daemon.generate(spec, who, f"discord:{interaction.id}")
         accepted, job = await generation_accepted(self.daemon, stream, who)
         if self.followers.is_following(job.id) or job.client_state:

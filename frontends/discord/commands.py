@@ -1,9 +1,9 @@
 """The application commands, registered per guild (instantly, unlike global commands, which take up to an hour).
 
 ``/distill`` takes the picture as an attachment option (or a link), the class as a choice and ``noflip`` as a
-switch. ``/serve``, ``/lora``, ``/loras``, ``/info``, ``/stats``, ``/models`` and ``/help`` take one ``prompt``
-string with the same words and ``--options`` the other chats take after the command. Two message menus act on a
-message already in the channel: "Distill this" and "Image info".
+switch. ``/serve``, ``/upscale``, ``/lora``, ``/loras``, ``/info``, ``/stats``, ``/models`` and ``/help`` take
+one ``prompt`` string with the same words and ``--options`` the other chats take after the command. Two message
+menus act on a message already in the channel: "Distill this" and "Image info".
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ IMAGE_INFO = "Image info"
 # name -> (description, whether the prompt is required)
 PROMPT_COMMANDS = {
     "serve": ("Draw pictures: a prompt with --lora, --n, --seed ... as in the other chats", True),
+    "upscale": ("Make a /serve picture larger: <picture name> [--power=1.5..2] [--upscalemethod M]", True),
     "lora": ("Show or change one of your LoRAs: <name> [--makepublic|--delete|--download ...]", True),
     "loras": ("Your LoRAs and the public ones", False),
     "info": ("How a picture was made: its name, e.g. 3f2a9c1d-1.png", True),

@@ -87,6 +87,7 @@ CommandHandler = Callable[["SlackBot", blocks.Ack, SlashCommand], Awaitable[None
 # The commands besides /distill, each answered in the ack by its handler (see serve.py and library.py).
 COMMANDS: dict[str, CommandHandler] = {
     "/serve": serve.on_serve,
+    "/upscale": serve.on_upscale,
     "/info": library.on_info,
     "/loras": library.on_loras,
     "/lora": library.on_lora,

@@ -35,7 +35,8 @@ _SLACK_USAGE = (
     "Or upload a photo with /distill (and any options) in the message text; start the message with a word, "
     "e.g. `me /distill --class woman`, so that Slack does not take it for a command.\n"
     "`/distill jobs` lists your jobs; `/distill help` shows this.\n"
-    "`/serve <prompt> --lora <name>` makes pictures with LoRAs; `/loras` lists them, `/lora <name>` shows "
+    "`/serve <prompt> --lora <name>` makes pictures with LoRAs and `/upscale <picture name>` makes one of them "
+    "larger; `/loras` lists them, `/lora <name>` shows "
     "one, `/info <image name>` tells how a picture was made, `/stats` counts what you made, `/models` lists the "
     "models `/serve --model` may name."
 )

@@ -1,4 +1,5 @@
-"""/serve: generate pictures with LoRAs, followed in one job message like a /distill.
+"""/serve: generate pictures with LoRAs, followed in one job message like a /distill; /upscale, the hires pass
+over a picture made before, the same way.
 
 The daemon's Generate call queues the job and streams its events; the first, ACCEPTED, names the job. The bot
 reads only that one and closes the stream (closing does not cancel the job), then follows the job with the
@@ -10,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.client import DaemonApi, DaemonError
-from frontends.commands import UsageError, parse_serve
+from frontends.commands import UPSCALE_USAGE, UsageError, parse_serve, parse_upscale
 from frontends.follow import close_stream, generation_accepted
 from frontends.render import JobView
 from frontends.slack import blocks
@@ -42,14 +44,25 @@ async def start_generation(
 
 async def on_serve(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:
     """/serve <prompt> [options]: answered in the ack, within Slack's 3 s; the pictures follow in a thread."""
+    await _generate(bot, ack, request, parse_serve, blocks.serve_usage_text())
+
+
+async def on_upscale(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:
+    """/upscale <picture name> [options]: answered and followed as /serve."""
+    await _generate(bot, ack, request, parse_upscale, UPSCALE_USAGE)
+
+
+async def _generate(
+    bot: SlackBot, ack: blocks.Ack, request: SlashCommand, parse: Callable[[str], pb.GenerateSpec], usage: str
+) -> None:
     word = request.text.split(maxsplit=1)[0].lower() if request.text else ""
     if word in ("", "help", "-h", "--help"):
-        await ack(blocks.serve_usage_text())
+        await ack(usage)
         return
     try:
-        spec = parse_serve(request.text)
+        spec = parse(request.text)
     except UsageError as error:
-        await ack(blocks.usage_error_text(str(error), blocks.serve_usage_text()))
+        await ack(blocks.usage_error_text(str(error), usage))
         return
     requester = request.requester
     # Slack gives each invocation its own trigger id: a repeat of it is the same request.

@@ -8,7 +8,8 @@ UsageError, Refusal or DaemonError and one error handler turns each into a reply
 
 ``/serve <prompt> [options]`` takes the same road: the Generate stream's first event (ACCEPTED) names the job,
 the progress message follows it (reading the rest of that stream first), and a finished generation's images go
-to the chat captioned with their names. /info, /loras, /lora, /stats and /models live in ``library``.
+to the chat captioned with their names; ``/upscale <picture name>`` (the hires pass over a picture made before)
+goes the same way. /info, /loras, /lora, /stats and /models live in ``library``.
 
 Redelivered updates: the idempotency key is the chat and message id, so the daemon returns the first job
 (``duplicate``); a duplicate that already has a progress message (its ClientState) is left alone.
@@ -21,7 +22,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -46,10 +47,12 @@ from frontends.commands import (
     DISTILL_USAGE,
     LORA_USAGE,
     SERVE_USAGE,
+    UPSCALE_USAGE,
     DistillArgs,
     UsageError,
     parse_distill,
     parse_serve,
+    parse_upscale,
 )
 from frontends.follow import Followers, ResultImage, close_stream, generation_accepted, preview_image
 from frontends.live import Clock, Pacer, Sleep
@@ -78,6 +81,7 @@ HELP_TEXT = (
     "I distill a LoRA of a person from one portrait, and generate pictures with it.\n\n"
     f"{DISTILL_USAGE}\n\n"
     f"{SERVE_USAGE}\n\n"
+    f"{UPSCALE_USAGE}\n\n"
     "/info - reply it to one of my pictures (or /info <image name>) for how it was made\n"
     "/loras - your LoRAs and the public ones\n"
     f"{LORA_USAGE}\n\n"
@@ -105,7 +109,8 @@ def usage_for(update: object) -> str:
     message = update.effective_message if isinstance(update, Update) else None
     text = (message.text or message.caption or "") if message is not None else ""
     command = text.split(maxsplit=1)[0].split("@")[0].lower() if text.strip() else ""
-    return {"/serve": SERVE_USAGE, "/lora": LORA_USAGE, "/info": INFO_USAGE}.get(command, DISTILL_USAGE)
+    usages = {"/serve": SERVE_USAGE, "/upscale": UPSCALE_USAGE, "/lora": LORA_USAGE, "/info": INFO_USAGE}
+    return usages.get(command, DISTILL_USAGE)
 
 
 def command_words(text: str) -> str:
@@ -166,6 +171,7 @@ class DistilleryBot:
         )
         application.add_handler(CommandHandler("jobs", self.jobs, filters=messages))
         application.add_handler(CommandHandler("serve", self.serve, filters=messages))
+        application.add_handler(CommandHandler("upscale", self.upscale, filters=messages))
         for handler in self.library.handlers(messages):
             application.add_handler(handler)
         application.add_handler(CallbackQueryHandler(self.cancel_button, pattern=r"^cancel:"))
@@ -309,9 +315,18 @@ class DistilleryBot:
 
     async def serve(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """``/serve <prompt> [options]``: generate images, follow the job like a distillation, send the images."""
+        _, _, message = self.origin(update)
+        await self._generate(update, parse_serve, command_words(message.text or ""))
+
+    async def upscale(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/upscale <picture name> [options]``: the hires pass over a picture made before, followed as /serve."""
+        _, _, message = self.origin(update)
+        await self._generate(update, parse_upscale, command_words(message.text or ""))
+
+    async def _generate(self, update: Update, parse: Callable[[str], pb.GenerateSpec], words: str) -> None:
         user, chat, message = self.origin(update)
         self.check_allowed(user, chat)
-        spec = parse_serve(command_words(message.text or ""))
+        spec = parse(words)
         key = self._first_delivery(chat, message)
         if key is None:
             return

@@ -374,19 +374,7 @@ class FakeDaemon:
             if lora is None or not (lora.public or _owner_key(lora.owner) == _owner_key(requester)):
                 raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no LoRA called {use.name}.")
         job_id = f"job{next(self._ids)}"
-        run = pb.GenerateSpec()
-        run.CopyFrom(spec)
-        # What the daemon fills in: the prompt as run, the seed, the size and each LoRA's weight.
-        names = " ".join(use.name for use in spec.loras if use.name not in spec.prompt)
-        run.full_prompt = f"{spec.prompt} {names}".strip()
-        run.seed = spec.seed if spec.HasField("seed") else 1234
-        run.cfg = spec.cfg if spec.HasField("cfg") else 7.0
-        run.steps = spec.steps or 20
-        run.width = run.height = 512
-        run.count = spec.count or 1
-        for use in run.loras:
-            if not use.HasField("weight"):
-                use.weight = 0.8
+        run = self._upscale(spec, requester) if spec.upscale_image else self._serve(spec)
         position = 1 + sum(1 for job in self.jobs.values() if job.state in ACTIVE)
         self.jobs[job_id] = pb.Job(
             id=job_id,
@@ -404,6 +392,36 @@ class FakeDaemon:
         accepted = pb.Accepted(queue_position=position, kind=pb.JOB_KIND_GENERATE)
         await self.emit(job_id, "Accepted.", accepted=accepted)
         return job_id
+
+    @staticmethod
+    def _serve(spec: pb.GenerateSpec) -> pb.GenerateSpec:
+        """What the daemon fills in: the prompt as run, the seed, the size and each LoRA's weight."""
+        run = pb.GenerateSpec()
+        run.CopyFrom(spec)
+        names = " ".join(use.name for use in spec.loras if use.name not in spec.prompt)
+        run.full_prompt = f"{spec.prompt} {names}".strip()
+        run.seed = spec.seed if spec.HasField("seed") else 1234
+        run.cfg = spec.cfg if spec.HasField("cfg") else 7.0
+        run.steps = spec.steps or 20
+        run.width = run.height = 512
+        run.count = spec.count or 1
+        for use in run.loras:
+            if not use.HasField("weight"):
+                use.weight = 0.8
+        return run
+
+    def _upscale(self, spec: pb.GenerateSpec, requester: pb.Requester) -> pb.GenerateSpec:
+        """/upscale as the daemon reads it: the request of the picture's job, at the picture's seed, once."""
+        info = self.image_infos.get(spec.upscale_image)
+        job = self.jobs.get(info.job_id) if info is not None else None
+        if info is None or job is None or _owner_key(job.owner) != _owner_key(requester):
+            raise DaemonError(grpc.StatusCode.NOT_FOUND, f"There is no stored image {spec.upscale_image}.")
+        run = pb.GenerateSpec()
+        run.CopyFrom(job.generate)
+        run.seed, run.count, run.upscale_image = info.seed, 1, spec.upscale_image
+        run.power, run.power_scale = True, spec.power_scale if spec.HasField("power_scale") else 2.0
+        run.upscale_method = spec.upscale_method or "latent"
+        return run
 
     async def image_info(self, name: str, requester: pb.Requester) -> pb.ImageInfo:
         self.calls.append(("image_info", (name, requester)))

@@ -1,10 +1,11 @@
-"""/serve's richer options in the shared grammar: samplers, the hires pass, image to image, several adapts."""
+"""/serve's richer options in the shared grammar (samplers, the hires pass, image to image, several adapts),
+/upscale's grammar, and the mistakes every bot answers with its usage text."""
 
 from __future__ import annotations
 
 import pytest
 
-from frontends.commands import UsageError, parse_serve
+from frontends.commands import UsageError, parse_serve, parse_upscale
 
 
 def test_sampler_goes_to_the_daemon_as_written() -> None:
@@ -52,20 +53,67 @@ def test_up_to_four_adapt_pictures_repeated_or_numbered_each_with_a_weight() -> 
     assert parse_serve("x --adaptface me.png").adapt_face == "me.png"
 
 
-@pytest.mark.parametrize(
-    ("text", "words"),
-    [
-        ("x --sampler", "--sampler needs a value"),
-        ("x --power=big", "--power takes a number"),
-        ("x --upscalemethod", "--upscalemethod needs a value"),
-        ("x --image somewhere", "--image takes a stored picture"),
-        ("x --imagedenoise half", "--imagedenoise takes a number"),
-        ("x --adapt a.png --adapt b.png --adapt c.png --adapt d.png --adapt e.png", "at most 4 --adapt pictures"),
-        ("x --adapt5 e.png", "Unknown option --adapt5"),
-        ("x --adaptweight3 0.5 --adapt a.png", "--adaptweight3 has no --adapt3 picture"),
-        ("x --adaptface somewhere", "--adaptface takes a stored picture"),
-    ],
-)
-def test_mistakes_in_the_new_options_are_named(text: str, words: str) -> None:
-    with pytest.raises(UsageError, match=words):
+# Bad /serve words and the problem each bot states before the usage text; the Telegram, Slack and Discord tests
+# send every one of them.
+BAD_SERVE = [
+    ("a cat --colour red", "Unknown option --colour."),
+    ("a cat --bogus 1", "Unknown option --bogus."),
+    ("a cat --steps many", "--steps takes a whole number, not 'many'."),
+    ("a cat --seed many", "--seed takes a whole number, not 'many'."),
+    ("a cat --n 0", "--n takes 1 to 4, not 0."),
+    ("a cat --cfg high", "--cfg takes a number, not 'high'."),
+    ("a cat --lora", "--lora needs a value."),
+    ("a cat --lora Bad_Name", "'Bad_Name' is not a LoRA name (2 to 40 letters a-z and digits)."),
+    ("a cat --lora rifttami:heavy", "--lora weight takes a number, not 'heavy'."),
+    ("a cat --ar wide", "--ar takes a ratio such as 2:3, not 'wide'."),
+    ('"a cat', "I could not read that command (No closing quotation)."),
+    ("x --sampler", "--sampler needs a value."),
+    ("x --power=big", "--power takes a number, not 'big'."),
+    ("x --upscalemethod", "--upscalemethod needs a value."),
+    ("x --image somewhere", "--image takes a stored picture such as rifttami.png, or an image link."),
+    ("x --imagedenoise half", "--imagedenoise takes a number, not 'half'."),
+    ("x --adapt a.png --adapt b.png --adapt c.png --adapt d.png --adapt e.png", "Use at most 4 --adapt pictures."),
+    ("x --adapt5 e.png", "Unknown option --adapt5."),
+    ("x --adaptweight3 0.5 --adapt a.png", "--adaptweight3 has no --adapt3 picture to weigh."),
+    ("x --adaptface somewhere", "--adaptface takes a stored picture such as rifttami.png, or an image link."),
+]
+# The same for /upscale.
+BAD_UPSCALE = [
+    ("a-1.png b-1.png", "Upscale one picture at a time."),
+    ("a-1.png --power 1.5", "Write the factor after --power with an equals sign: --power=1.5."),
+    ("a-1.png --power=big", "--power takes a number, not 'big'."),
+    ("a-1.png --upscalemethod", "--upscalemethod needs a value."),
+    ("a-1.png --lora rifttami", "Unknown option --lora."),
+    ("--power=1.5", "Which picture? Give its name, such as 3f2a9c1d-1.png."),
+    ("a/b.png", "'a/b.png' is not the name of a picture, such as 3f2a9c1d-1.png."),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), BAD_SERVE)
+def test_serve_mistakes_are_named(text: str, problem: str) -> None:
+    with pytest.raises(UsageError) as caught:
         parse_serve(text)
+    assert str(caught.value) == problem
+
+
+def test_upscale_takes_a_picture_a_factor_and_a_method_in_any_order() -> None:
+    spec = parse_upscale("--upscalemethod=lanczos 3F2A9C1D-2.png --power=1.5")
+    assert (spec.upscale_image, spec.power, spec.power_scale, spec.upscale_method) == (
+        "3f2a9c1d-2.png",
+        True,
+        pytest.approx(1.5),
+        "lanczos",
+    )
+    plain = parse_upscale("3f2a9c1d-1")  # the .png may be left out, as for /info
+    assert plain.upscale_image == "3f2a9c1d-1.png" and plain.power and not plain.HasField("power_scale")
+    assert not plain.upscale_method and not plain.prompt and not plain.loras
+    assert parse_upscale("3f2a9c1d-1.png --power --upscalemethod latent").upscale_method == "latent"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"), [("", "Which picture? Give its name, such as 3f2a9c1d-1.png."), *BAD_UPSCALE]
+)
+def test_upscale_mistakes_are_named(text: str, problem: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_upscale(text)
+    assert str(caught.value) == problem

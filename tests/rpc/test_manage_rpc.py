@@ -19,6 +19,7 @@ from PIL import Image
 
 from daemon.jobs.contract import JobContext, Outcome, OutputImage
 from daemon.jobs.model import JobKind, Stage
+from daemon.pipeline.denoise import hires_size
 from daemon.pipeline.serve_request import GenerationDefaults
 from daemon.store.lmdb_store import Store
 from frontends.client import DaemonError
@@ -30,7 +31,8 @@ CAROL_IN_ANOTHER_CHAT = pb.Requester(platform="telegram", user="111", chat="else
 
 
 def fake_jobs(release: threading.Event | None) -> Callable[[JobContext], Outcome]:
-    """Distill jobs as in test_service_rpc; generation jobs report steps and return flat-colour PNGs."""
+    """Distill jobs as in test_service_rpc; generation jobs report steps and return flat-colour PNGs (at the hires
+    pass's size when there is one, as the real pipeline makes them)."""
     distill = fake_distill(release)
 
     def run(ctx: JobContext) -> Outcome:
@@ -41,13 +43,16 @@ def fake_jobs(release: threading.Event | None) -> Callable[[JobContext], Outcome
         for step in range(1, params.steps + 1):
             ctx.progress(step, params.steps, what="Denoising step")
         images = []
+        size = (params.width, params.height)
+        if params.hires_scale:
+            size = hires_size(params.width, params.height, params.hires_scale, DEFAULTS.size_multiple)
         for n in range(1, params.count + 1):
             buffer = io.BytesIO()
-            Image.new("RGB", (params.width, params.height), (n * 40, 0, 0)).save(buffer, "PNG")
+            Image.new("RGB", size, (n * 40, 0, 0)).save(buffer, "PNG")
             info = {
                 "seed": params.seed + n - 1,
-                "width": params.width,
-                "height": params.height,
+                "width": size[0],
+                "height": size[1],
                 "parameters": f"{params.full_prompt}\nSteps: {params.steps}, Seed: {params.seed + n - 1}",
                 "loras": [{"name": use.name, "weight": use.weight} for use in params.loras],
             }

@@ -33,14 +33,16 @@ async def harness(fake_discord: FakeDiscord, daemon: FakeDaemon) -> AsyncIterato
 
 async def test_commands_are_registered_in_the_guild(harness: Harness, fake_discord: FakeDiscord) -> None:
     registered = {(command["name"], command["type"]) for command in fake_discord.commands[GUILD_ID]}
-    slash = {(name, 1) for name in ("distill", "serve", "lora", "loras", "info", "stats", "models", "help")}
+    names = ("distill", "serve", "upscale", "lora", "loras", "info", "stats", "models", "help")
+    slash = {(name, 1) for name in names}
     assert registered == slash | {("Distill this", 3), ("Image info", 3)}
     distill = next(command for command in fake_discord.commands[GUILD_ID] if command["name"] == "distill")
     assert [option["name"] for option in distill["options"]] == ["image", "url", "class", "noflip"]
-    serve = next(command for command in fake_discord.commands[GUILD_ID] if command["name"] == "serve")
-    assert [(option["name"], option["type"], option["required"]) for option in serve["options"]] == [
-        ("prompt", 3, True)
-    ]
+    for name in ("serve", "upscale"):
+        command = next(command for command in fake_discord.commands[GUILD_ID] if command["name"] == name)
+        assert [(option["name"], option["type"], option["required"]) for option in command["options"]] == [
+            ("prompt", 3, True)
+        ]
 
 
 async def test_a_ping_is_answered_with_a_pong(harness: Harness, fake_discord: FakeDiscord) -> None:

@@ -1,5 +1,6 @@
-"""/loras, /lora and its buttons, /stats, /models, /info and the usage answers, against the shared fake daemon:
-every answer is ephemeral, deferred when the daemon is asked, and escaped."""
+"""/loras, /lora and its buttons, /stats, /models, /info, /upscale and the usage answers (every bad /serve and
+/upscale the other bots answer with usage, too), against the shared fake daemon: every answer is ephemeral,
+deferred when the daemon is asked, and escaped."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 
-from frontends.commands import SERVE_USAGE
+from frontends.clientstate import ClientState
+from frontends.commands import SERVE_USAGE, UPSCALE_USAGE
 from frontends.discord.bot import INTERNAL
 from frontends.discord.platform import escape
 from frontends.render import models_text
@@ -23,6 +25,7 @@ from tests.frontends.discord.fake_discord import (
 )
 from tests.frontends.discord.harness import Harness, settings_for
 from tests.frontends.fakes import FakeDaemon
+from tests.frontends.test_serve_grammar import BAD_SERVE, BAD_UPSCALE
 
 OWNER, OTHER = "6001", "6002"
 
@@ -122,6 +125,48 @@ async def test_usage_answers_come_at_once(bot: Harness, fake_discord: FakeDiscor
     not_found = await answered(bot, fake_discord, "info", OWNER, "nothing-1")
     assert not_found == escape("There is no image called nothing-1.png.")
     assert [name for name in daemon.methods() if name not in ("list_jobs",)] == ["image_info"]
+
+
+@pytest.mark.parametrize(("words", "problem"), BAD_SERVE)
+async def test_every_bad_serve_gets_the_problem_and_the_usage_at_once(
+    bot: Harness, daemon: FakeDaemon, words: str, problem: str
+) -> None:
+    response = await bot.command("serve", OWNER, prompt=words)
+    assert response["type"] == 4 and response["data"]["flags"] == 64
+    assert response["data"]["content"] == escape(f"{problem}\n{SERVE_USAGE}")
+    assert daemon.generates == []
+
+
+@pytest.mark.parametrize(
+    ("words", "problem"), [("", "Which picture? Give its name, such as 3f2a9c1d-1.png."), *BAD_UPSCALE]
+)
+async def test_every_bad_upscale_gets_the_problem_and_the_usage_at_once(
+    bot: Harness, daemon: FakeDaemon, words: str, problem: str
+) -> None:
+    response = await bot.command("upscale", OWNER, prompt=words)
+    assert response["type"] == 4 and response["data"]["flags"] == 64
+    assert response["data"]["content"] == escape(f"{problem}\n{UPSCALE_USAGE}")
+    assert daemon.generates == []
+
+
+async def test_upscale_is_drawn_in_a_job_message_like_serve(
+    bot: Harness, fake_discord: FakeDiscord, daemon: FakeDaemon
+) -> None:
+    daemon.add_lora("rifttami", OWNER)
+    assert (await answered(bot, fake_discord, "serve", OWNER, "a cat --lora rifttami --n 2")).startswith("Drawing")
+    await daemon.finish("job1")
+    text = await answered(bot, fake_discord, "upscale", OWNER, "JOB1-2.png --power=1.5")
+    assert text.startswith("Drawing")
+    spec, _, key = daemon.generates[-1]
+    assert (spec.upscale_image, spec.power_scale, key) == ("job1-2.png", 1.5, f"discord:{bot.last['id']}")
+    state = ClientState.decode(await fake_discord.wait_for(lambda: daemon.client_state("job2")))
+    assert state is not None
+    shown = fake_discord.find(state.chat, state.message)["content"]
+    assert escape("Upscaling job1-2.png") in shown
+    # Another user's picture is not theirs to upscale: the daemon's sentence.
+    refused = await answered(bot, fake_discord, "upscale", OTHER, "job1-1.png")
+    assert refused == escape("There is no stored image job1-1.png.")
+    assert len(daemon.jobs) == 2
 
 
 async def test_image_info_on_a_message_without_a_distillery_picture(

@@ -14,7 +14,7 @@ import pytest
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.clientstate import ClientState
-from frontends.commands import LORA_USAGE, SERVE_USAGE
+from frontends.commands import LORA_USAGE, SERVE_USAGE, UPSCALE_USAGE
 from frontends.escape import ZERO_WIDTH_SPACE, discord_markdown, slack_mrkdwn
 from frontends.slack import blocks, library
 from tests.frontends.fakes import FakeDaemon
@@ -52,7 +52,12 @@ def assert_literal(message: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("words", ODD.values(), ids=ODD.keys())
 async def test_odd_arguments_get_the_commands_usage(bot: BotHarness, fake_daemon: FakeDaemon, words: str) -> None:
-    usages = {"/distill": blocks.usage_text(), "/lora": LORA_USAGE, "/info": library.INFO_USAGE}
+    usages = {
+        "/distill": blocks.usage_text(),
+        "/upscale": UPSCALE_USAGE,
+        "/lora": LORA_USAGE,
+        "/info": library.INFO_USAGE,
+    }
     if words != ODD["other scripts"]:  # a prompt in any script is a fine prompt
         usages["/serve"] = SERVE_USAGE
     for command, usage in usages.items():

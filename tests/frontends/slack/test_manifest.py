@@ -40,11 +40,12 @@ def test_manifest_grants_what_the_bot_uses(name: str) -> None:
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == NEEDED_SCOPES
     commands = {command["command"]: command for command in manifest["features"]["slash_commands"]}
     # Every command the bot listens to is in the app, and nothing the bot would not answer.
-    expected = {"/distill", "/serve", "/info", "/loras", "/lora", "/stats", "/models"}
+    expected = {"/distill", "/serve", "/upscale", "/info", "/loras", "/lora", "/stats", "/models"}
     assert set(commands) == {COMMAND, *COMMANDS} == expected
     assert all(command["should_escape"] is False and command["description"] for command in commands.values())
     assert "--class man|woman|person" in commands[COMMAND]["usage_hint"]
     assert "--lora" in commands["/serve"]["usage_hint"] and "--delete" in commands["/lora"]["usage_hint"]
+    assert "--upscalemethod latent|lanczos" in commands["/upscale"]["usage_hint"]
     [shortcut] = manifest["features"]["shortcuts"]
     assert (shortcut["type"], shortcut["callback_id"]) == ("message", blocks.INFO_SHORTCUT)
     settings = manifest["settings"]

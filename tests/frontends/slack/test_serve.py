@@ -13,19 +13,21 @@ import pytest
 from distillery.v1 import distillery_pb2 as pb
 
 from frontends.clientstate import ClientState
+from frontends.commands import SERVE_USAGE, UPSCALE_USAGE
 from frontends.render import image_caption
 from frontends.slack import blocks
 from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
+from tests.frontends.test_serve_grammar import BAD_SERVE, BAD_UPSCALE
 
 
 def _actions(message: dict[str, Any]) -> list[dict[str, Any]]:
     return [block for block in message["blocks"] if block["type"] == "actions"]
 
 
-async def _serve(bot: BotHarness, text: str, **fields: Any) -> str:
-    status, ack = await bot.command(text, command="/serve", **fields)
+async def _serve(bot: BotHarness, text: str, command: str = "/serve", **fields: Any) -> str:
+    status, ack = await bot.command(text, command=command, **fields)
     assert status == 200
     return ack
 
@@ -92,22 +94,42 @@ async def test_serve_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_dae
     assert done is not None and done.done and done.delivered == 2
 
 
-@pytest.mark.parametrize(
-    ("text", "problem"),
-    [
-        ("a cat --seed many", "--seed takes a whole number, not 'many'."),
-        ("a cat --bogus 1", "Unknown option --bogus."),
-        ("a cat --lora", "--lora needs a value."),
-        ("a cat --ar wide", "--ar takes a ratio such as 2:3, not 'wide'."),
-        ('"a cat', "I could not read that command (No closing quotation)."),
-    ],
-)
+@pytest.mark.parametrize(("text", "problem"), BAD_SERVE)
 async def test_bad_flags_get_the_problem_and_the_usage(
     bot: BotHarness, fake_daemon: FakeDaemon, text: str, problem: str
 ) -> None:
-    ack = await _serve(bot, text)
-    assert ack.startswith(problem + "\n\nUsage: /serve <prompt>")
+    assert await _serve(bot, text) == f"{problem}\n\n{SERVE_USAGE}"
     assert fake_daemon.generates == []
+
+
+@pytest.mark.parametrize(("text", "problem"), BAD_UPSCALE)
+async def test_bad_upscale_flags_get_the_problem_and_the_usage(
+    bot: BotHarness, fake_daemon: FakeDaemon, text: str, problem: str
+) -> None:
+    assert await _serve(bot, text, command="/upscale") == f"{problem}\n\n{UPSCALE_USAGE}"
+    assert fake_daemon.generates == []
+
+
+async def test_upscale_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_daemon: FakeDaemon) -> None:
+    fake_daemon.add_lora("rifttami", "U1")
+    await _serve(bot, "a cat --lora rifttami --n 2 --seed 7", trigger="trig-u1")
+    await _posted(fake_slack, fake_daemon, "job1")
+    await fake_daemon.finish_generation("job1", count=2)
+    await bot.bot.followers.wait("job1")
+    for text in ("", "help"):
+        assert await _serve(bot, text, command="/upscale") == UPSCALE_USAGE
+
+    ack = await _serve(bot, "job1-2.png --upscalemethod lanczos", command="/upscale", trigger="trig-u2")
+    assert ack == "Upscaling job1-2.png. It is next in the queue. Progress will appear in this channel."
+    spec, _, key = fake_daemon.generates[-1]
+    assert (spec.upscale_image, spec.upscale_method, key) == ("job1-2.png", "lanczos", "slack-command:trig-u2")
+    state = await _posted(fake_slack, fake_daemon, "job2")
+    assert fake_slack.message("C1", state.message)["text"].startswith("Upscaling job1-2.png\nWaiting in the queue")
+    await fake_daemon.finish_generation("job2", count=1)
+    await bot.bot.followers.wait("job2")
+    final = fake_slack.message("C1", state.message)["text"]
+    assert "seed 8" in final and "Upscaled from job1-2.png: 2 times, lanczos" in final
+    assert [upload.filename for upload in fake_slack.uploads.values()][-1] == "job2-1.png"
 
 
 async def test_help_and_an_empty_serve_show_the_usage(bot: BotHarness, fake_daemon: FakeDaemon) -> None:
@@ -117,7 +139,7 @@ async def test_help_and_an_empty_serve_show_the_usage(bot: BotHarness, fake_daem
     distill_help = (await bot.command("help"))[1]
     assert all(
         command in distill_help
-        for command in ("/serve <prompt>", "/loras", "/lora <name>", "/info", "/stats", "/models")
+        for command in ("/serve <prompt>", "/upscale <picture name>", "/loras", "/lora <name>", "/info", "/stats")
     )
     assert fake_daemon.generates == []
 

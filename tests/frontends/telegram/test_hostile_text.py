@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from distillery.v1 import distillery_pb2 as pb
 
-from frontends.commands import DISTILL_USAGE, LORA_USAGE, SERVE_USAGE
+from frontends.commands import DISTILL_USAGE, LORA_USAGE, SERVE_USAGE, UPSCALE_USAGE
 from frontends.telegram.library import INFO_USAGE
 from tests.frontends.fakes import FakeDaemon
 from tests.frontends.telegram.conftest import StartBot, final_edit, reply_to
@@ -17,7 +17,13 @@ from tests.frontends.telegram.fake_bot_api import FakeBotApi, private_chat, user
 
 ANN = 531
 MARKUP = '<b>x</b> &amp; <a href="tg://user?id=1">me</a> *y* _z_'
-USAGES = {"/distill": DISTILL_USAGE, "/serve": SERVE_USAGE, "/lora": LORA_USAGE, "/info": INFO_USAGE}
+USAGES = {
+    "/distill": DISTILL_USAGE,
+    "/serve": SERVE_USAGE,
+    "/upscale": UPSCALE_USAGE,
+    "/lora": LORA_USAGE,
+    "/info": INFO_USAGE,
+}
 ODD = {
     "empty": "",
     "5,000 characters": "a" * 5000,

@@ -14,13 +14,14 @@ from distillery.v1 import distillery_pb2 as pb
 
 from frontends.client import DaemonError
 from frontends.clientstate import ClientState
-from frontends.commands import SERVE_USAGE
+from frontends.commands import SERVE_USAGE, UPSCALE_USAGE
 from frontends.render import image_caption, image_info_text
 from frontends.telegram.bot import HELP_TEXT, NOT_OWNER
 from frontends.telegram.library import INFO_USAGE
 from tests.frontends.fakes import FakeDaemon
 from tests.frontends.telegram.conftest import StartBot, eventually, final_edit, reply_to
 from tests.frontends.telegram.fake_bot_api import GROUP_ID, FakeBotApi, group_chat, private_chat, user
+from tests.frontends.test_serve_grammar import BAD_SERVE, BAD_UPSCALE
 
 ANN, BEN = 511, 512
 FAST = {"private_edit_interval": 0.05, "group_edit_interval": 0.1}
@@ -46,6 +47,7 @@ async def progress_message(daemon: FakeDaemon, job_id: str = "job1") -> ClientSt
 def test_help_names_the_new_commands() -> None:
     commands = (
         "/serve <prompt>",
+        "/upscale <picture name>",
         "/info",
         "/loras",
         "/lora <name>",
@@ -134,23 +136,61 @@ async def test_one_image_is_a_photo_and_info_reads_its_caption(
     assert (await reply_to(bot_api, wrong)).text == f"Which picture?\n\n{INFO_USAGE}"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("/serve", "Write what to generate."),
-        ("/serve a cat --colour red", "Unknown option --colour."),
-        ("/serve a cat --steps many", "--steps takes a whole number, not 'many'."),
-        ("/serve a cat --lora", "--lora needs a value."),
-    ],
-)
+@pytest.mark.parametrize(("words", "expected"), [("", "Write what to generate."), *BAD_SERVE])
 async def test_bad_flags_get_the_serve_usage(
-    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon, text: str, expected: str
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon, words: str, expected: str
 ) -> None:
     await start_bot(daemon)
-    message = bot_api.text(user(ANN), private_chat(ANN), text)
+    message = bot_api.text(user(ANN), private_chat(ANN), f"/serve {words}")
     bot_api.send(message)
     assert (await reply_to(bot_api, message)).text == f"{expected}\n\n{SERVE_USAGE}"
     assert generations(daemon) == []
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"), [("", "Which picture? Give its name, such as 3f2a9c1d-1.png."), *BAD_UPSCALE]
+)
+async def test_bad_flags_get_the_upscale_usage(
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon, words: str, expected: str
+) -> None:
+    await start_bot(daemon)
+    message = bot_api.text(user(ANN), private_chat(ANN), f"/upscale {words}")
+    bot_api.send(message)
+    assert (await reply_to(bot_api, message)).text == f"{expected}\n\n{UPSCALE_USAGE}"
+    assert generations(daemon) == []
+
+
+async def test_upscale_is_followed_and_delivered_like_serve(
+    bot_api: FakeBotApi, start_bot: StartBot, daemon: FakeDaemon
+) -> None:
+    await start_bot(daemon, **FAST)
+    served = bot_api.text(user(ANN), private_chat(ANN), "/serve a cat --lora annlora --n 2 --seed 7")
+    bot_api.send(served)
+    await reply_to(bot_api, served)
+    await progress_message(daemon)
+    await daemon.finish("job1")
+    await bot_api.wait_for(lambda call: call.method == "sendMediaGroup")
+
+    message = bot_api.text(user(ANN), private_chat(ANN), "/upscale job1-2.png --power=1.5")
+    bot_api.send(message)
+    confirmation = await reply_to(bot_api, message)
+    assert confirmation.text == "Upscaling job1-2.png\nWaiting in the queue: next."
+    spec, key = generations(daemon)[1]
+    assert (spec.upscale_image, spec.power, spec.power_scale, spec.prompt) == ("job1-2.png", True, 1.5, "")
+    assert key == f"tg:{ANN}:{message['message_id']}"
+    state = await progress_message(daemon, "job2")
+    await daemon.finish("job2")
+    summary = await final_edit(bot_api, ANN, int(state.message))
+    assert summary.text.startswith("Your image is ready in 12 s.\nPrompt: a cat annlora")
+    assert "seed 8" in summary.text and "Upscaled from job1-2.png: 1.5 times, latent" in summary.text
+    photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto")
+    assert photo.params["caption"].startswith("job2-1.png - seed 8 - annlora")
+
+    # Someone else's picture does not exist for them: the daemon's sentence, as written.
+    other = bot_api.text(user(BEN), private_chat(BEN), "/upscale job1-1.png")
+    bot_api.send(other)
+    assert (await reply_to(bot_api, other)).text == "There is no stored image job1-1.png."
+    assert len(daemon.jobs) == 2
 
 
 async def test_daemon_refusals_are_replied_as_written(
@@ -248,6 +288,7 @@ async def test_the_allow_lists_cover_the_new_commands(
     await start_bot(daemon, allowed_users=frozenset({ANN}))
     for text in (
         "/serve a cat",
+        "/upscale job1-1.png",
         "/info job1-1.png",
         "/loras",
         "/lora benlora",
