@@ -116,6 +116,9 @@ class GenerateParams:
     # all that records from before several pictures hold.
     adapts: list[AdaptUse] = field(default_factory=list)
     model: str = ""  # a /serve --model name; "": the configured base model
+    # The face IP-Adapter's picture (--adaptface, a stored image name; "" for none) and its scale.
+    adapt_face: str = ""
+    adapt_face_weight: float = 0.0
 
 
 @dataclass

@@ -150,6 +150,7 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
     for use in params.adapts[1:]:
         spec.more_adapts.add(image=use.image, weight=use.weight)
     spec.model = params.model
+    spec.adapt_face = params.adapt_face
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight
