@@ -271,7 +271,8 @@ class Distillery:
         else:
             loras = [await asyncio.to_thread(self.get_lora, name, requester) for name, _ in request.loras]
             params = resolve(request, loras, self.generation)
-        for picture in request.adapt_pictures:
+        face = request.face_picture
+        for picture in [*request.adapt_pictures, *([face] if face else [])]:
             if picture.image:
                 await asyncio.to_thread(self.visible_image, picture.image, requester)
         if request.init_image:
@@ -281,6 +282,7 @@ class Distillery:
         await asyncio.to_thread(self._check_capacity, requester)
         await asyncio.to_thread(self._check_quota, requester, params.count, 0)
         adapt = [await self._fetch_picture(picture.url) for picture in request.adapt_pictures]
+        fetched_face = await self._fetch_picture(face.url if face else "")
         init = await self._fetch_picture(request.init_url)
         if init is not None:
             fit_picture(params, (init.width, init.height), self.generation)
@@ -289,7 +291,9 @@ class Distillery:
                 return earlier
             await asyncio.to_thread(self._check_capacity, requester)
             await asyncio.to_thread(self._check_quota, requester, params.count, 0)
-            return await self._store_generation(requester, params, adapt, init, idempotency_key, request_hash)
+            return await self._store_generation(
+                requester, params, adapt, init, idempotency_key, request_hash, fetched_face
+            )
 
     def _upscale_params(self, request: ServeRequest, requester: Requester) -> GenerateParams:
         """/upscale: a picture the requester may see, made by /serve, whose LoRAs they may still use."""
@@ -331,6 +335,7 @@ class Distillery:
         init: SourceImage | None,
         idempotency_key: str,
         request_hash: str,
+        face: SourceImage | None = None,
     ) -> Submitted:
         job_id = new_job_id()
         inputs: list[tuple[str, bytes, str]] = []
@@ -344,6 +349,9 @@ class Distillery:
         if init is not None:
             params.init_image = f"{job_id}-image.png"
             inputs.append((params.init_image, init.png, init.sha256))
+        if face is not None:
+            params.adapt_face = f"{job_id}-adaptface.png"
+            inputs.append((params.adapt_face, face.png, face.sha256))
         job = Job(
             id=job_id,
             lora_name="",

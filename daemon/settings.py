@@ -10,6 +10,8 @@ else in the daemon reads the environment. Example config file (``--config distil
     captioner = "HuggingFaceTB/SmolVLM-256M-Instruct"
     reg_images = 200
     daily_images = 40      # per user per UTC day; 0 or absent: no limit
+    ip_adapter = "h94/IP-Adapter"   # /serve --adapt (hub id or a folder laid out like it)
+    face_ip_adapter = true          # and --adaptface, with its plus-face model from the same place
 
     [serve_models]     # more SD 1.5 checkpoints for /serve --model <name>
     realistic = "/models/realisticVision.safetensors"
@@ -102,6 +104,12 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--lora-cache", "lora_cache", int, "LoRAs kept loaded for /serve between generations (default 8)"),
     ("--ip-adapter", "ip_adapter", str, "IP-Adapter hub id or folder for /serve --adapt (default: off)"),
     ("--ip-adapter-weight", "ip_adapter_weight", str, "its weights file (models/ip-adapter_sd15.safetensors)"),
+    (
+        "--face-ip-adapter-weight",
+        "face_ip_adapter_weight",
+        str,
+        "with --face-ip-adapter: the face model's file there (models/ip-adapter-plus-face_sd15.safetensors)",
+    ),
     ("--daily-images", "daily_images", int, "images /serve makes per user per UTC day (0: no limit)"),
     ("--daily-distills", "daily_distills", int, "LoRAs /distill trains per user per UTC day (0: no limit)"),
     ("--executor", "executor", str, "where jobs run: local (one worker thread, the default) or ray"),
@@ -123,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NAME=SOURCE",
         help="another SD 1.5 checkpoint for /serve --model (repeat; or a [serve_models] table in the config file)",
+    )
+    parser.add_argument(
+        "--face-ip-adapter",
+        dest="face_ip_adapter",
+        action="store_true",
+        default=None,
+        help="also load the face IP-Adapter for /serve --adaptface, from the --ip-adapter hub id or folder "
+        "(default: off) [env DISTILLERY_FACE_IP_ADAPTER=1]",
     )
     parser.add_argument(
         "--allow-private-urls",
@@ -177,8 +193,13 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         base_config=str(value("base_config", "")),
         ip_adapter=str(value("ip_adapter", "")),
         ip_adapter_weight=str(value("ip_adapter_weight", ModelConfig.ip_adapter_weight)),
+        face_ip_adapter=_switch(value("face_ip_adapter", False), "--face-ip-adapter"),
+        face_ip_adapter_weight=str(value("face_ip_adapter_weight", ModelConfig.face_ip_adapter_weight)),
         serve_models=_serve_models(args.get("serve_models"), file_values.get("serve_models", {})),
     )
+    if models.face_ip_adapter and not models.ip_adapter and preset != "demo":
+        # The demo preset builds its own; any other needs the folder both models come from.
+        raise SystemExit("--face-ip-adapter needs --ip-adapter: the hub id or folder it is read from")
     train = TrainConfig.demo() if preset == "demo" else TrainConfig()
     if value("train_steps") is not None:
         train_overrides["steps"] = int(value("train_steps"))
@@ -226,6 +247,18 @@ def _serve_models(flags: list[str] | None, table: Mapping[str, Any]) -> tuple[tu
             raise SystemExit(f"--serve-model takes NAME=SOURCE with a lower-case name, not {'='.join(pair)!r}")
         models[str(pair[0])] = str(pair[1])
     return tuple(models.items())
+
+
+def _switch(raw: Any, flag: str) -> bool:
+    """An on/off setting: the flag itself, a TOML boolean, or an environment value such as 1, true or off."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"{flag} is on or off (1/true/yes/on or 0/false/no/off), not {raw!r}")
 
 
 def _executor(value: Callable[..., Any]) -> tuple[str, str, int]:

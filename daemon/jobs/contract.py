@@ -66,7 +66,7 @@ class JobInputs(Generic[Blob]):
     reg_sets: dict[SubjectClass, Blob | None] = field(default_factory=dict)
     # A regularization import's photos, in order.
     photos: list[bytes] = field(default_factory=list)
-    # A generation's stored pictures by name: its --adapt pictures and its --image.
+    # A generation's stored pictures by name: its --adapt pictures, its --adaptface picture and its --image.
     pictures: dict[str, bytes] = field(default_factory=dict)
 
 

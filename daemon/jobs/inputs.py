@@ -59,7 +59,7 @@ def read_inputs(store: Store, job: Job, blobs: Blobs[Blob_co], reg_key: RegKey) 
     if job.kind == JobKind.GENERATE and job.generate is not None:
         params = job.generate
         names = [use.image for use in params.adapts]
-        names += [params.adapt_image, params.init_image, params.upscale_image]
+        names += [params.adapt_image, params.init_image, params.upscale_image, params.adapt_face]
         return JobInputs(
             pictures={name: store.get_image(name) for name in names if name},
             loras={use.name: blobs.lora(use.name) for use in params.loras},

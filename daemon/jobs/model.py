@@ -118,6 +118,9 @@ class GenerateParams:
     model: str = ""  # a /serve --model name; "": the configured base model
     # /upscale: the stored picture the hires pass starts from, in place of a first pass; "" for /serve jobs.
     upscale_image: str = ""
+    # The face IP-Adapter's picture (--adaptface, a stored image name; "" for none) and its scale.
+    adapt_face: str = ""
+    adapt_face_weight: float = 0.0
 
 
 @dataclass

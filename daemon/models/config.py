@@ -55,6 +55,10 @@ class ModelConfig:
     ip_adapter: str = ""
     # Its weights file within that folder; the CLIP image encoder is the ``image_encoder`` folder beside it.
     ip_adapter_weight: str = "models/ip-adapter_sd15.safetensors"
+    # The face IP-Adapter for /serve --adaptface, from the same hub id or folder and with the same image encoder
+    # (h94's SD 1.5 "plus face" model); off unless switched on, and only with ip_adapter set.
+    face_ip_adapter: bool = False
+    face_ip_adapter_weight: str = "models/ip-adapter-plus-face_sd15.safetensors"
     # More SD 1.5 checkpoints /serve --model may use, as (name, source) with sources like base_model's. One model
     # is resident at a time: switching reloads its weights, and training always runs on base_model.
     serve_models: tuple[tuple[str, str], ...] = ()

@@ -1,14 +1,18 @@
 """Tiny random-weight stand-ins for the real models, built locally so the demo and the tests need no hub.
 
-``ensure_demo_models`` writes two folders with ``save_pretrained``:
+``ensure_demo_models`` writes three folders:
 
 * ``sd15-tiny``: a Stable Diffusion 1.5-shaped diffusers pipeline (UNet, 3-level VAE, CLIP text encoder, CLIP
   BPE tokenizer, PNDM scheduler as SD 1.5 ships it, no safety checker) at 64 px (16x16 latents), small enough
   that one training step takes tens of milliseconds on two CPU cores.
 * ``vlm-tiny``: a LLaVA-shaped image-text-to-text model (tiny CLIP vision tower + tiny Llama) with a processor
   and chat template, loadable with ``AutoProcessor`` + ``AutoModelForImageTextToText`` like a real instruct VLM.
+* ``ip-adapter-tiny``: IP-Adapters for that UNet in h94/IP-Adapter's layout: ``models/image_encoder`` (a tiny
+  CLIP vision model), the plain ``models/ip-adapter_sd15.safetensors`` (/serve --adapt) and the "plus face"
+  ``models/ip-adapter-plus-face_sd15.safetensors`` (/serve --adaptface, a Resampler over the encoder's
+  penultimate hidden states), in the original checkpoints' key names.
 
-Both are then loaded through the very code path real weights take. Random weights caption in word salad; that
+All are then loaded through the very code path real weights take. Random weights caption in word salad; that
 is expected.
 
 The CLIP tokenizer is real byte-pair encoding in CLIP's layout, learned here from a deterministic synthetic
@@ -26,6 +30,7 @@ import random
 import shutil
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +40,10 @@ logger = logging.getLogger(__name__)
 
 BASE_DIR = "sd15-tiny"
 CAPTIONER_DIR = "vlm-tiny"
+IP_ADAPTER_DIR = "ip-adapter-tiny"
 MARKER = "BUILT"
 # Bumped whenever the recipe changes, so an old build in a state directory is rebuilt rather than reused.
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"
 
 WORD_END = "</w>"
 BOS = "<|startoftext|>"
@@ -45,6 +51,12 @@ EOS = "<|endoftext|>"
 # 512 byte symbols + merges + 2 specials; big enough to mint names from, small enough to learn in a second.
 CLIP_VOCAB_SIZE = 4096
 SEED = 1234
+# The "plus" Resampler as h94 ships it: 4 blocks (diffusers builds 4 whatever the file holds), 64-wide attention
+# heads, 16 query tokens, a feed-forward 4 times as wide.
+RESAMPLER_DEPTH = 4
+RESAMPLER_HEAD = 64
+FACE_TOKENS = 16
+FFN_RATIO = 4
 
 # Words a portrait caption uses, so the demo tokenizers have whole tokens for them like a real one does.
 PORTRAIT_WORDS = """
@@ -366,8 +378,102 @@ def _build_vlm(out: Path) -> None:
     processor.save_pretrained(out)
 
 
+def _ip_attention(unet: Any, scaled: Callable[..., torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An IP-Adapter's image key/value pair for every cross-attention of ``unet``, numbered 1, 3, 5... in the
+    UNet's processor order as h94's files number them (even numbers are self-attentions, which have none)."""
+    cross = unet.config.cross_attention_dim
+    tensors: dict[str, torch.Tensor] = {}
+    cross_attentions = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
+    for number, name in zip(range(1, 2 * len(cross_attentions), 2), cross_attentions, strict=True):
+        hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
+        tensors[f"ip_adapter.{number}.to_k_ip.weight"] = scaled(hidden, cross, gain=0.3 * cross**0.5)
+        tensors[f"ip_adapter.{number}.to_v_ip.weight"] = scaled(hidden, cross, gain=0.3 * cross**0.5)
+    return tensors
+
+
+def _resampler(embed_dim: int, cross: int, scaled: Callable[..., torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The "plus" image projection in the original Resampler's key names: learned query tokens that attend to
+    the image encoder's hidden states through RESAMPLER_DEPTH blocks, then project to the cross-attention width."""
+    width = RESAMPLER_HEAD  # one head: diffusers reads the head count as to_q's width / 64
+    tensors = {
+        "image_proj.latents": scaled(1, FACE_TOKENS, width),
+        "image_proj.proj_in.weight": scaled(width, embed_dim),
+        "image_proj.proj_in.bias": torch.zeros(width),
+        "image_proj.proj_out.weight": scaled(cross, width),
+        "image_proj.proj_out.bias": torch.zeros(cross),
+        "image_proj.norm_out.weight": torch.ones(cross),
+        "image_proj.norm_out.bias": torch.zeros(cross),
+    }
+    for block in range(RESAMPLER_DEPTH):
+        attention, feed_forward = f"image_proj.layers.{block}.0", f"image_proj.layers.{block}.1"
+        for norm in ("norm1", "norm2"):
+            tensors[f"{attention}.{norm}.weight"] = torch.ones(width)
+            tensors[f"{attention}.{norm}.bias"] = torch.zeros(width)
+        tensors[f"{attention}.to_q.weight"] = scaled(width, width)
+        tensors[f"{attention}.to_kv.weight"] = scaled(2 * width, width)
+        tensors[f"{attention}.to_out.weight"] = scaled(width, width)
+        tensors[f"{feed_forward}.0.weight"] = torch.ones(width)
+        tensors[f"{feed_forward}.0.bias"] = torch.zeros(width)
+        tensors[f"{feed_forward}.1.weight"] = scaled(FFN_RATIO * width, width)
+        tensors[f"{feed_forward}.3.weight"] = scaled(width, FFN_RATIO * width)
+    return tensors
+
+
+def build_tiny_ip_adapter(unet: Any, folder: Path, embed_dim: int = 16) -> None:
+    """IP-Adapters for ``unet`` laid out like h94/IP-Adapter under ``folder``: ``models/image_encoder``, the plain
+    ``models/ip-adapter_sd15.safetensors`` and the "plus face" ``models/ip-adapter-plus-face_sd15.safetensors``:
+    random weights in the shapes and key names diffusers' ``load_ip_adapter`` reads from the real files."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    models = Path(folder) / "models"
+    with torch.random.fork_rng():
+        torch.manual_seed(SEED)
+        encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=32,
+                patch_size=8,
+                projection_dim=embed_dim,
+            )
+        )
+    encoder.save_pretrained(models / "image_encoder")
+    generator = torch.Generator().manual_seed(SEED)
+
+    def scaled(*shape: int, gain: float = 1.0) -> torch.Tensor:
+        # Weights with unit gain over their last (input) dimension, so activations stay near unit size.
+        weights = torch.randn(*shape, generator=generator)
+        weights.mul_(gain / shape[-1] ** 0.5)
+        return weights
+
+    cross = unet.config.cross_attention_dim
+    # The plain IP-Adapter: the CLIP image embedding projected to 4 extra cross-attention tokens.
+    plain = {
+        "image_proj.proj.weight": scaled(4 * cross, embed_dim, gain=0.3 * embed_dim**0.5),
+        "image_proj.proj.bias": torch.zeros(4 * cross),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+        **_ip_attention(unet, scaled),
+    }
+    face = {**_resampler(encoder.config.hidden_size, cross, scaled), **_ip_attention(unet, scaled)}
+    save_file(plain, str(models / "ip-adapter_sd15.safetensors"))
+    save_file(face, str(models / "ip-adapter-plus-face_sd15.safetensors"))
+
+
+def _build_ip_adapter(out: Path, base: Path) -> None:
+    from diffusers import UNet2DConditionModel
+
+    # Only the UNet's shapes matter, so a fresh one from the saved config will do.
+    config = UNet2DConditionModel.load_config(base / "unet")
+    build_tiny_ip_adapter(UNet2DConditionModel.from_config(config), out)  # type: ignore[no-untyped-call]
+
+
 def ensure_demo_models(root: Path) -> tuple[Path, Path]:
-    """Build the demo models under ``root`` once and return (base_model_dir, captioner_dir).
+    """Build the demo models under ``root`` once and return (base_model_dir, captioner_dir); the IP-Adapters
+    are beside them in ``IP_ADAPTER_DIR``.
 
     Idempotent: the marker file is written last, so a finished build is reused as is and an interrupted one is
     thrown away and redone.
@@ -384,7 +490,8 @@ def ensure_demo_models(root: Path) -> tuple[Path, Path]:
         work = Path(scratch)
         _build_sd15(work / BASE_DIR)
         _build_vlm(work / CAPTIONER_DIR)
-        for name in (BASE_DIR, CAPTIONER_DIR):
+        _build_ip_adapter(work / IP_ADAPTER_DIR, work / BASE_DIR)
+        for name in (BASE_DIR, CAPTIONER_DIR, IP_ADAPTER_DIR):
             shutil.rmtree(root / name, ignore_errors=True)
             (work / name).rename(root / name)
     (root / "recipe.json").write_text(json.dumps({"seed": SEED, "clip_vocab_size": CLIP_VOCAB_SIZE}))

@@ -2,8 +2,9 @@
 
 ``load_resident`` runs once at start. Training borrows ``unet`` for a job (adding and then removing a LoRA
 adapter) and generation uses ``pipeline``; both see the same modules, so nothing is loaded twice. Everything is
-frozen (eval mode, ``requires_grad`` False); only LoRA parameters ever train. An optional IP-Adapter is loaded
-too, then taken off the UNet again: it goes on only for the generation that asks for it (``IpAdapter``).
+frozen (eval mode, ``requires_grad`` False); only LoRA parameters ever train. An optional IP-Adapter (and face
+IP-Adapter) is loaded too, then taken off the UNet again: it goes on only for the generation that asks for it
+(``IpAdapter``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from PIL import Image
 
 from daemon.models.captioner import Captioner, VlmCaptioner
 from daemon.models.config import SD15_BASE_MODEL, ModelConfig
-from daemon.models.demo import ensure_demo_models
+from daemon.models.demo import IP_ADAPTER_DIR, ensure_demo_models
 from daemon.models.sd15_arch import write_config_folder
 
 logger = logging.getLogger(__name__)
@@ -40,34 +41,55 @@ DEMO_SAMPLE_STEPS = 4
 
 
 @dataclass
+class IpAdapterUnit:
+    """One loaded IP-Adapter model: its image attention in every cross-attention layer and its image projection."""
+
+    weights: str  # the weights file, as configured (models/ip-adapter_sd15.safetensors)
+    processors: dict[str, Any]  # cross-attention processor name -> IP-Adapter processor (to_k_ip/to_v_ip)
+    # diffusers' ImageProjection (the plain model: CLIP's image embedding) or IPAdapterPlusImageProjection (the
+    # "plus" models: a Resampler over the encoder's penultimate hidden states, which the pipeline then reads).
+    projection: Any
+
+
+@dataclass
 class IpAdapter:
-    """An IP-Adapter, loaded once, that is part of the UNet only inside ``attached``.
+    """The IP-Adapters, loaded once, that are part of the UNet only inside ``attached``.
 
     Loaded, an IP-Adapter swaps the UNet's cross-attention processors and adds an image projection that every
     forward then insists on (``image_embeds``): training, regularization images and plain generations would all
     break. So the loaded parts are kept here and the UNet gets its own processors back; ``attached`` swaps them
-    in for one generation and out again, which costs no I/O.
+    in for one generation and out again, which costs no I/O. Both models share the CLIP image encoder.
     """
 
     pipeline: Any  # the resident StableDiffusionPipeline; its image_encoder and feature_extractor stay registered
-    processors: dict[str, Any]  # processor name -> IP-Adapter processor, holding the to_k_ip/to_v_ip weights
-    projection: Any  # diffusers MultiIPAdapterImageProjection
+    picture: IpAdapterUnit  # /serve --adapt
     plain: dict[str, Any]  # the processors the UNet had before the IP-Adapter came
     source: str  # as configured, for the record
+    face: IpAdapterUnit | None = None  # /serve --adaptface, when configured
 
     @contextmanager
-    def attached(self, scales: float | Sequence[float]) -> Iterator[None]:
-        """The IP-Adapter on the UNet for the duration, one picture per scale; off again however the block ends.
+    def attached(self, scales: float | Sequence[float], face: float | None = None) -> Iterator[None]:
+        """The IP-Adapter on the UNet for the duration, one picture per scale, then the face IP-Adapter's picture
+        when ``face`` (its scale) is given; off again however the block ends.
 
         Several pictures (``/serve --adapt1..4``) each get their own scale, as several IP-Adapter units do in
         A1111 and ComfyUI: every cross-attention adds one image attention per picture, all through the same
-        loaded weights.
+        loaded weights. The pipeline's ``ip_adapter_image`` takes the pictures in that order.
         """
+        from diffusers.models.embeddings import MultiIPAdapterImageProjection
+
         scales = [scales] if isinstance(scales, int | float) else list(scales)
+        units = [self.picture] * len(scales)
+        if face is not None:
+            if self.face is None:
+                raise ValueError("no face IP-Adapter is loaded")
+            units.append(self.face)
+            scales.append(face)
         unet = self.pipeline.unet
-        # set_attn_processor pops from the dict it is given: hand it a copy.
-        unet.set_attn_processor(dict(self.processors) if len(scales) == 1 else self._repeated(len(scales)))
-        unet.encoder_hid_proj = self.projection if len(scales) == 1 else self._projection(len(scales))
+        # Processors first: a "plus" projection holds attention layers of its own, which set_attn_processor
+        # would count (and want processors for) once the projection is on the UNet.
+        unet.set_attn_processor(self._processors(units))
+        unet.encoder_hid_proj = MultiIPAdapterImageProjection([unit.projection for unit in units])
         unet.config.encoder_hid_dim_type = "ip_image_proj"
         try:
             self.pipeline.set_ip_adapter_scale(scales)
@@ -75,39 +97,36 @@ class IpAdapter:
         finally:
             self.detach()
 
-    def _repeated(self, count: int) -> dict[str, Any]:
-        """The attention processors for ``count`` pictures: each image layer listed ``count`` times (the same
-        modules, so nothing is copied), with a scale of its own."""
+    def _processors(self, units: Sequence[IpAdapterUnit]) -> dict[str, Any]:
+        """The UNet's attention processors with one image attention per unit in every cross-attention layer (the
+        loaded layers themselves, so nothing is copied), each with a scale of its own."""
         processors: dict[str, Any] = {}
-        for name, processor in self.processors.items():
-            if not hasattr(processor, "to_k_ip"):
-                processors[name] = processor
+        for name, own in self.plain.items():
+            loaded = [unit.processors[name] for unit in units if name in unit.processors]
+            # Self-attentions have no image attention: they keep the UNet's own processor.
+            if not loaded:
+                processors[name] = own
                 continue
             # Built empty and filled with the loaded layers: the constructor would allocate random ones.
-            kind: Any = type(processor)
+            kind: Any = type(loaded[0])
             twin = kind.__new__(kind)
             torch.nn.Module.__init__(twin)
-            twin.hidden_size = processor.hidden_size
-            twin.cross_attention_dim = processor.cross_attention_dim
-            twin.num_tokens = list(processor.num_tokens) * count
-            twin.scale = list(processor.scale) * count
-            twin.to_k_ip = torch.nn.ModuleList(list(processor.to_k_ip) * count)
-            twin.to_v_ip = torch.nn.ModuleList(list(processor.to_v_ip) * count)
+            twin.hidden_size = loaded[0].hidden_size
+            twin.cross_attention_dim = loaded[0].cross_attention_dim
+            twin.num_tokens = [tokens for processor in loaded for tokens in processor.num_tokens]
+            twin.scale = [scale for processor in loaded for scale in processor.scale]
+            twin.to_k_ip = torch.nn.ModuleList([layer for processor in loaded for layer in processor.to_k_ip])
+            twin.to_v_ip = torch.nn.ModuleList([layer for processor in loaded for layer in processor.to_v_ip])
             processors[name] = twin
         return processors
-
-    def _projection(self, count: int) -> Any:
-        """The image projection repeated for ``count`` pictures (the same layers)."""
-        from diffusers.models.embeddings import MultiIPAdapterImageProjection
-
-        return MultiIPAdapterImageProjection(list(self.projection.image_projection_layers) * count)
 
     def detach(self) -> None:
         """Give the UNet back its own attention processors and no image projection."""
         unet = self.pipeline.unet
-        unet.set_attn_processor(dict(self.plain))
+        # Projection first, for the same reason as in ``attached``.
         unet.encoder_hid_proj = None
         unet.config.encoder_hid_dim_type = None
+        unet.set_attn_processor(dict(self.plain))
 
 
 @dataclass
@@ -212,14 +231,20 @@ def unet_weight_files(folder: Path) -> list[Path]:
 
 
 def resolve_model_config(cfg: ModelConfig, state_dir: Path) -> ModelConfig:
-    """For the demo preset, build the tiny models under ``state_dir`` and point the config at them.
+    """For the demo preset, build the tiny models under ``state_dir`` and point the config at them (the
+    IP-Adapters too, unless one is configured).
 
     Paths given explicitly (tests share one prebuilt set across many daemons) are used as they are.
     """
     if cfg.preset != "demo" or (cfg.base_model and cfg.captioner_model):
         return cfg
-    base, captioner = ensure_demo_models(Path(state_dir) / "models" / "demo")
-    return dataclasses.replace(cfg, base_model=str(base), captioner_model=str(captioner))
+    root = Path(state_dir) / "models" / "demo"
+    base, captioner = ensure_demo_models(root)
+    resolved = dataclasses.replace(cfg, base_model=str(base), captioner_model=str(captioner))
+    if cfg.ip_adapter:
+        return resolved
+    # The demo's own IP-Adapters, so /serve --adapt and --adaptface work on it too.
+    return dataclasses.replace(resolved, ip_adapter=str(root / IP_ADAPTER_DIR), face_ip_adapter=True)
 
 
 def _load_single_file(path: Path, base_config: str, dtype: torch.dtype, extra: dict[str, Any]) -> Any:
@@ -263,34 +288,48 @@ def load_pipeline(cfg: ModelConfig, dtype: torch.dtype) -> tuple[Any, str]:
 
 
 def load_ip_adapter(pipe: Any, cfg: ModelConfig) -> IpAdapter | None:
-    """Load the configured IP-Adapter and its CLIP image encoder into ``pipe``, then take it off the UNet again.
+    """Load the configured IP-Adapter (and the face IP-Adapter when switched on) with their CLIP image encoder
+    into ``pipe``, then take them off the UNet again.
 
     A local folder is read with ``local_files_only``, so it never reaches the hub; a hub id is fetched (or found
     in the cache) like the base model.
     """
     if not cfg.ip_adapter:
         return None
-    subfolder, _, weight_name = cfg.ip_adapter_weight.rpartition("/")
-    local = Path(cfg.ip_adapter).is_dir()
-    logger.info("loading IP-Adapter %s (%s)", cfg.ip_adapter, cfg.ip_adapter_weight)
     plain = dict(pipe.unet.attn_processors)
+    picture = _load_unit(pipe, cfg.ip_adapter, cfg.ip_adapter_weight, plain)
+    adapter = IpAdapter(pipe, picture, plain, cfg.ip_adapter)
+    adapter.detach()
+    if cfg.face_ip_adapter:
+        # One after the other: each load replaces the last on the UNet, and the encoder is loaded only once.
+        adapter.face = _load_unit(pipe, cfg.ip_adapter, cfg.face_ip_adapter_weight, plain)
+        adapter.detach()
+    return adapter
+
+
+def _load_unit(pipe: Any, source: str, weights: str, plain: dict[str, Any]) -> IpAdapterUnit:
+    """One IP-Adapter model loaded through diffusers and left on the UNet; its parts frozen."""
+    subfolder, _, weight_name = weights.rpartition("/")
+    logger.info("loading IP-Adapter %s (%s)", source, weights)
     pipe.load_ip_adapter(
-        cfg.ip_adapter,
+        source,
         subfolder=subfolder,
         weight_name=weight_name,
         image_encoder_folder="image_encoder",
-        local_files_only=local or None,
+        local_files_only=Path(source).is_dir() or None,
     )
     unet = pipe.unet
-    processors = dict(unet.attn_processors)
-    projection = unet.encoder_hid_proj
-    ip_modules = [p for p in processors.values() if isinstance(p, torch.nn.Module)]
-    for module in (pipe.image_encoder, projection, *ip_modules):
+    # The UNet's own cross-attentions only: a "plus" projection's attention layers are listed too while it is on.
+    processors = {
+        name: processor
+        for name, processor in unet.attn_processors.items()
+        if name in plain and hasattr(processor, "to_k_ip")
+    }
+    [projection] = unet.encoder_hid_proj.image_projection_layers
+    for module in (pipe.image_encoder, projection, *processors.values()):
         module.requires_grad_(False)
         module.eval()
-    adapter = IpAdapter(pipe, processors, projection, plain, cfg.ip_adapter)
-    adapter.detach()
-    return adapter
+    return IpAdapterUnit(weights, processors, projection)
 
 
 def load_resident(cfg: ModelConfig) -> Resident:

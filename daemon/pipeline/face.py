@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 # Head and shoulders: DreamBooth portraits train best when the face fills roughly 40 % of the frame.
 CONTEXT = 2.5
+# The face IP-Adapter's crop: dlib's box runs from the brows to the chin, so 1.7 of its sides adds the forehead,
+# hair line, ears and chin, about the face crops that model was trained on.
+FACE_CROP_CONTEXT = 1.7
 # Below a quarter of the training side (128 px at 512) the face is mostly upscaling artifacts after the crop.
 MIN_FACE_FRACTION = 0.25
 # The detector sees the image at a 512-1024 px long side: smaller photos are enlarged (HOG's smallest face is
@@ -203,10 +206,10 @@ def describe_face(image: Image.Image) -> FaceDescription | None:
     )
 
 
-def square_around(face: Box, image_size: tuple[int, int], resolution: int) -> Box:
-    """The training square for ``face``: CONTEXT face sides, at least ``resolution``, inside the image."""
+def square_around(face: Box, image_size: tuple[int, int], resolution: int, context: float = CONTEXT) -> Box:
+    """The training square for ``face``: ``context`` face sides, at least ``resolution``, inside the image."""
     width, height = image_size
-    side = min(width, height, max(round(face.side * CONTEXT), resolution))
+    side = min(width, height, max(round(face.side * context), resolution))
     center_x = face.left + face.width / 2
     center_y = face.top + face.height / 2
     # Shift rather than shrink at the borders: the square keeps its size and the face stays in it.
@@ -220,6 +223,19 @@ def center_square(image_size: tuple[int, int]) -> Box:
     width, height = image_size
     side = min(width, height)
     return Box((width - side) // 2, (height - side) // 2, side, side)
+
+
+def crop_face(image: Image.Image) -> Image.Image | None:
+    """The square around the largest face in ``image`` (FACE_CROP_CONTEXT face sides), or None without a face.
+
+    What the face IP-Adapter ("plus face") sees: it was trained on face crops, not on whole portraits.
+    """
+    image = image.convert("RGB")
+    faces = detect_faces(image)
+    if not faces:
+        return None
+    crop = square_around(faces[0], image.size, 0, context=FACE_CROP_CONTEXT)
+    return image.crop((crop.left, crop.top, crop.left + crop.width, crop.top + crop.height))
 
 
 def prepare_portrait(image: Image.Image, resolution: int) -> PreparedPortrait:

@@ -6,7 +6,8 @@ the LoRA names in it, the weights, the seed, the size. This module turns that in
 into PNGs that carry their own recipe: a ``parameters`` text chunk in AUTOMATIC1111's infotext format, which
 A1111, Forge, ComfyUI loaders and Civitai read, and a ``distillery`` chunk with the same facts as JSON.
 
-The LoRA files and the --adapt picture arrive with the job (``ctx.inputs``); the pipeline never opens the store.
+The LoRA files and the --adapt, --adaptface and --image pictures arrive with the job (``ctx.inputs``); the
+pipeline never opens the store.
 """
 
 from __future__ import annotations
@@ -32,15 +33,18 @@ from daemon.models.resident import Resident
 from daemon.models.switch import ModelSwitcher
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.denoise import Denoiser
+from daemon.pipeline.face import crop_face
 from daemon.pipeline.image import open_png
 from daemon.pipeline.prompt_weights import PromptEncoder
 from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS
+from daemon.pipeline.serve_request import NO_FACE_IP_ADAPTER
 
 logger = logging.getLogger(__name__)
 
 # The preview's guidance: the usual SD 1.5 default, as /serve uses when the user names none.
 PREVIEW_CFG = 7.0
 NO_IP_ADAPTER = "Adapting to a picture (--adapt) is not available here: this distillery has no IP-Adapter."
+NO_FACE = "I found no face in the --adaptface picture: send a clear, front-facing photo of one person."
 
 
 def lora_short_hash(data: bytes) -> str:
@@ -135,6 +139,7 @@ class GeneratePipeline:
         Used by generation jobs, and by distillation for the preview of a LoRA not stored yet.
         """
         adapt = self._adapt_image(ctx, params)
+        face = self._face_image(ctx, params)  # before any GPU work, so a picture without a face costs nothing
         if self.models is not None:
             self.models.ensure(params.model, lambda text: ctx.stage(Stage.GENERATE, text))
         files: dict[str, bytes] = {}
@@ -144,7 +149,7 @@ class GeneratePipeline:
             return files[name]
 
         self.adapters.activate(params.loras, remember)
-        images = self._denoise(ctx, params, adapt)
+        images = self._denoise(ctx, params, adapt, face)
         hashes = {name: lora_short_hash(data) for name, data in files.items()}
         sha256s = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
         outputs = []
@@ -190,17 +195,32 @@ class GeneratePipeline:
             raise BadInput(NO_IP_ADAPTER)
         return [(open_png(_picture(ctx, use.image)), use.weight) for use in uses]
 
+    def _face_image(self, ctx: JobContext, params: GenerateParams) -> tuple[Image.Image, float] | None:
+        """The --adaptface picture cropped to its face, with its weight; None without one."""
+        if not params.adapt_face:
+            return None
+        if self.resident.ip_adapter is None or self.resident.ip_adapter.face is None:
+            raise BadInput(NO_FACE_IP_ADAPTER)  # queued before a restart without it, as in _adapt_image
+        face = crop_face(open_png(_picture(ctx, params.adapt_face)))
+        if face is None:
+            raise BadInput(NO_FACE)
+        return face, params.adapt_face_weight
+
     def _denoise(
-        self, ctx: JobContext, params: GenerateParams, adapt: list[tuple[Image.Image, float]]
+        self,
+        ctx: JobContext,
+        params: GenerateParams,
+        adapt: list[tuple[Image.Image, float]],
+        face: tuple[Image.Image, float] | None = None,
     ) -> list[Image.Image]:
         """One batched run: ``count`` images, each from its own generator, progress and cancel every step."""
         extra: dict[str, Any] = {}
         ip_adapter = self.resident.ip_adapter
         attached: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if adapt and ip_adapter is not None:
-            attached = ip_adapter.attached([weight for _, weight in adapt])
-            # One picture per (repeated) IP-Adapter; a lone picture is passed as diffusers' single-adapter form.
-            pictures = [picture for picture, _ in adapt]
+        if (adapt or face) and ip_adapter is not None:
+            attached = ip_adapter.attached([weight for _, weight in adapt], face[1] if face else None)
+            # One picture per (repeated) IP-Adapter, the face last; a lone one in diffusers' single-adapter form.
+            pictures = [picture for picture, _ in adapt] + ([face[0]] if face else [])
             extra["ip_adapter_image"] = pictures[0] if len(pictures) == 1 else pictures
         init = open_png(_picture(ctx, params.init_image)) if params.init_image else None
         with attached:
@@ -234,6 +254,9 @@ class GeneratePipeline:
             fields.append(("IP-Adapter", model_name(resident.ip_adapter.source)))
             weights = [use.weight for use in params.adapts] or [params.adapt_weight]
             fields.append(("IP-Adapter weight", ", ".join(f"{weight:g}" for weight in weights)))
+        if params.adapt_face and resident.ip_adapter is not None and resident.ip_adapter.face is not None:
+            fields.append(("Face IP-Adapter", model_name(resident.ip_adapter.face.weights)))
+            fields.append(("Face IP-Adapter weight", f"{params.adapt_face_weight:g}"))
         if params.init_image:
             # A1111's img2img writes its strength under the same name as the hires pass does.
             fields.append(("Denoising strength", f"{params.init_denoise:g}"))
@@ -269,6 +292,9 @@ class GeneratePipeline:
             ],
             "adapt": {"image": params.adapt_image, "weight": params.adapt_weight} if params.adapt_image else None,
             "adapts": [{"image": use.image, "weight": use.weight} for use in params.adapts],
+            "adapt_face": {"image": params.adapt_face, "weight": params.adapt_face_weight}
+            if params.adapt_face
+            else None,
             "hires": {
                 "scale": params.hires_scale,
                 "steps": params.hires_steps,
@@ -283,7 +309,7 @@ class GeneratePipeline:
 
 
 def _picture(ctx: JobContext, name: str) -> bytes:
-    """A stored picture the job names (--adapt, --image), read by the daemon before dispatch."""
+    """A stored picture the job names (--adapt, --adaptface, --image), read by the daemon before dispatch."""
     try:
         return ctx.inputs.pictures[name]
     except KeyError:

@@ -40,6 +40,7 @@ class WorkerFacts:
     tokenizer: Any  # the base model's CLIP tokenizer, which LoRA names are minted from
     node: str = ""
     pid: int = 0
+    face_adapt_available: bool = False
 
     @classmethod
     def of(cls, resident: Resident, node: str = "", pid: int = 0) -> WorkerFacts:
@@ -53,6 +54,7 @@ class WorkerFacts:
             size_multiple=resident.size_multiple,
             sample_steps=resident.sample_steps,
             adapt_available=resident.ip_adapter is not None,
+            face_adapt_available=resident.ip_adapter is not None and resident.ip_adapter.face is not None,
             tokenizer=resident.tokenizer,
             node=node,
             pid=pid,

@@ -41,6 +41,7 @@ POWER_SCALE_RANGE = (1.5, 2.0)
 POWER_DENOISE = 0.55
 # Image to image: A1111's default denoising strength.
 IMAGE_DENOISE = 0.75
+NO_FACE_IP_ADAPTER = "--adaptface is not available: this distillery has no face IP-Adapter configured."
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class GenerationDefaults:
     steps: int  # denoising steps when the request names none
     cfg: float = 7.0
     adapt_available: bool = False  # an IP-Adapter is loaded
+    face_adapt_available: bool = False  # and a face IP-Adapter beside it (--adaptface)
     adapt_weight: float = 0.6
     models: tuple[str, ...] = ()  # the /serve --model names the operator configured
 
@@ -97,6 +99,16 @@ class ServeRequest:
         """Every --adapt picture in order, the first one included."""
         first = [AdaptPicture(self.adapt_image, self.adapt_url, self.adapt_weight)]
         return [p for p in (*first, *self.more_adapts) if p.image or p.url]
+
+    @property
+    def face_picture(self) -> AdaptPicture | None:
+        """The --adaptface picture, a stored image or a link (the one field carries either); None without."""
+        value = self.adapt_face.strip()
+        if not value:
+            return None
+        if value.lower().startswith(("http://", "https://")):
+            return AdaptPicture(url=value)
+        return AdaptPicture(image=value)
 
 
 def auto_weight(count: int) -> float:
@@ -207,13 +219,12 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
         sampler=sampler_name(request.sampler),
         **hires,
         **init,
+        **_adapt_face(request, defaults),
     )
 
 
 def _adapts(request: ServeRequest, defaults: GenerationDefaults) -> list[AdaptUse]:
     """Each --adapt picture with its weight; a link's picture gets its name when the job is stored."""
-    if request.adapt_face:
-        raise BadInput("--adaptface is not available: this distillery has no face IP-Adapter configured.")
     pictures = request.adapt_pictures
     if not pictures:
         return []
@@ -228,6 +239,18 @@ def _adapts(request: ServeRequest, defaults: GenerationDefaults) -> list[AdaptUs
             raise BadInput("The adapt weight must be between 0 and 1.")
         uses.append(AdaptUse(image=picture.image, weight=weight))
     return uses
+
+
+def _adapt_face(request: ServeRequest, defaults: GenerationDefaults) -> dict[str, Any]:
+    """The face IP-Adapter's GenerateParams fields; none without --adaptface. It is a unit of its own beside
+    the --adapt pictures (not one of their four), at the default weight; a link's picture is named once stored.
+    """
+    picture = request.face_picture
+    if picture is None:
+        return {}
+    if not defaults.face_adapt_available:
+        raise BadInput(NO_FACE_IP_ADAPTER)
+    return {"adapt_face": picture.image, "adapt_face_weight": defaults.adapt_weight}
 
 
 def _image_to_image(request: ServeRequest, steps: int) -> dict[str, Any]:

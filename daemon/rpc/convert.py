@@ -152,6 +152,7 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
         spec.more_adapts.add(image=use.image, weight=use.weight)
     spec.model = params.model
     spec.upscale_image = params.upscale_image
+    spec.adapt_face = params.adapt_face
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight

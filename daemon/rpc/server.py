@@ -198,6 +198,7 @@ class Daemon:
             size_multiple=facts.size_multiple,
             steps=facts.sample_steps,
             adapt_available=facts.adapt_available,
+            face_adapt_available=facts.face_adapt_available,
             models=tuple(name for name, _ in self.settings.models.serve_models),
         )
         self.core.attach(executor, NameMinter(facts.tokenizer), facts.device, generation=generation)

@@ -18,6 +18,7 @@ from daemon.models.demo import (
     ensure_demo_models,
     learn_clip_bpe,
 )
+from daemon.models.resident import Resident
 from daemon.pipeline.name import NameMinter
 
 pytest_plugins = ["tests.fixtures_models"]
@@ -49,7 +50,7 @@ def test_the_marker_is_written_last_so_a_failed_build_is_redone(
     builds: list[str] = []
 
     def fake(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
-        def build(out: Path) -> None:
+        def build(out: Path, *inputs: Path) -> None:
             builds.append(name)
             if fail:
                 raise RuntimeError("disk full")
@@ -60,6 +61,7 @@ def test_the_marker_is_written_last_so_a_failed_build_is_redone(
 
     monkeypatch.setattr(demo, "_build_sd15", fake("sd"))
     monkeypatch.setattr(demo, "_build_vlm", fake("vlm", fail=True))
+    monkeypatch.setattr(demo, "_build_ip_adapter", fake("ip"))
     with pytest.raises(RuntimeError):
         ensure_demo_models(tmp_path)
     assert not (tmp_path / demo.MARKER).exists() and not (tmp_path / demo.BASE_DIR).exists()
@@ -67,8 +69,9 @@ def test_the_marker_is_written_last_so_a_failed_build_is_redone(
     monkeypatch.setattr(demo, "_build_vlm", fake("vlm"))
     base, captioner = ensure_demo_models(tmp_path)
     assert (base / "weights").read_text() == "sd" and (captioner / "weights").read_text() == "vlm"
+    assert (tmp_path / demo.IP_ADAPTER_DIR / "weights").read_text() == "ip"
     ensure_demo_models(tmp_path)
-    assert builds == ["sd", "vlm", "sd", "vlm"]
+    assert builds == ["sd", "vlm", "sd", "vlm", "ip"]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".build-")] == []
 
 
@@ -141,3 +144,29 @@ def test_captioner_folder_loads_through_the_generic_auto_classes(demo_models: tu
     )
     assert prompt.startswith("USER: <image>") and prompt.endswith("ASSISTANT:")
     assert sum(p.numel() for p in model.parameters()) < 200_000
+
+
+def test_the_ip_adapters_are_laid_out_like_h94s(demo_models: tuple[Path, Path], resident: Resident) -> None:
+    from safetensors import safe_open
+
+    models = demo_models[0].parent / demo.IP_ADAPTER_DIR / "models"
+    assert (models / "image_encoder" / "config.json").is_file()
+    with safe_open(str(models / "ip-adapter_sd15.safetensors"), "pt") as plain:
+        plain_keys = set(plain.keys())
+    with safe_open(str(models / "ip-adapter-plus-face_sd15.safetensors"), "pt") as face:
+        face_keys = set(face.keys())
+        latents = face.get_tensor("image_proj.latents")
+    # The original checkpoints' names: the plain projection, the Resampler's blocks, and one image key/value
+    # pair per cross-attention, numbered 1, 3, 5...
+    assert {"image_proj.proj.weight", "image_proj.norm.weight"} <= plain_keys
+    assert {
+        "image_proj.proj_in.weight",
+        "image_proj.layers.3.0.to_kv.weight",
+        "image_proj.layers.3.1.3.weight",
+    } <= face_keys
+    ip_keys = {key for key in face_keys if key.startswith("ip_adapter.")}
+    assert ip_keys == {key for key in plain_keys if key.startswith("ip_adapter.")}
+    cross_attentions = [name for name in resident.unet.attn_processors if name.endswith("attn2.processor")]
+    numbers = range(1, 2 * len(cross_attentions), 2)
+    assert ip_keys == {f"ip_adapter.{n}.to_{kv}_ip.weight" for n in numbers for kv in "kv"}
+    assert latents.shape == (1, demo.FACE_TOKENS, demo.RESAMPLER_HEAD)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from PIL import Image
 
 from daemon.models.captioner import VlmCaptioner
 from daemon.models.config import ModelConfig
+from daemon.models.demo import IP_ADAPTER_DIR
 from daemon.models.resident import (
     Resident,
     center_crop_resize,
@@ -85,6 +87,11 @@ def test_resolve_points_the_demo_preset_at_the_built_folders(
     resolved = resolve_model_config(ModelConfig.for_preset("demo"), tmp_path)
     assert Path(resolved.base_model).resolve() == demo_models[0].resolve()
     assert Path(resolved.captioner_model).resolve() == demo_models[1].resolve()
+    # Its own IP-Adapters too, so --adapt and --adaptface work on the demo; an operator's choice is kept.
+    assert Path(resolved.ip_adapter).resolve() == (demo_models[0].parent / IP_ADAPTER_DIR).resolve()
+    assert resolved.face_ip_adapter
+    chosen = resolve_model_config(dataclasses.replace(ModelConfig.for_preset("demo"), ip_adapter="/x"), tmp_path)
+    assert (chosen.ip_adapter, chosen.face_ip_adapter) == ("/x", False)
     sd15 = ModelConfig.for_preset("sd15")
     assert resolve_model_config(sd15, tmp_path) is sd15
 

@@ -18,8 +18,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import safetensors.torch
-import torch
 from PIL import Image
 
 from daemon.jobs.contract import JobContext, Outcome
@@ -28,6 +26,7 @@ from daemon.jobs.hub import EventHub
 from daemon.jobs.inputs import StoreBlobs, read_inputs
 from daemon.jobs.journal import Journal
 from daemon.jobs.model import Event, GenerateParams, JobKind, JobState, LoraUse, Stage, SubjectClass
+from daemon.models.demo import build_tiny_ip_adapter
 from daemon.models.resident import Resident, load_resident
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.generate import GeneratePipeline
@@ -143,48 +142,15 @@ def texts(png: bytes) -> dict[str, str]:
         return dict(image.text)  # type: ignore[attr-defined]
 
 
-def build_tiny_ip_adapter(unet: Any, folder: Path, embed_dim: int = 16) -> None:
-    """An IP-Adapter folder laid out like h94/IP-Adapter (``models/ip-adapter_sd15.safetensors`` and
-    ``models/image_encoder``), random weights in the shapes diffusers' ``load_ip_adapter`` expects for ``unet``."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(0)
-    encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            image_size=32,
-            patch_size=8,
-            projection_dim=embed_dim,
-        )
-    )
-    encoder.save_pretrained(folder / "models" / "image_encoder")
-    cross = unet.config.cross_attention_dim
-    # The plain IP-Adapter: the CLIP image embedding projected to 4 extra cross-attention tokens.
-    tensors = {
-        "image_proj.proj.weight": 0.3 * torch.randn(4 * cross, embed_dim),
-        "image_proj.proj.bias": torch.zeros(4 * cross),
-        "image_proj.norm.weight": torch.ones(cross),
-        "image_proj.norm.bias": torch.zeros(cross),
-    }
-    # One key/value pair per cross-attention layer, numbered 1, 3, 5... in the UNet's processor order.
-    cross_attentions = [name for name in unet.attn_processors if name.endswith("attn2.processor")]
-    for number, name in zip(range(1, 2 * len(cross_attentions), 2), cross_attentions, strict=True):
-        hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.out_features
-        tensors[f"ip_adapter.{number}.to_k_ip.weight"] = 0.3 * torch.randn(hidden, cross)
-        tensors[f"ip_adapter.{number}.to_v_ip.weight"] = 0.3 * torch.randn(hidden, cross)
-    safetensors.torch.save_file(tensors, str(folder / "models" / "ip-adapter_sd15.safetensors"))
-
-
 @pytest.fixture(scope="module")
 def ip_resident(
     demo_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory, resident: Resident
 ) -> Resident:
+    """The demo models with tiny IP-Adapters, plain and plus face, saved to a temp folder in h94's layout and
+    loaded through the real path."""
     folder = tmp_path_factory.mktemp("ip-adapter")
     build_tiny_ip_adapter(resident.unet, folder)
-    config = dataclasses.replace(demo_config(demo_models), ip_adapter=str(folder))
+    config = dataclasses.replace(demo_config(demo_models), ip_adapter=str(folder), face_ip_adapter=True)
     return load_resident(config)
 
 

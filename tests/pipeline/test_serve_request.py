@@ -146,3 +146,26 @@ def test_four_adapt_pictures_are_accepted_with_their_weights_and_a_fifth_is_refu
         resolve(ServeRequest(prompt="x", adapt_face="me.png"), [], with_ip)
     with pytest.raises(BadInput, match="no IP-Adapter model configured"):
         resolve(ServeRequest(prompt="x", adapt_image="a.png"), [], SD15)
+
+
+def test_adaptface_is_a_unit_of_its_own_beside_four_adapt_pictures() -> None:
+    with_face = GenerationDefaults(
+        resolution=512, size_multiple=64, steps=30, adapt_available=True, face_adapt_available=True
+    )
+    more = [AdaptPicture("b.png"), AdaptPicture("c.png"), AdaptPicture("d.png", weight=0.2)]
+    request = ServeRequest(prompt="x", adapt_image="a.png", more_adapts=more, adapt_face="me.png")
+    params = resolve(request, [], with_face)
+    assert [use.weight for use in params.adapts] == [0.6, 0.6, 0.6, 0.2]
+    assert (params.adapt_face, params.adapt_face_weight) == ("me.png", 0.6)
+    # Alone, and from a link: the link's picture is fetched and named when the job is stored.
+    alone = resolve(ServeRequest(prompt="x", adapt_face=" https://x.org/me.jpg "), [], with_face)
+    assert (alone.adapts, alone.adapt_face, alone.adapt_face_weight) == ([], "", 0.6)
+    assert ServeRequest(prompt="x", adapt_face="HTTP://x.org/a").face_picture == AdaptPicture(url="HTTP://x.org/a")
+    assert ServeRequest(prompt="x", adapt_face="me.png").face_picture == AdaptPicture(image="me.png")
+    assert ServeRequest(prompt="x").face_picture is None
+    without = resolve(ServeRequest(prompt="x", adapt_image="a.png"), [], with_face)
+    assert (without.adapt_face, without.adapt_face_weight) == ("", 0.0)
+    # The face does not count towards the four --adapt pictures, but a fifth picture is still one too many.
+    request.more_adapts.append(AdaptPicture("e.png"))
+    with pytest.raises(BadInput, match="at most 4 --adapt pictures"):
+        resolve(request, [], with_face)

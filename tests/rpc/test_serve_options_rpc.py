@@ -20,7 +20,10 @@ from daemon.settings import load_settings
 from frontends.commands import parse_serve
 from frontends.render import models_text
 from tests.rpc.test_manage_rpc import DEFAULTS, distill, fake_jobs, refused, serve
-from tests.rpc.test_service_rpc import ALICE, BOB, Api, start_api
+from tests.rpc.test_service_rpc import ALICE, BOB, Api, collect, start_api
+
+# A distillery with both IP-Adapters loaded.
+FACE_DEFAULTS = dataclasses.replace(DEFAULTS, adapt_available=True, face_adapt_available=True)
 
 
 @pytest.fixture
@@ -83,6 +86,8 @@ async def test_image_to_image_from_a_stored_picture_or_a_link_takes_its_aspect_r
         ("x --sampler plms", "There is no sampler 'plms'"),
         ("x --power=3", "upscales 1.5 to 2 times"),
         ("x --image http://127.0.0.1:9/a.png", "did not answer"),
+        ("x --adaptface someone.png", "no face IP-Adapter configured"),
+        ("x --adaptface https://example.org/me.png", "no face IP-Adapter configured"),
     ],
 )
 async def test_bad_option_values_are_refused_with_a_sentence(api: Api, text: str, words: str) -> None:
@@ -110,6 +115,30 @@ def test_serve_models_come_from_flags_or_the_config_file(tmp_path: Path) -> None
         load_settings(["--serve-model", "Bad Name=/m"], {})
 
 
+def test_the_face_ip_adapter_is_switched_on_by_flag_environment_or_config_file(tmp_path: Path) -> None:
+    off = load_settings(["--preset", "sd15", "--ip-adapter", "h94/IP-Adapter"], {}).models
+    assert (off.ip_adapter, off.face_ip_adapter) == ("h94/IP-Adapter", False)
+    assert off.face_ip_adapter_weight == "models/ip-adapter-plus-face_sd15.safetensors"
+    flag = load_settings(["--preset", "sd15", "--ip-adapter", "/m/ip", "--face-ip-adapter"], {}).models
+    assert flag.face_ip_adapter
+    env = {"DISTILLERY_IP_ADAPTER": "/m/ip", "DISTILLERY_FACE_IP_ADAPTER": "true"}
+    assert load_settings(["--preset", "sd15"], env).models.face_ip_adapter
+    env["DISTILLERY_FACE_IP_ADAPTER"] = "0"
+    assert not load_settings(["--preset", "sd15"], env).models.face_ip_adapter
+    config = tmp_path / "d.toml"
+    config.write_text(
+        'preset = "sd15"\nip_adapter = "/m/ip"\nface_ip_adapter = true\n'
+        'face_ip_adapter_weight = "models/ip-adapter-plus-face_sd15.bin"\n'
+    )
+    chosen = load_settings(["--config", str(config)], {}).models
+    assert chosen.face_ip_adapter
+    assert chosen.face_ip_adapter_weight == "models/ip-adapter-plus-face_sd15.bin"
+    with pytest.raises(SystemExit, match="--face-ip-adapter needs --ip-adapter"):
+        load_settings(["--preset", "sd15", "--face-ip-adapter"], {})
+    with pytest.raises(SystemExit, match="on or off"):
+        load_settings(["--preset", "sd15"], {"DISTILLERY_IP_ADAPTER": "/m", "DISTILLERY_FACE_IP_ADAPTER": "maybe"})
+
+
 def test_model_names_are_checked_and_listed(tmp_path: Path) -> None:
     defaults = dataclasses.replace(DEFAULTS, models=("realistic",))
     assert resolve(ServeRequest(prompt="x", model="Realistic"), [], defaults).model == "realistic"
@@ -123,3 +152,53 @@ def test_model_names_are_checked_and_listed(tmp_path: Path) -> None:
         models_text(status)
         == "base: sd15 (the default, and what training uses)\nrealistic: /serve ... --model realistic"
     )
+
+
+@pytest.fixture
+async def face_api(tmp_path: Path) -> AsyncIterator[Api]:
+    running, stop = await start_api(tmp_path, "--allow-private-urls", pipeline=fake_jobs, generation=FACE_DEFAULTS)
+    yield running
+    await stop()  # type: ignore[misc]
+
+
+async def test_adaptface_takes_a_stored_picture_or_a_link_beside_four_adapt_pictures(
+    face_api: Api, portrait_png: bytes
+) -> None:
+    name = await distill(face_api, ALICE, portrait_png)
+    four = " ".join(f"--adapt {name}.png" for _ in range(4))
+    job = (await serve(face_api, ALICE, f"x {four} --adaptface {name}.png"))[-1].finished.job
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    assert job.generate.adapt_face == f"{name}.png" and len(job.generate.more_adapts) == 3
+
+    async def serve_face(request: web.Request) -> web.Response:
+        return web.Response(body=portrait_png, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/me.png", serve_face)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        linked = (await serve(face_api, ALICE, f"x --adaptface http://127.0.0.1:{port}/me.png"))[-1].finished.job
+    finally:
+        await runner.cleanup()
+    # The fetched picture is stored with the job, its owner's like any source image, and no one else's.
+    assert linked.state == pb.JOB_STATE_SUCCEEDED and not linked.generate.adapt_image
+    assert linked.generate.adapt_face == f"{linked.id}-adaptface.png"
+    kept = Image.open(io.BytesIO(await face_api.client.get_image(f"{linked.id}-adaptface.png", ALICE)))
+    assert kept.size == Image.open(io.BytesIO(portrait_png)).size
+    assert (
+        await refused(face_api.client.get_image(linked.generate.adapt_face, BOB))
+    ).code == grpc.StatusCode.NOT_FOUND
+
+    # Another user's private picture does not exist for Bob, as a face picture either.
+    error = await refused(serve(face_api, BOB, f"x --adaptface {name}.png"))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    # Four --adapt pictures and the face: a fifth --adapt picture is still refused (the chats stop at four
+    # themselves, so this one comes straight over the API).
+    spec = parse_serve(f"x {four} --adaptface {name}.png")
+    spec.more_adapts.add(image=f"{name}.png")
+    error = await refused(collect(face_api.client.generate(spec, ALICE)))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "at most 4 --adapt pictures" in str(error)
