@@ -3,7 +3,7 @@
 ``/distill <image url> [--class man|woman|person] [--noflip]``
 ``/serve <prompt> [--lora <name>[:weight] ...] [--neg <text>] [--seed N] [--cfg X] [--steps N] [--ar W:H]
 [--n 1..4] [--sampler NAME] [--power[=X]] [--upscalemethod M] [--image <picture>] [--imagedenoise 0..1]
-[--adapt[1..4] <picture> ...] [--adaptweight[1..4] 0..1] [--adaptface <picture>]``
+[--adapt[1..4] <picture> ...] [--adaptweight[1..4] 0..1] [--adaptface <picture>] [--adaptfaceweight 0..1]``
 ``/upscale <picture name> [--power=1.5..2] [--upscalemethod latent|lanczos]``
 ``/lora <name> [--makepublic | --makeprivate | --description "..." | --showimage | --hideimage | --delete |
 --download]``
@@ -110,7 +110,8 @@ SERVE_USAGE = (
     "Usage: /serve <prompt> [--lora <name>[:weight]] (up to 5) [--neg <text>] [--seed N] [--cfg X] "
     "[--steps N] [--ar W:H] [--n 1..4] [--sampler NAME] [--power[=1.5..2]] [--upscalemethod latent|lanczos] "
     "[--image <name>.png or <url>] [--imagedenoise 0..1] [--adapt <name>.png or <url>] (up to 4, or "
-    "--adapt1..4) [--adaptweight 0..1] (or --adaptweight1..4) [--model NAME]\n"
+    "--adapt1..4) [--adaptweight 0..1] (or --adaptweight1..4) [--adaptface <name>.png or <url>] "
+    "[--adaptfaceweight 0..1] [--model NAME]\n"
     'Example: /serve "a portrait as an (astronaut:1.2)" --lora rifttami --n 2 --power\n'
     "A LoRA's name is its activation word: it is added to the prompt when you did not write it. "
     "With several LoRAs each is weakened automatically unless you give a weight (name:0.8). "
@@ -150,6 +151,7 @@ _SERVE_OPTIONS = frozenset(
         "--image",
         "--imagedenoise",
         "--adaptface",
+        "--adaptfaceweight",
         "--model",
         *(f"--adapt{n}" for n in range(1, MAX_ADAPTS + 1)),
         *(f"--adaptweight{n}" for n in range(1, MAX_ADAPTS + 1)),
@@ -283,6 +285,8 @@ def parse_serve(text: str) -> pb.GenerateSpec:
             weights[int(option.removeprefix("--adaptweight") or 1)] = _number(option, value, float)
         elif option == "--adaptface":
             spec.adapt_face = _picture(option, value)
+        elif option == "--adaptfaceweight":
+            spec.adapt_face_weight = _number(option, value, float)
         elif option.startswith("--adapt"):
             slot = int(option.removeprefix("--adapt") or next(n for n in range(1, 99) if n not in pictures))
             if slot > MAX_ADAPTS:

@@ -91,6 +91,7 @@ class ServeRequest:
     init_denoise: float | None = None  # how much of it is redrawn, 0..1 (default 0.75)
     more_adapts: list[AdaptPicture] = field(default_factory=list)  # --adapt2..4, after adapt_image/adapt_url
     adapt_face: str = ""  # --adaptface: a picture for a face IP-Adapter
+    adapt_face_weight: float | None = None  # its weight (None: the default)
     model: str = ""  # --model: one of the operator's checkpoints; "": the base model
     upscale_image: str = ""  # /upscale: a picture /serve made, for the hires pass alone (upscale_request.py)
 
@@ -199,7 +200,7 @@ def resolve(request: ServeRequest, loras: list[LoraRecord], defaults: Generation
             raise BadInput(f"The weight of {name} must be between {WEIGHT_RANGE[0]:g} and {WEIGHT_RANGE[1]:g}.")
         uses.append(LoraUse(name=lora.name, weight=round(weight, 3)))
     width, height = size_for(request.aspect_ratio, defaults.resolution, defaults.size_multiple)
-    hires = _hires(request, steps)
+    hires = hires_fields(request, steps)
     init = _image_to_image(request, steps)
     return GenerateParams(
         prompt=request.prompt.strip(),
@@ -243,14 +244,19 @@ def _adapts(request: ServeRequest, defaults: GenerationDefaults) -> list[AdaptUs
 
 def _adapt_face(request: ServeRequest, defaults: GenerationDefaults) -> dict[str, Any]:
     """The face IP-Adapter's GenerateParams fields; none without --adaptface. It is a unit of its own beside
-    the --adapt pictures (not one of their four), at the default weight; a link's picture is named once stored.
+    the --adapt pictures (not one of their four), with its own weight; a link's picture is named once stored.
     """
     picture = request.face_picture
     if picture is None:
+        if request.adapt_face_weight is not None:
+            raise BadInput("--adaptfaceweight goes with --adaptface.")
         return {}
     if not defaults.face_adapt_available:
         raise BadInput(NO_FACE_IP_ADAPTER)
-    return {"adapt_face": picture.image, "adapt_face_weight": defaults.adapt_weight}
+    weight = defaults.adapt_weight if request.adapt_face_weight is None else request.adapt_face_weight
+    if not 0.0 <= weight <= 1.0 or math.isnan(weight):
+        raise BadInput("The adaptface weight must be between 0 and 1.")
+    return {"adapt_face": picture.image, "adapt_face_weight": weight}
 
 
 def _image_to_image(request: ServeRequest, steps: int) -> dict[str, Any]:
@@ -281,8 +287,8 @@ def fit_picture(params: GenerateParams, size: tuple[int, int], defaults: Generat
     params.width, params.height = _sides(ratio, defaults.resolution, defaults.size_multiple)
 
 
-def _hires(request: ServeRequest, steps: int) -> dict[str, Any]:
-    """The hires pass's GenerateParams fields; none without --power."""
+def hires_fields(request: ServeRequest, steps: int) -> dict[str, Any]:
+    """The hires pass's GenerateParams fields (/serve --power, and /upscale's whole job); none without --power."""
     if not request.power:
         if request.upscale_method or request.power_scale is not None:
             raise BadInput("--upscalemethod and the upscale factor go with --power.")

@@ -26,7 +26,7 @@ from daemon.pipeline.serve_request import (
     POWER_SCALE_RANGE,
     GenerationDefaults,
     ServeRequest,
-    _hires,
+    hires_fields,
 )
 
 ONLY_UPSCALE_OPTIONS = (
@@ -87,7 +87,7 @@ def upscale_params(
         raise BadInput(ONLY_UPSCALE_OPTIONS)
     if source.model and source.model not in defaults.models:
         raise BadInput(f"{name} was made with the model {source.model}, which this distillery no longer has.")
-    hires = _hires(dataclasses.replace(options, power=True), source.steps)
+    hires = hires_fields(dataclasses.replace(options, power=True), source.steps)
     width, height = size
     result = hires_size(width, height, hires["hires_scale"], defaults.size_multiple)
     cap = largest_picture(defaults.resolution, defaults.size_multiple)

@@ -124,6 +124,7 @@ def serve_request_from_pb(spec: pb.GenerateSpec) -> ServeRequest:
             for more in spec.more_adapts
         ],
         adapt_face=spec.adapt_face.strip(),
+        adapt_face_weight=spec.adapt_face_weight if spec.HasField("adapt_face_weight") else None,
         model=spec.model.strip(),
         upscale_image=spec.upscale_image.strip(),
     )
@@ -153,6 +154,8 @@ def generate_params_to_pb(params: GenerateParams) -> pb.GenerateSpec:
     spec.model = params.model
     spec.upscale_image = params.upscale_image
     spec.adapt_face = params.adapt_face
+    if params.adapt_face:
+        spec.adapt_face_weight = params.adapt_face_weight
     if params.adapt_image:
         spec.adapt_image = params.adapt_image
         spec.adapt_weight = params.adapt_weight

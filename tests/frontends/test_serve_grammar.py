@@ -51,6 +51,9 @@ def test_up_to_four_adapt_pictures_repeated_or_numbered_each_with_a_weight() -> 
     first_link = parse_serve("x --adapt1 https://example.org/a.jpg")
     assert first_link.WhichOneof("adapt") == "adapt_url" and not first_link.more_adapts
     assert parse_serve("x --adaptface me.png").adapt_face == "me.png"
+    face = parse_serve("x --adaptface me.png --adaptfaceweight 0.4")
+    assert face.adapt_face == "me.png" and face.adapt_face_weight == pytest.approx(0.4)
+    assert not parse_serve("x --adaptface me.png").HasField("adapt_face_weight")
 
 
 # Bad /serve words and the problem each bot states before the usage text; the Telegram, Slack and Discord tests
@@ -76,6 +79,7 @@ BAD_SERVE = [
     ("x --adapt5 e.png", "Unknown option --adapt5."),
     ("x --adaptweight3 0.5 --adapt a.png", "--adaptweight3 has no --adapt3 picture to weigh."),
     ("x --adaptface somewhere", "--adaptface takes a stored picture such as rifttami.png, or an image link."),
+    ("x --adaptface me.png --adaptfaceweight strong", "--adaptfaceweight takes a number, not 'strong'."),
 ]
 # The same for /upscale.
 BAD_UPSCALE = [

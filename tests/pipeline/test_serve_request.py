@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 
@@ -165,6 +166,14 @@ def test_adaptface_is_a_unit_of_its_own_beside_four_adapt_pictures() -> None:
     assert ServeRequest(prompt="x").face_picture is None
     without = resolve(ServeRequest(prompt="x", adapt_image="a.png"), [], with_face)
     assert (without.adapt_face, without.adapt_face_weight) == ("", 0.0)
+    # Its own weight, within 0..1, and only beside a face picture.
+    weighed = resolve(ServeRequest(prompt="x", adapt_face="me.png", adapt_face_weight=0.35), [], with_face)
+    assert weighed.adapt_face_weight == pytest.approx(0.35)
+    for weight in (1.5, -0.1, math.nan):
+        with pytest.raises(BadInput, match="adaptface weight must be between 0 and 1"):
+            resolve(ServeRequest(prompt="x", adapt_face="me.png", adapt_face_weight=weight), [], with_face)
+    with pytest.raises(BadInput, match="--adaptfaceweight goes with --adaptface"):
+        resolve(ServeRequest(prompt="x", adapt_face_weight=0.5), [], with_face)
     # The face does not count towards the four --adapt pictures, but a fifth picture is still one too many.
     request.more_adapts.append(AdaptPicture("e.png"))
     with pytest.raises(BadInput, match="at most 4 --adapt pictures"):

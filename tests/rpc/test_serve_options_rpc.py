@@ -10,7 +10,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from aiohttp import web
 from distillery.v1 import distillery_pb2 as pb
 from PIL import Image
 
@@ -19,6 +18,7 @@ from daemon.pipeline.serve_request import ServeRequest, resolve
 from daemon.settings import load_settings
 from frontends.commands import parse_serve
 from frontends.render import models_text
+from tests.image_server import serving
 from tests.rpc.test_manage_rpc import DEFAULTS, distill, fake_jobs, refused, serve
 from tests.rpc.test_service_rpc import ALICE, BOB, Api, collect, start_api
 
@@ -49,20 +49,8 @@ async def test_image_to_image_from_a_stored_picture_or_a_link_takes_its_aspect_r
     assert spec.init_image == f"{name}.png" and spec.init_denoise == pytest.approx(0.4)
     assert (spec.width, spec.height) == (64, 64)  # the square portrait
 
-    async def serve_wide(request: web.Request) -> web.Response:
-        return web.Response(body=wide_png(), content_type="image/png")
-
-    app = web.Application()
-    app.router.add_get("/wide.png", serve_wide)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        events = await serve(api, ALICE, f"a painting --image http://127.0.0.1:{port}/wide.png")
-    finally:
-        await runner.cleanup()
+    async with serving({"wide.png": (wide_png(), "image/png")}) as site:
+        events = await serve(api, ALICE, f"a painting --image {site}/wide.png")
     job = events[-1].finished.job
     # The fetched picture is stored with the job, its owner's like any source image; 2:1 on the model's grid.
     assert job.generate.init_image == f"{job.id}-image.png" and job.generate.init_denoise == pytest.approx(0.75)
@@ -166,24 +154,13 @@ async def test_adaptface_takes_a_stored_picture_or_a_link_beside_four_adapt_pict
 ) -> None:
     name = await distill(face_api, ALICE, portrait_png)
     four = " ".join(f"--adapt {name}.png" for _ in range(4))
-    job = (await serve(face_api, ALICE, f"x {four} --adaptface {name}.png"))[-1].finished.job
+    job = (await serve(face_api, ALICE, f"x {four} --adaptface {name}.png --adaptfaceweight 0.3"))[-1].finished.job
     assert job.state == pb.JOB_STATE_SUCCEEDED
     assert job.generate.adapt_face == f"{name}.png" and len(job.generate.more_adapts) == 3
+    assert job.generate.adapt_face_weight == pytest.approx(0.3)
 
-    async def serve_face(request: web.Request) -> web.Response:
-        return web.Response(body=portrait_png, content_type="image/png")
-
-    app = web.Application()
-    app.router.add_get("/me.png", serve_face)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        linked = (await serve(face_api, ALICE, f"x --adaptface http://127.0.0.1:{port}/me.png"))[-1].finished.job
-    finally:
-        await runner.cleanup()
+    async with serving({"me.png": (portrait_png, "image/png")}) as site:
+        linked = (await serve(face_api, ALICE, f"x --adaptface {site}/me.png"))[-1].finished.job
     # The fetched picture is stored with the job, its owner's like any source image, and no one else's.
     assert linked.state == pb.JOB_STATE_SUCCEEDED and not linked.generate.adapt_image
     assert linked.generate.adapt_face == f"{linked.id}-adaptface.png"

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from aiohttp import web
 from distillery.v1 import distillery_pb2 as pb
 from distillery.v1 import distillery_pb2_grpc as pb_grpc
 from PIL import Image
@@ -37,6 +36,7 @@ from daemon.settings import load_settings
 from daemon.store.lmdb_store import Store
 from frontends.client import DaemonClient, DaemonError
 from tests.clip_vocab import build_tokenizer
+from tests.image_server import serving
 
 ALICE = pb.Requester(platform="telegram", user="111", chat="c1")
 BOB = pb.Requester(platform="telegram", user="222", chat="c2")
@@ -200,20 +200,8 @@ async def test_a_stored_image_name_and_a_url_are_sources_too(api: Api, portrait_
     again = await api.client.submit(api.client.spec(ALICE, image_name=first.job.image_name))
     assert again.job.lora_name != first.job.lora_name
 
-    async def serve_portrait(request: web.Request) -> web.Response:
-        return web.Response(body=portrait_png, content_type="image/png")
-
-    app = web.Application()
-    app.router.add_get("/me.png", serve_portrait)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        fetched = await api.client.submit(api.client.spec(ALICE, url=f"http://127.0.0.1:{port}/me.png"))
-    finally:
-        await runner.cleanup()
+    async with serving({"me.png": (portrait_png, "image/png")}) as site:
+        fetched = await api.client.submit(api.client.spec(ALICE, url=f"{site}/me.png"))
     assert fetched.job.source.endswith("/me.png")
     # Bob may not start from Alice's stored picture.
     with pytest.raises(DaemonError) as caught:

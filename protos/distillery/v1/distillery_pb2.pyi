@@ -481,7 +481,7 @@ class LoraWeight(_message.Message):
     def __init__(self, name: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class GenerateSpec(_message.Message):
-    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler", "power", "power_scale", "upscale_method", "init_image", "init_url", "init_denoise", "more_adapts", "adapt_face", "model", "upscale_image")
+    __slots__ = ("prompt", "loras", "negative_prompt", "seed", "cfg", "steps", "aspect_ratio", "adapt_image", "adapt_url", "adapt_weight", "count", "full_prompt", "width", "height", "sampler", "power", "power_scale", "upscale_method", "init_image", "init_url", "init_denoise", "more_adapts", "adapt_face", "model", "upscale_image", "adapt_face_weight")
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     LORAS_FIELD_NUMBER: _ClassVar[int]
     NEGATIVE_PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -507,6 +507,7 @@ class GenerateSpec(_message.Message):
     ADAPT_FACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     UPSCALE_IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ADAPT_FACE_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     prompt: str
     loras: _containers.RepeatedCompositeFieldContainer[LoraWeight]
     negative_prompt: str
@@ -532,7 +533,8 @@ class GenerateSpec(_message.Message):
     adapt_face: str
     model: str
     upscale_image: str
-    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ..., power: _Optional[bool] = ..., power_scale: _Optional[float] = ..., upscale_method: _Optional[str] = ..., init_image: _Optional[str] = ..., init_url: _Optional[str] = ..., init_denoise: _Optional[float] = ..., more_adapts: _Optional[_Iterable[_Union[AdaptPicture, _Mapping]]] = ..., adapt_face: _Optional[str] = ..., model: _Optional[str] = ..., upscale_image: _Optional[str] = ...) -> None: ...
+    adapt_face_weight: float
+    def __init__(self, prompt: _Optional[str] = ..., loras: _Optional[_Iterable[_Union[LoraWeight, _Mapping]]] = ..., negative_prompt: _Optional[str] = ..., seed: _Optional[int] = ..., cfg: _Optional[float] = ..., steps: _Optional[int] = ..., aspect_ratio: _Optional[str] = ..., adapt_image: _Optional[str] = ..., adapt_url: _Optional[str] = ..., adapt_weight: _Optional[float] = ..., count: _Optional[int] = ..., full_prompt: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., sampler: _Optional[str] = ..., power: _Optional[bool] = ..., power_scale: _Optional[float] = ..., upscale_method: _Optional[str] = ..., init_image: _Optional[str] = ..., init_url: _Optional[str] = ..., init_denoise: _Optional[float] = ..., more_adapts: _Optional[_Iterable[_Union[AdaptPicture, _Mapping]]] = ..., adapt_face: _Optional[str] = ..., model: _Optional[str] = ..., upscale_image: _Optional[str] = ..., adapt_face_weight: _Optional[float] = ...) -> None: ...
 
 class AdaptPicture(_message.Message):
     __slots__ = ("image", "url", "weight")

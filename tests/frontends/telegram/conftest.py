@@ -15,6 +15,7 @@ from frontends.follow import ResultImage
 from frontends.telegram.bot import FETCHING, DistilleryBot
 from frontends.telegram.settings import Settings
 from tests.frontends.telegram.fake_bot_api import TOKEN, Call, FakeBotApi
+from tests.image_server import serving
 
 StartBot = Callable[..., Awaitable[DistilleryBot]]
 
@@ -127,8 +128,6 @@ def png(width: int, height: int, mode: str = "RGB") -> bytes:
 @pytest.fixture
 async def image_server(portrait_png: bytes) -> AsyncIterator[str]:
     """A loopback web server with a portrait, a text file, a too-small and a too-large image; yields its URL."""
-    from aiohttp import web
-
     files = {
         "portrait.png": (portrait_png, "image/png"),
         "notes.txt": (b"not a picture at all", "text/plain"),
@@ -136,18 +135,5 @@ async def image_server(portrait_png: bytes) -> AsyncIterator[str]:
         "huge.png": (png(7000, 6000, "1"), "image/png"),
     }
 
-    async def serve(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in files:
-            return web.Response(status=404, text="no such file")
-        body, content_type = files[name]
-        return web.Response(body=body, content_type=content_type)
-
-    app = web.Application()
-    app.router.add_get("/{name}", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    await runner.cleanup()
+    async with serving(files) as site:
+        yield site
