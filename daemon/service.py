@@ -38,7 +38,14 @@ from daemon.jobs.queue import JobQueue
 from daemon.pipeline.fetch import fetch_url
 from daemon.pipeline.image import SourceImage, normalize_image, open_png
 from daemon.pipeline.name import NameMinter
-from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, fit_picture, picture_size, resolve
+from daemon.pipeline.serve_request import (
+    GenerationDefaults,
+    ServeRequest,
+    check_face_picture,
+    fit_picture,
+    picture_size,
+    resolve,
+)
 from daemon.pipeline.upscale_request import not_made_by_serve, upscale_params
 from daemon.quota import QuotaUse
 from daemon.settings import Settings
@@ -283,6 +290,13 @@ class Distillery:
         await asyncio.to_thread(self._check_quota, requester, params.count, 0)
         adapt = [await self._fetch_picture(picture.url) for picture in request.adapt_pictures]
         fetched_face = await self._fetch_picture(face.url if face else "")
+        if face is not None:
+            # Said now rather than after the wait in the queue.
+            if fetched_face is not None:
+                face_png = fetched_face.png
+            else:
+                face_png = await asyncio.to_thread(self.store.get_image, face.image)
+            await asyncio.to_thread(check_face_picture, face_png)
         init = await self._fetch_picture(request.init_url)
         if init is not None:
             fit_picture(params, (init.width, init.height), self.generation)

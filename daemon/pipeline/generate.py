@@ -37,14 +37,13 @@ from daemon.pipeline.face import crop_face
 from daemon.pipeline.image import open_png
 from daemon.pipeline.prompt_weights import PromptEncoder
 from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS
-from daemon.pipeline.serve_request import NO_FACE_IP_ADAPTER
+from daemon.pipeline.serve_request import NO_FACE, NO_FACE_IP_ADAPTER
 
 logger = logging.getLogger(__name__)
 
 # The preview's guidance: the usual SD 1.5 default, as /serve uses when the user names none.
 PREVIEW_CFG = 7.0
 NO_IP_ADAPTER = "Adapting to a picture (--adapt) is not available here: this distillery has no IP-Adapter."
-NO_FACE = "I found no face in the --adaptface picture: send a clear, front-facing photo of one person."
 
 
 def lora_short_hash(data: bytes) -> str:

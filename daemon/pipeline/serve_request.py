@@ -20,6 +20,8 @@ from daemon.errors import BadInput
 from daemon.jobs.model import AdaptUse, GenerateParams, LoraRecord, LoraUse
 from daemon.pipeline import prompt_weights
 from daemon.pipeline.denoise import LATENT, UPSCALERS, denoised_steps
+from daemon.pipeline.face import crop_face
+from daemon.pipeline.image import open_png
 from daemon.pipeline.samplers import sampler_name
 
 MAX_LORAS = 5
@@ -42,6 +44,7 @@ POWER_DENOISE = 0.55
 # Image to image: A1111's default denoising strength.
 IMAGE_DENOISE = 0.75
 NO_FACE_IP_ADAPTER = "--adaptface is not available: this distillery has no face IP-Adapter configured."
+NO_FACE = "I found no face in the --adaptface picture: send a clear, front-facing photo of one person."
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,13 @@ def _image_to_image(request: ServeRequest, steps: int) -> dict[str, Any]:
     if 0.0 < denoise < 1.0 and denoised_steps(steps, denoise) < 1:
         raise BadInput(f"With --imagedenoise {denoise:g}, {steps} steps redraw nothing: use more steps.")
     return {"init_image": request.init_image, "init_denoise": denoise}
+
+
+def check_face_picture(png: bytes) -> None:
+    """Refuse an --adaptface picture with no face in it before its job waits in the queue (the worker crops
+    the face again when the job runs)."""
+    if crop_face(open_png(png)) is None:
+        raise BadInput(NO_FACE)
 
 
 def picture_size(png: bytes) -> tuple[int, int]:

@@ -173,6 +173,17 @@ async def test_adaptface_takes_a_stored_picture_or_a_link_beside_four_adapt_pict
     # Another user's private picture does not exist for Bob, as a face picture either.
     error = await refused(serve(face_api, BOB, f"x --adaptface {name}.png"))
     assert error.code == grpc.StatusCode.NOT_FOUND
+    # A picture without a face is refused when asked, not after a wait in the queue, and nothing is kept:
+    # a link's picture as well as a stored one (the flat picture an --image link left with its job).
+    before = (await face_api.client.user_stats(ALICE)).generate_jobs
+    async with serving({"flat.png": (wide_png(), "image/png")}) as site:
+        linked_flat = await refused(serve(face_api, ALICE, f"x --adaptface {site}/flat.png"))
+        flat = (await serve(face_api, ALICE, f"x --image {site}/flat.png"))[-1].finished.job.generate.init_image
+    stored_flat = await refused(serve(face_api, ALICE, f"x --adaptface {flat}"))
+    for error in (linked_flat, stored_flat):
+        assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "no face in the --adaptface picture" in str(error)
+    assert (await face_api.client.user_stats(ALICE)).generate_jobs == before + 1  # the --image job only
     # Four --adapt pictures and the face: a fifth --adapt picture is still refused (the chats stop at four
     # themselves, so this one comes straight over the API).
     spec = parse_serve(f"x {four} --adaptface {name}.png")
