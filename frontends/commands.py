@@ -378,9 +378,12 @@ def parse_image_name(text: str) -> str:
     return image_name(words[0])
 
 
-def parse_upscale(text: str) -> pb.GenerateSpec:
+def parse_upscale(text: str, replied_to: str = "") -> pb.GenerateSpec:
     """Parse the words after /upscale: the picture's name, ``--power[=X]`` and ``--upscalemethod M`` in any
-    order. The daemon checks the factor's range and the method's name, as it does for /serve --power."""
+    order. The daemon checks the factor's range and the method's name, as it does for /serve --power.
+
+    ``replied_to`` is the name of the picture the command answers (a chat where a command can reply to one of
+    the bot's pictures): it stands in for a name the words do not give."""
     words = _words(text)
     spec = pb.GenerateSpec(power=True)
     index = 0
@@ -406,6 +409,8 @@ def parse_upscale(text: str) -> pb.GenerateSpec:
             spec.upscale_method = value
         else:
             raise UsageError(f"Unknown option {cut(option)}.")
+    if not spec.upscale_image and replied_to:
+        spec.upscale_image = image_name(replied_to)
     if not spec.upscale_image:
         raise UsageError("Which picture? Give its name, such as 3f2a9c1d-1.png.")
     return spec

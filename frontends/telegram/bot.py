@@ -18,6 +18,7 @@ Redelivered updates: the idempotency key is the chat and message id, so the daem
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -319,9 +320,15 @@ class DistilleryBot:
         await self._generate(update, parse_serve, command_words(message.text or ""))
 
     async def upscale(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """``/upscale <picture name> [options]``: the hires pass over a picture made before, followed as /serve."""
+        """``/upscale <picture name> [options]``, or /upscale as a reply to one of the bot's pictures (its caption
+        starts with the name): the hires pass over a picture made before, followed as /serve."""
         _, _, message = self.origin(update)
-        await self._generate(update, parse_upscale, command_words(message.text or ""))
+        replied = message.reply_to_message
+        name = ""
+        if replied is not None and replied.caption and replied.from_user and replied.from_user.id == self.bot_id:
+            name = replied.caption.split()[0]
+        parse = functools.partial(parse_upscale, replied_to=name)
+        await self._generate(update, parse, command_words(message.text or ""))
 
     async def _generate(self, update: Update, parse: Callable[[str], pb.GenerateSpec], words: str) -> None:
         user, chat, message = self.origin(update)

@@ -112,6 +112,9 @@ def test_upscale_takes_a_picture_a_factor_and_a_method_in_any_order() -> None:
     assert plain.upscale_image == "3f2a9c1d-1.png" and plain.power and not plain.HasField("power_scale")
     assert not plain.upscale_method and not plain.prompt and not plain.loras
     assert parse_upscale("3f2a9c1d-1.png --power --upscalemethod latent").upscale_method == "latent"
+    # The picture a command replies to stands in for a missing name, never for one given.
+    assert parse_upscale("--power=2", replied_to="3f2a9c1d-2.png").upscale_image == "3f2a9c1d-2.png"
+    assert parse_upscale("abc-1.png", replied_to="3f2a9c1d-2.png").upscale_image == "abc-1.png"
 
 
 @pytest.mark.parametrize(

@@ -183,14 +183,26 @@ async def test_upscale_is_followed_and_delivered_like_serve(
     summary = await final_edit(bot_api, ANN, int(state.message))
     assert summary.text.startswith("Your image is ready in 12 s.\nPrompt: a cat annlora")
     assert "seed 8" in summary.text and "Upscaled from job1-2.png: 1.5 times, latent" in summary.text
-    photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto")
+    photo = await bot_api.wait_for(lambda call: call.method == "sendPhoto" and call.result is not None)
     assert photo.params["caption"].startswith("job2-1.png - seed 8 - annlora")
+
+    # /upscale as a reply to one of the bot's pictures takes the picture's name from its caption.
+    reply = bot_api.text(user(ANN), private_chat(ANN), "/upscale --upscalemethod lanczos", reply_to=photo.result)
+    bot_api.send(reply)
+    await reply_to(bot_api, reply)
+    spec, _ = generations(daemon)[2]
+    assert (spec.upscale_image, spec.upscale_method) == ("job2-1.png", "lanczos")
+    # A picture named in the words wins over the one replied to.
+    named = bot_api.text(user(ANN), private_chat(ANN), "/upscale job1-1.png", reply_to=photo.result)
+    bot_api.send(named)
+    await reply_to(bot_api, named)
+    assert generations(daemon)[3][0].upscale_image == "job1-1.png"
 
     # Someone else's picture does not exist for them: the daemon's sentence, as written.
     other = bot_api.text(user(BEN), private_chat(BEN), "/upscale job1-1.png")
     bot_api.send(other)
     assert (await reply_to(bot_api, other)).text == "There is no stored image job1-1.png."
-    assert len(daemon.jobs) == 2
+    assert len(daemon.jobs) == 4
 
 
 async def test_daemon_refusals_are_replied_as_written(
