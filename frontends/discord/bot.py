@@ -25,7 +25,7 @@ from frontends import commands as grammar
 from frontends.actions import DELETE_ACTION, KEEP_ACTION, answer_delete, lora_action, not_owner
 from frontends.client import DaemonApi, DaemonClient, DaemonError
 from frontends.commands import SERVE_USAGE, UPSCALE_USAGE, LoraArgs, UsageError
-from frontends.discord.commands import DISTILL_THIS
+from frontends.discord.commands import DISTILL_THIS, UPSCALE_THIS
 from frontends.discord.fetch import ImageRefused, attachment_image, download
 from frontends.discord.platform import DiscordPlatform, clip, escape, parse_custom_id
 from frontends.discord.settings import DiscordSettings
@@ -70,6 +70,18 @@ def requester_of(interaction: Interaction) -> pb.Requester:
     """Who asks from where: (platform, guild, user) owns jobs and LoRAs; the channel is where answers go."""
     guild, user, channel = interaction.guild_id or "", interaction.user.id, interaction.channel.id
     return pb.Requester(platform=PLATFORM, workspace=str(guild), user=str(user), chat=str(channel))
+
+
+def picture_name(message: hikari.Message) -> str | None:
+    """The name of the distillery picture attached to ``message`` (it keeps its name as the file's), if any."""
+    for item in message.attachments:
+        if not item.filename.lower().endswith(".png"):
+            continue
+        try:
+            return grammar.parse_image_name(item.filename)
+        except UsageError:
+            continue
+    return None
 
 
 def _option(interaction: hikari.CommandInteraction, name: str) -> Any:
@@ -220,6 +232,12 @@ class DiscordBot:
             message = messages.get(interaction.target_id or hikari.Snowflake(0))
             if message is None:
                 return self.say(interaction, NO_IMAGE)
+            if name == UPSCALE_THIS:
+                picture = picture_name(message)
+                if picture is None:
+                    return self.say(interaction, NO_IMAGE_NAME)
+                spec = grammar.parse_upscale("", replied_to=picture)
+                return self.later(interaction, self.serve(interaction, spec, who))
             if name != DISTILL_THIS:
                 return self.later(interaction, self.image_info(message, who))
             image = next((item for item in message.attachments if attachment_image(item)), None)
@@ -258,14 +276,10 @@ class DiscordBot:
 
     async def image_info(self, message: hikari.Message, who: pb.Requester) -> str:
         """The "Image info" menu: the parameters of the distillery picture attached to the message."""
-        for item in message.attachments:
-            try:
-                name = grammar.parse_image_name(item.filename)
-            except UsageError:
-                continue
-            if item.filename.lower().endswith(".png"):
-                return image_info_text(await self.daemon.image_info(name, who))
-        return NO_IMAGE_NAME
+        name = picture_name(message)
+        if name is None:
+            return NO_IMAGE_NAME
+        return image_info_text(await self.daemon.image_info(name, who))
 
     def distill_command(self, interaction: hikari.CommandInteraction) -> Builder:
         """/distill image:<attachment> | url:<link> [class] [noflip]: the same checks as the other bots."""

@@ -2,8 +2,8 @@
 
 ``/distill`` takes the picture as an attachment option (or a link), the class as a choice and ``noflip`` as a
 switch. ``/serve``, ``/upscale``, ``/lora``, ``/loras``, ``/info``, ``/stats``, ``/models`` and ``/help`` take
-one ``prompt`` string with the same words and ``--options`` the other chats take after the command. Two message
-menus act on a message already in the channel: "Distill this" and "Image info".
+one ``prompt`` string with the same words and ``--options`` the other chats take after the command. Three
+message menus act on a message already in the channel: "Distill this", "Image info" and "Upscale".
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 DISTILL_THIS = "Distill this"
 IMAGE_INFO = "Image info"
+UPSCALE_THIS = "Upscale"
 # name -> (description, whether the prompt is required)
 PROMPT_COMMANDS = {
     "serve": ("Draw pictures: a prompt with --lora, --n, --seed ... as in the other chats", True),
@@ -59,7 +60,7 @@ def command_builders(rest: hikari.api.RESTClient) -> list[hikari.api.CommandBuil
             type=string, name="prompt", description="The words and --options", is_required=required
         )
         builders.append(rest.slash_command_builder(name, description).add_option(option))
-    for menu in (DISTILL_THIS, IMAGE_INFO):
+    for menu in (DISTILL_THIS, IMAGE_INFO, UPSCALE_THIS):
         builders.append(rest.context_menu_command_builder(hikari.CommandType.MESSAGE, menu))
     return builders
 

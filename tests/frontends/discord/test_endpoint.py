@@ -35,7 +35,7 @@ async def test_commands_are_registered_in_the_guild(harness: Harness, fake_disco
     registered = {(command["name"], command["type"]) for command in fake_discord.commands[GUILD_ID]}
     names = ("distill", "serve", "upscale", "lora", "loras", "info", "stats", "models", "help")
     slash = {(name, 1) for name in names}
-    assert registered == slash | {("Distill this", 3), ("Image info", 3)}
+    assert registered == slash | {("Distill this", 3), ("Image info", 3), ("Upscale", 3)}
     distill = next(command for command in fake_discord.commands[GUILD_ID] if command["name"] == "distill")
     assert [option["name"] for option in distill["options"]] == ["image", "url", "class", "noflip"]
     for name in ("serve", "upscale"):

@@ -168,6 +168,19 @@ async def test_upscale_is_drawn_in_a_job_message_like_serve(
     assert refused == escape("There is no stored image job1-1.png.")
     assert len(daemon.jobs) == 2
 
+    # The "Upscale" menu on a message with one of the pictures: that picture, at the default factor.
+    picture = attachment("https://cdn.discordapp.com/attachments/1/2/job1-1.png", "job1-1.png", 100)
+    posted = message(CHANNEL_ID, "job1-1.png - seed 1", user(OWNER), attachments=[picture])
+    response = await bot.menu("Upscale", OWNER, posted)
+    assert response["type"] == 5
+    await fake_discord.wait_for(lambda: len(daemon.jobs) == 3, timeout=10)
+    spec, _, _ = daemon.generates[-1]
+    assert (spec.upscale_image, spec.power, spec.HasField("power_scale")) == ("job1-1.png", True, False)
+    # On a message without a distillery picture, it says so and asks nothing of the daemon.
+    response = await bot.menu("Upscale", OWNER, message(CHANNEL_ID, "hello", user(OTHER)))
+    assert escape("That message names no picture of the distillery.") in str(response)
+    assert len(daemon.jobs) == 3
+
 
 async def test_image_info_on_a_message_without_a_distillery_picture(
     bot: Harness, fake_discord: FakeDiscord
