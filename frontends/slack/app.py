@@ -264,6 +264,14 @@ class SlackBot:
             if requester is not None:
                 self.spawn(library.info_of_message(self, requester, body.get("message") or {}), requester)
 
+        @app.shortcut(blocks.UPSCALE_SHORTCUT)
+        async def on_upscale_shortcut(ack: AsyncAck, body: dict[str, Any]) -> None:
+            await ack()
+            requester = self._clicker(body)
+            if requester is not None:
+                message, trigger = body.get("message") or {}, str(body.get("trigger_id") or "")
+                self.spawn(serve.upscale_of_message(self, requester, message, trigger), requester)
+
         @app.error
         async def on_error(error: Exception, body: dict[str, Any]) -> None:
             self.report(error, _requester_of(body))

@@ -25,6 +25,7 @@ _MOST_BLOCKS = 50
 DELETE_ACTION = "lora_delete"
 KEEP_ACTION = "lora_keep"
 INFO_SHORTCUT = "image_info"
+UPSCALE_SHORTCUT = "upscale"
 NOT_ALLOWED = "This distillery is not open to you here. Ask its operator to add you (or this channel)."
 NOT_OWNER = "Only the person who started this job can cancel it."
 FETCHING = "Got it: fetching your picture. The job's progress will appear in this channel."

@@ -58,16 +58,21 @@ async def _info(bot: SlackBot, name: str, requester: pb.Requester) -> str:
     return image_info_text(await bot.daemon.image_info(name, requester))
 
 
-async def info_of_message(bot: SlackBot, requester: pb.Requester, message: Mapping[str, Any]) -> None:
-    """The "Image info" message shortcut: the picture's name from the message's file (or its words)."""
+def picture_of_message(message: Mapping[str, Any]) -> str | None:
+    """The name of the distillery picture a message holds: its file's name, or a name in its words."""
     names = [str(item.get("name") or "") for item in message.get("files") or []]
     names += _IMAGE_NAME.findall(str(message.get("text") or ""))
-    names = [name for name in names if name.lower().endswith(".png")]
-    if not names:
+    return next((name for name in names if name.lower().endswith(".png")), None)
+
+
+async def info_of_message(bot: SlackBot, requester: pb.Requester, message: Mapping[str, Any]) -> None:
+    """The "Image info" message shortcut: the picture's name from the message's file (or its words)."""
+    name = picture_of_message(message)
+    if name is None:
         await bot.tell(requester, NO_IMAGE_NAME)
         return
     try:
-        text = await _info(bot, names[0], requester)
+        text = await _info(bot, name, requester)
     except DaemonError as error:
         text = error.message
     await bot.tell(requester, text)

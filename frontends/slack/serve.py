@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from distillery.v1 import distillery_pb2 as pb
 
@@ -21,6 +21,7 @@ from frontends.commands import UPSCALE_USAGE, UsageError, parse_serve, parse_ups
 from frontends.follow import close_stream, generation_accepted
 from frontends.render import JobView
 from frontends.slack import blocks
+from frontends.slack.library import NO_IMAGE_NAME, picture_of_message
 
 if TYPE_CHECKING:
     from frontends.slack.app import SlackBot, SlashCommand
@@ -50,6 +51,26 @@ async def on_serve(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> Non
 async def on_upscale(bot: SlackBot, ack: blocks.Ack, request: SlashCommand) -> None:
     """/upscale <picture name> [options]: answered and followed as /serve."""
     await _generate(bot, ack, request, parse_upscale, UPSCALE_USAGE)
+
+
+async def upscale_of_message(
+    bot: SlackBot, requester: pb.Requester, message: Mapping[str, Any], trigger_id: str
+) -> None:
+    """The "Upscale" message shortcut: the picture the message holds, as /upscale with its name would; the
+    job's message appears in the channel, a refusal only to the one who asked."""
+    name = picture_of_message(message)
+    if name is None:
+        await bot.tell(requester, NO_IMAGE_NAME)
+        return
+    try:
+        spec = parse_upscale("", replied_to=name)
+    except UsageError as error:
+        await bot.tell(requester, str(error))
+        return
+    key = f"slack-shortcut:{trigger_id}" if trigger_id else ""
+    starting = asyncio.create_task(start_generation(bot.daemon, spec, requester, key))
+    bot.track(starting)
+    await _started_late(bot, starting, spec, requester)
 
 
 async def _generate(

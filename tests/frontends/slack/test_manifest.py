@@ -46,8 +46,8 @@ def test_manifest_grants_what_the_bot_uses(name: str) -> None:
     assert "--class man|woman|person" in commands[COMMAND]["usage_hint"]
     assert "--lora" in commands["/serve"]["usage_hint"] and "--delete" in commands["/lora"]["usage_hint"]
     assert "--upscalemethod latent|lanczos" in commands["/upscale"]["usage_hint"]
-    [shortcut] = manifest["features"]["shortcuts"]
-    assert (shortcut["type"], shortcut["callback_id"]) == ("message", blocks.INFO_SHORTCUT)
+    shortcuts = {(shortcut["type"], shortcut["callback_id"]) for shortcut in manifest["features"]["shortcuts"]}
+    assert shortcuts == {("message", blocks.INFO_SHORTCUT), ("message", blocks.UPSCALE_SHORTCUT)}
     settings = manifest["settings"]
     assert set(settings["event_subscriptions"]["bot_events"]) == NEEDED_EVENTS
     assert settings["interactivity"]["is_enabled"] is True  # the Cancel button

@@ -15,7 +15,7 @@ from distillery.v1 import distillery_pb2 as pb
 from frontends.clientstate import ClientState
 from frontends.commands import SERVE_USAGE, UPSCALE_USAGE
 from frontends.render import image_caption
-from frontends.slack import blocks
+from frontends.slack import blocks, library
 from tests.frontends.fakes import FakeDaemon
 from tests.frontends.slack.fake_slack_api import FakeSlack
 from tests.frontends.slack.harness import BotHarness, settings_for
@@ -130,6 +130,20 @@ async def test_upscale_end_to_end(bot: BotHarness, fake_slack: FakeSlack, fake_d
     final = fake_slack.message("C1", state.message)["text"]
     assert "seed 8" in final and "Upscaled from job1-2.png: 2 times, lanczos" in final
     assert [upload.filename for upload in fake_slack.uploads.values()][-1] == "job2-1.png"
+
+    # The Upscale shortcut on the message that holds a picture: that picture, its job message in the channel.
+    picture = {"type": "message", "text": "", "ts": "1700000000.000009", "files": [{"name": "job1-1.png"}]}
+    assert (await bot.shortcut(blocks.UPSCALE_SHORTCUT, picture))[0] == 200
+    await _posted(fake_slack, fake_daemon, "job3")
+    spec, _, key = fake_daemon.generates[-1]
+    assert (spec.upscale_image, spec.power, key.startswith("slack-shortcut:")) == ("job1-1.png", True, True)
+    # A message without a picture, or someone else's picture, gets a sentence only the clicker sees.
+    await bot.shortcut(blocks.UPSCALE_SHORTCUT, {"type": "message", "text": "lunch?"})
+    await bot.shortcut(blocks.UPSCALE_SHORTCUT, picture, user="U2")
+    await fake_slack.wait_for(lambda: len(fake_slack.of("chat.postEphemeral")) == 2)
+    replies = sorted((call.params["user"], call.params["text"]) for call in fake_slack.of("chat.postEphemeral"))
+    assert replies == [("U1", library.NO_IMAGE_NAME), ("U2", "There is no stored image job1-1.png.")]
+    assert len(fake_daemon.jobs) == 3  # the refused request made no job
 
 
 async def test_help_and_an_empty_serve_show_the_usage(bot: BotHarness, fake_daemon: FakeDaemon) -> None:
