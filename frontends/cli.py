@@ -424,17 +424,35 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def demo_serve(client: DaemonClient, args: argparse.Namespace, name: str, state: Path) -> int:
-    """The demo's second half: generate with the new LoRA, as /serve would, and save the pictures."""
+    """The demo's second half, as the chats would: /serve with the new LoRA, /upscale of its first picture, and
+    /serve with the face IP-Adapter on the portrait; every picture saved beside the LoRA."""
     serve = parse_serve(f'"a portrait of {name} as an astronaut" --lora {name} --n 2 --seed 1')
     print(f"\nGenerating with it: /serve {serve.prompt} --lora {name} --n 2 --seed 1")
+    images, status = await demo_generate(client, args, serve, state)
+    if status != 0 or not images:
+        return status
+    print(f"\nUpscaling the first picture: /upscale {images[0]}")
+    _, status = await demo_generate(client, args, parse_upscale(images[0]), state)
+    if status != 0:
+        return status
+    face = parse_serve(f'"a portrait of {name}, studio light" --lora {name} --adaptface {name}.png --seed 1')
+    print(f"\nWith the face IP-Adapter on the portrait: /serve {face.prompt} --lora {name} --adaptface {name}.png")
+    _, status = await demo_generate(client, args, face, state)
+    return status
+
+
+async def demo_generate(
+    client: DaemonClient, args: argparse.Namespace, spec: pb.GenerateSpec, state: Path
+) -> tuple[list[str], int]:
+    """Follow one generation with live progress and save its pictures; their names and the exit status."""
     printer = ProgressPrinter(sys.stdout, False)
-    printer.view.kind, printer.view.generate = pb.JOB_KIND_GENERATE, serve
-    status = await follow(client.generate(serve, requester(args)), printer)
+    printer.view.kind, printer.view.generate = pb.JOB_KIND_GENERATE, spec
+    status = await follow(client.generate(spec, requester(args)), printer)
     for info in printer.view.images:
         target = state / info.name
         target.write_bytes(await client.get_image(info.name, requester(args)))
-        print(f"Saved {target} (seed {info.seed}; random-weight demo models draw noise, not a face)")
-    return status
+        print(f"Saved {target} (seed {info.seed}; the demo's random models draw noise, not a face)")
+    return [info.name for info in printer.view.images], status
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -230,7 +230,11 @@ def generation_summary(view: JobView, took: str = "", info_hint: str = "") -> st
         if spec.loras:
             lines.append("LoRAs: " + ", ".join(f"{use.name} ({use.weight:g})" for use in spec.loras))
         seeds = f"seed {spec.seed}" if count <= 1 else f"seeds {spec.seed}-{spec.seed + count - 1}"
-        lines.append(f"{spec.width}x{spec.height}, {spec.steps} steps, CFG {spec.cfg:g}, {seeds}")
+        size = f"{spec.width}x{spec.height}"
+        made = (view.images[0].width, view.images[0].height) if view.images else (0, 0)
+        if made[0] and made != (spec.width, spec.height):  # the hires pass (--power, /upscale) enlarged it
+            size = f"{made[0]}x{made[1]} (from {size})"
+        lines.append(f"{size}, {spec.steps} steps, CFG {spec.cfg:g}, {seeds}")
         if spec.upscale_image:
             method = spec.upscale_method or "latent"
             lines.append(f"Upscaled from {spec.upscale_image}: {spec.power_scale or 2:g} times, {method}")
