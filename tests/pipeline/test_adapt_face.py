@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from daemon.errors import BadInput, JobCancelled
@@ -22,12 +21,10 @@ from daemon.pipeline import generate as generate_module
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.face import crop_face, detect_faces
 from daemon.pipeline.generate import GeneratePipeline
-from daemon.pipeline.hparams import TrainConfig
-from daemon.pipeline.regularization import DictRegCache, RegularizationSet, load_or_build
-from daemon.pipeline.train import train_lora
+from daemon.pipeline.regularization import DictRegCache, load_or_build
 from daemon.store.lmdb_store import Store
 from tests.pipeline.generate_fixtures import NAMES, context, params, parse_infotext, pixels, run, texts
-from tests.pipeline.test_adapters import assert_bare, snapshot
+from tests.pipeline.test_adapters import assert_trains_bare, snapshot
 
 pytest_plugins = ["tests.fixtures_models", "tests.pipeline.generate_fixtures"]
 
@@ -217,11 +214,5 @@ def test_training_and_class_images_after_adaptface_see_the_plain_unet(
     adapters_for_ip.clear()  # what the distill pipeline does first
     classes = load_or_build(ip_resident, SubjectClass.MAN, 2, 64, DictRegCache(), lambda d, t: None, lambda: False)
     assert classes.latents.shape == (2, 4, 16, 16)
-    reg = RegularizationSet(SubjectClass.MAN, torch.randn(2, 4, 16, 16), 2, "generated")
-    result = train_lora(
-        ip_resident, portrait, "a photo of rifttami man", "a photo of a man", reg,
-        TrainConfig.demo().with_steps(2), False, lambda s, t, loss: None, lambda: False,
-    )  # fmt: skip
-    assert result.steps == 2
-    assert_bare(ip_resident, before)
+    assert_trains_bare(ip_resident, portrait, before)
     assert plain_unet(ip_resident)

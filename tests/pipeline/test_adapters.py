@@ -47,6 +47,17 @@ def assert_bare(resident: Resident, before: dict[str, torch.Tensor]) -> None:
     assert not getattr(resident.unet, "peft_config", None)
 
 
+def assert_trains_bare(resident: Resident, portrait: Image.Image, before: dict[str, torch.Tensor]) -> None:
+    """Two training steps run on the UNet, and leave it exactly as it was loaded (``assert_bare``)."""
+    reg = RegularizationSet(SubjectClass.MAN, torch.randn(2, 4, 16, 16), 2, "generated")
+    result = train_lora(
+        resident, portrait, "a photo of rifttami man", "a photo of a man", reg, TrainConfig.demo().with_steps(2),
+        False, lambda s, t, loss: None, lambda: False,
+    )  # fmt: skip
+    assert result.steps == 2
+    assert_bare(resident, before)
+
+
 @pytest.fixture(scope="module")
 def files(resident: Resident) -> dict[str, bytes]:
     return {f"lora{seed}": random_lora_file(resident.unet, seed) for seed in range(4)}

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from daemon.errors import BadInput, JobCancelled, NotFound
@@ -21,16 +20,13 @@ from daemon.jobs.contract import JobContext, Outcome
 from daemon.jobs.hub import EventHub
 from daemon.jobs.inputs import StoreBlobs, read_inputs
 from daemon.jobs.journal import Journal
-from daemon.jobs.model import Event, JobKind, JobState, LoraUse, Stage, SubjectClass
+from daemon.jobs.model import Event, JobKind, JobState, LoraUse, Stage
 from daemon.jobs.queue import JobQueue
 from daemon.jobs.worker import Worker
 from daemon.models.resident import Resident
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.generate import GeneratePipeline, lora_short_hash, summary
-from daemon.pipeline.hparams import TrainConfig
-from daemon.pipeline.regularization import RegularizationSet
 from daemon.pipeline.runner import JobRunner
-from daemon.pipeline.train import train_lora
 from daemon.store.lmdb_store import Store, StoreConfig
 from tests.pipeline.generate_fixtures import (
     NAMES,
@@ -42,7 +38,7 @@ from tests.pipeline.generate_fixtures import (
     run,
     texts,
 )
-from tests.pipeline.test_adapters import assert_bare, random_lora_file, snapshot
+from tests.pipeline.test_adapters import assert_bare, assert_trains_bare, random_lora_file, snapshot
 from tests.records import first_event, lora_record, make_job
 
 pytest_plugins = ["tests.fixtures_models", "tests.pipeline.generate_fixtures"]
@@ -191,13 +187,7 @@ def test_training_still_runs_after_generation(
     before = snapshot(resident.unet)
     run(generate, store, journal, params(*NAMES[:2]))
     adapters.clear()  # what DistillPipeline does first
-    reg = RegularizationSet(SubjectClass.MAN, torch.randn(2, 4, 16, 16), 2, "generated")
-    result = train_lora(
-        resident, portrait, "a photo of rifttami man", "a photo of a man", reg, TrainConfig.demo().with_steps(2),
-        False, lambda s, t, loss: None, lambda: False,
-    )  # fmt: skip
-    assert result.steps == 2
-    assert_bare(resident, before)
+    assert_trains_bare(resident, portrait, before)
 
 
 def test_summaries() -> None:
@@ -326,12 +316,6 @@ def test_adapt_goes_through_the_ip_adapter_and_only_for_that_request(
         with pytest.raises(JobCancelled):
             generate(cancelled)
         assert ip_resident.unet.encoder_hid_proj is None
-        reg = RegularizationSet(SubjectClass.MAN, torch.randn(2, 4, 16, 16), 2, "generated")
-        result = train_lora(
-            ip_resident, portrait, "a photo of rifttami man", "a photo of a man", reg,
-            TrainConfig.demo().with_steps(2), False, lambda s, t, loss: None, lambda: False,
-        )  # fmt: skip
-        assert result.steps == 2
-        assert_bare(ip_resident, before)
+        assert_trains_bare(ip_resident, portrait, before)
     finally:
         adapters.clear()

@@ -31,6 +31,18 @@ CFG = dataclasses.replace(
 )
 
 
+# What the metadata tests save, besides what each varies.
+SAVED: dict[str, Any] = {
+    "name": "rifttami",
+    "base_model": "stable-diffusion-v1-5",
+    "resolution": 512,
+    "train_images": 1,
+    "learning_rate": 1e-4,
+    "started_at": 1700000000.5,
+    "instance_prompt": PROMPT,
+}
+
+
 @pytest.fixture(scope="module")
 def trained(
     resident: Resident, portrait: Image.Image
@@ -211,16 +223,10 @@ def test_every_key_of_a_full_sd15_lora_maps_to_an_a1111_layer() -> None:
 def test_kohya_metadata_is_what_lora_browsers_read() -> None:
     likeness = {"likeness_score": "78", "likeness_measured": "true"}
     meta = kohya_metadata(
-        name="rifttami",
-        base_model="stable-diffusion-v1-5",
-        resolution=512,
-        train_images=1,
-        learning_rate=1e-4,
+        **SAVED,
         text_encoder_learning_rate=5e-5,
         steps=500,
         network_args={"text_encoder_dim": "8"},
-        started_at=1700000000.5,
-        instance_prompt="a photo of rifttami man",
         likeness=likeness,
         comment="Likeness 78/100: 7 of 8 test pictures look like the photo.",
     )
@@ -263,16 +269,7 @@ def a1111_reads(data: bytes) -> dict[str, Any]:
 def test_the_file_reads_in_a1111s_lora_browser_as_a_kohya_lora(trained: Any) -> None:
     lora, _, _ = trained
     meta = kohya_metadata(
-        name="rifttami",
-        base_model="stable-diffusion-v1-5",
-        resolution=512,
-        train_images=1,
-        learning_rate=1e-4,
-        text_encoder_learning_rate=None,
-        steps=8,
-        network_args={"rank": "4", "alpha": "8"},
-        started_at=1700000000.5,
-        instance_prompt=PROMPT,
+        **SAVED, text_encoder_learning_rate=None, steps=8, network_args={"rank": "4", "alpha": "8"}
     )
     data = lora_file(lora, meta)
     read = a1111_reads(data)
