@@ -289,6 +289,8 @@ class Distillery:
         await asyncio.to_thread(self._check_capacity, requester)
         await asyncio.to_thread(self._check_quota, requester, params.count, 0)
         adapt = [await self._fetch_picture(picture.url) for picture in request.adapt_pictures]
+        # /upscale's --adapt pictures are stored ones its picture's record names: nothing to fetch.
+        adapt = adapt or [None] * len(params.adapts)
         fetched_face = await self._fetch_picture(face.url if face else "")
         if face is not None:
             # Said now rather than after the wait in the queue.
@@ -325,6 +327,14 @@ class Distillery:
         index = job.outputs.index(name) if name in job.outputs else 0
         seed = int(meta.info.get("seed", source.seed + index))
         params = upscale_params(request, source, seed, (width, height), self.generation)
+        pictures = {params.adapt_image, *(use.image for use in params.adapts), params.adapt_face} - {""}
+        for picture in sorted(pictures):
+            try:
+                self.visible_image(picture, requester)
+            except NotFound:
+                raise NotFound(
+                    f"{name} was made with the picture {picture}, which is gone or no longer shared with you."
+                ) from None
         for use in params.loras:
             try:
                 self.get_lora(use.name, requester)

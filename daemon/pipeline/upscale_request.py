@@ -1,8 +1,9 @@
 """Turn an /upscale request into the GenerateParams of a hires pass over a picture /serve already made.
 
 /upscale names a picture ("<job id>-<n>.png"). Its job's record says how it was made, and the new job repeats
-that: the prompt as run, the LoRAs with their weights, the negative prompt, CFG, steps, sampler, model and the
-picture's own seed (the job's seed + n - 1), at the picture's size. In place of a first pass it starts from the
+that: the prompt as run, the LoRAs with their weights, the negative prompt, CFG, steps, sampler, model, its
+--adapt and --adaptface pictures with their weights and the picture's own seed (the job's seed + n - 1), at the
+picture's size. In place of a first pass it starts from the
 picture itself and runs only the hires pass: upscale (the latents, or PIL's Lanczos filter), then denoise again
 at the hires strength. So the result's infotext is the one /serve --power writes for the same settings.
 
@@ -87,6 +88,11 @@ def upscale_params(
         raise BadInput(ONLY_UPSCALE_OPTIONS)
     if source.model and source.model not in defaults.models:
         raise BadInput(f"{name} was made with the model {source.model}, which this distillery no longer has.")
+    # The hires pass draws with the picture's IP-Adapter pictures too, as A1111's does with its adapter units.
+    if (source.adapts or source.adapt_image) and not defaults.adapt_available:
+        raise BadInput(f"{name} was made with --adapt pictures, and this distillery has no IP-Adapter now.")
+    if source.adapt_face and not defaults.face_adapt_available:
+        raise BadInput(f"{name} was made with --adaptface, and this distillery has no face IP-Adapter now.")
     hires = hires_fields(dataclasses.replace(options, power=True), source.steps)
     width, height = size
     result = hires_size(width, height, hires["hires_scale"], defaults.size_multiple)
@@ -109,10 +115,7 @@ def upscale_params(
         count=1,
         width=width,
         height=height,
-        # The picture already holds what its --adapt and --image pictures gave it; the hires pass redraws details.
-        adapt_image="",
-        adapt_weight=0.0,
-        adapts=[],
+        # The upscale starts from the picture itself, not from the one its --image started from.
         init_image="",
         init_denoise=0.0,
         upscale_image=name,

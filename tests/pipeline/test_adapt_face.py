@@ -137,6 +137,29 @@ def test_adaptface_is_deterministic_changes_the_picture_and_has_its_own_weight(
     assert plain_unet(face_generate.resident)
 
 
+def test_an_upscale_draws_with_the_pictures_face_ip_adapter_too(
+    face_generate: GeneratePipeline, pictures: Store, journal: Any
+) -> None:
+    made = run(face_generate, pictures, journal, params(NAMES[0], adapt_face=FACE, adapt_face_weight=0.6))
+    [picture] = made.images
+    pictures.put_image(picture.name, "telegram//111", picture.png, "3" * 64)
+    hires = {"hires_scale": 2.0, "hires_steps": 3, "hires_denoise": 0.55, "hires_upscaler": "Latent"}
+
+    def upscaled(weight: float) -> Any:
+        job = params(NAMES[0], adapt_face=FACE, adapt_face_weight=weight, upscale_image=picture.name, **hires)
+        return run(face_generate, pictures, journal, job)
+
+    outcome = upscaled(0.6)
+    big = pixels(outcome.images[0].png)
+    assert big.shape[:2] == (128, 128)
+    assert np.array_equal(big, pixels(upscaled(0.6).images[0].png))
+    # The face unit takes part in the hires pass: without its say, the details come out otherwise.
+    assert np.abs(big.astype(int) - pixels(upscaled(0.0).images[0].png)).max() > 10
+    _, _, fields = parse_infotext(texts(outcome.images[0].png)["parameters"])
+    assert fields["Face IP-Adapter weight"] == "0.6" and fields["Hires upscale"] == "2"
+    assert plain_unet(face_generate.resident)
+
+
 def test_adaptface_stacks_with_four_adapt_pictures(
     face_generate: GeneratePipeline, pictures: Store, journal: Any
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from daemon.errors import BadInput
-from daemon.jobs.model import GenerateParams
+from daemon.jobs.model import AdaptUse, GenerateParams
 from daemon.pipeline.denoise import denoised_steps, hires_size
 from daemon.pipeline.generate import GeneratePipeline
 from daemon.pipeline.serve_request import GenerationDefaults, ServeRequest, fit_picture, size_for
@@ -141,6 +141,36 @@ def test_what_an_upscale_cannot_be(served: Served) -> None:
     gone = dataclasses.replace(served.params, model="dreamy")
     with pytest.raises(BadInput, match="made with the model dreamy, which this distillery no longer has"):
         upscale_params(request, gone, 1, (64, 64), DEMO)
+    # IP-Adapter pictures the picture was made with, where the IP-Adapters are no longer configured.
+    adapted = dataclasses.replace(
+        served.params, adapt_image="a.png", adapt_weight=0.5, adapts=[AdaptUse("a.png", 0.5)]
+    )
+    with pytest.raises(BadInput, match="made with --adapt pictures, and this distillery has no IP-Adapter now"):
+        upscale_params(request, adapted, 1, (64, 64), DEMO)
+    faced = dataclasses.replace(served.params, adapt_face="me.png", adapt_face_weight=0.6)
+    with_plain = dataclasses.replace(DEMO, adapt_available=True)
+    with pytest.raises(BadInput, match="made with --adaptface, and this distillery has no face IP-Adapter now"):
+        upscale_params(request, faced, 1, (64, 64), with_plain)
+
+
+def test_an_upscale_keeps_the_pictures_ip_adapter_pictures_and_drops_its_start_picture(served: Served) -> None:
+    made = dataclasses.replace(
+        served.params,
+        adapt_image="a.png",
+        adapt_weight=0.5,
+        adapts=[AdaptUse("a.png", 0.5), AdaptUse("b.png", 0.3)],
+        adapt_face="me.png",
+        adapt_face_weight=0.7,
+        init_image="start.png",
+        init_denoise=0.6,
+    )
+    both = dataclasses.replace(DEMO, adapt_available=True, face_adapt_available=True)
+    request = ServeRequest(prompt="", upscale_image="x-1.png", power=True)
+    job = upscale_params(request, made, 1, (64, 64), both)
+    assert [(use.image, use.weight) for use in job.adapts] == [("a.png", 0.5), ("b.png", 0.3)]
+    assert (job.adapt_image, job.adapt_weight) == ("a.png", 0.5)
+    assert (job.adapt_face, job.adapt_face_weight) == ("me.png", 0.7)
+    assert (job.init_image, job.init_denoise) == ("", 0.0)
 
 
 def test_the_size_cap_is_the_largest_picture_serve_makes() -> None:

@@ -16,7 +16,7 @@ from PIL import Image
 from daemon.errors import BadInput
 from daemon.pipeline.serve_request import ServeRequest, resolve
 from daemon.settings import load_settings
-from frontends.commands import parse_serve
+from frontends.commands import parse_serve, parse_upscale
 from frontends.render import models_text
 from tests.image_server import serving
 from tests.rpc.test_manage_rpc import DEFAULTS, distill, fake_jobs, refused, serve
@@ -190,3 +190,24 @@ async def test_adaptface_takes_a_stored_picture_or_a_link_beside_four_adapt_pict
     spec.more_adapts.add(image=f"{name}.png")
     error = await refused(collect(face_api.client.generate(spec, ALICE)))
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT and "at most 4 --adapt pictures" in str(error)
+
+
+async def test_an_upscale_draws_with_the_pictures_adapt_pictures_while_they_are_still_shared(
+    face_api: Api, portrait_png: bytes
+) -> None:
+    name = await distill(face_api, ALICE, portrait_png)
+    await face_api.client.update_lora(name, ALICE, public=True, show_image=True)
+    made = (await serve(face_api, BOB, f"x --adapt {name}.png --adaptweight 0.4 --adaptface {name}.png"))[-1]
+    picture = made.finished.images[0].name
+    job = (await collect(face_api.client.generate(parse_upscale(picture), BOB)))[-1].finished.job
+    assert job.state == pb.JOB_STATE_SUCCEEDED and job.generate.upscale_image == picture
+    spec = job.generate
+    assert (spec.adapt_image, spec.adapt_face) == (f"{name}.png", f"{name}.png")
+    assert spec.adapt_weight == pytest.approx(0.4) and spec.adapt_face_weight == pytest.approx(0.6)
+    # Once Alice hides her photo, Bob's picture made with it cannot be upscaled: it is not his to use now.
+    await face_api.client.update_lora(name, ALICE, show_image=False)
+    error = await refused(collect(face_api.client.generate(parse_upscale(picture), BOB)))
+    assert error.code == grpc.StatusCode.NOT_FOUND
+    assert str(error) == (
+        f"{picture} was made with the picture {name}.png, which is gone or no longer shared with you."
+    )
