@@ -41,7 +41,7 @@ from daemon.pipeline.name import NameMinter
 from daemon.pipeline.serve_request import (
     GenerationDefaults,
     ServeRequest,
-    check_face_picture,
+    face_of_picture,
     fit_picture,
     picture_size,
     resolve,
@@ -298,7 +298,7 @@ class Distillery:
                 face_png = fetched_face.png
             else:
                 face_png = await asyncio.to_thread(self.store.get_image, face.image)
-            await asyncio.to_thread(check_face_picture, face_png)
+            await asyncio.to_thread(face_of_picture, face_png)
         init = await self._fetch_picture(request.init_url)
         if init is not None:
             fit_picture(params, (init.width, init.height), self.generation)

@@ -33,11 +33,10 @@ from daemon.models.resident import Resident
 from daemon.models.switch import ModelSwitcher
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.denoise import Denoiser
-from daemon.pipeline.face import crop_face
 from daemon.pipeline.image import open_png
 from daemon.pipeline.prompt_weights import PromptEncoder
 from daemon.pipeline.samplers import DEFAULT_SAMPLER, SAMPLERS
-from daemon.pipeline.serve_request import NO_FACE, NO_FACE_IP_ADAPTER
+from daemon.pipeline.serve_request import NO_FACE_IP_ADAPTER, face_of_picture
 
 logger = logging.getLogger(__name__)
 
@@ -200,10 +199,7 @@ class GeneratePipeline:
             return None
         if self.resident.ip_adapter is None or self.resident.ip_adapter.face is None:
             raise BadInput(NO_FACE_IP_ADAPTER)  # queued before a restart without it, as in _adapt_image
-        face = crop_face(open_png(_picture(ctx, params.adapt_face)))
-        if face is None:
-            raise BadInput(NO_FACE)
-        return face, params.adapt_face_weight
+        return face_of_picture(_picture(ctx, params.adapt_face)), params.adapt_face_weight
 
     def _denoise(
         self,

@@ -278,11 +278,13 @@ def _image_to_image(request: ServeRequest, steps: int) -> dict[str, Any]:
     return {"init_image": request.init_image, "init_denoise": denoise}
 
 
-def check_face_picture(png: bytes) -> None:
-    """Refuse an --adaptface picture with no face in it before its job waits in the queue (the worker crops
-    the face again when the job runs)."""
-    if crop_face(open_png(png)) is None:
+def face_of_picture(png: bytes) -> Image.Image:
+    """An --adaptface picture cropped to its face (what the "plus face" model was trained on), or BadInput
+    without one. The service calls it before a job waits in the queue; the worker, for the crop itself."""
+    face = crop_face(open_png(png))
+    if face is None:
         raise BadInput(NO_FACE)
+    return face
 
 
 def picture_size(png: bytes) -> tuple[int, int]:

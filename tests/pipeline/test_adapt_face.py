@@ -17,7 +17,7 @@ from PIL import Image
 from daemon.errors import BadInput, JobCancelled
 from daemon.jobs.model import AdaptUse, SubjectClass
 from daemon.models.resident import Resident
-from daemon.pipeline import generate as generate_module
+from daemon.pipeline import serve_request as serve_request_module
 from daemon.pipeline.adapters import AdapterCache
 from daemon.pipeline.face import crop_face, detect_faces
 from daemon.pipeline.generate import GeneratePipeline
@@ -113,7 +113,7 @@ def test_adaptface_is_deterministic_changes_the_picture_and_has_its_own_weight(
         crops.append(crop.size if crop is not None else (0, 0))
         return crop
 
-    monkeypatch.setattr(generate_module, "crop_face", spy)
+    monkeypatch.setattr(serve_request_module, "crop_face", spy)
 
     def made(**changes: Any) -> Any:
         return run(face_generate, pictures, journal, params(NAMES[0], **changes))
