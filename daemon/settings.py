@@ -80,6 +80,9 @@ class Settings:
     ray_workers: int = 0
     # Object store of a private Ray (--ray-address local); a cluster's machines cap theirs with `ray start`.
     ray_object_store_mb: int = 512
+    # A private Ray's own files (session logs, sockets, its auth token), kept with the daemon's state rather
+    # than in /tmp/ray and ~/.ray, which every Ray on the machine shares; None: <state_dir>/ray.
+    ray_temp_dir: Path | None = None
 
 
 _FLAGS: list[tuple[str, str, type, str]] = [
@@ -116,6 +119,7 @@ _FLAGS: list[tuple[str, str, type, str]] = [
     ("--ray-address", "ray_address", str, "ray: auto, the head's HOST:PORT, or local (a private Ray)"),
     ("--ray-workers", "ray_workers", int, "ray: this many CPU workers instead of one per GPU (default 0)"),
     ("--ray-object-store-mb", "ray_object_store_mb", int, "ray, address local: object store size (default 512)"),
+    ("--ray-temp-dir", "ray_temp_dir", str, "ray, address local: its logs, sockets and token (<state-dir>/ray)"),
 ]
 
 
@@ -235,7 +239,25 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         ray_address=ray_address,
         ray_workers=ray_workers,
         ray_object_store_mb=int(value("ray_object_store_mb", 512)),
+        ray_temp_dir=_ray_temp_dir(value("ray_temp_dir"), state_dir) if ray_address == "local" else None,
     )
+
+
+# Ray's unix sockets live at <temp>/session_<date>_<time>_<pid>/sockets/plasma_store: about 64 characters
+# after the folder, inside the kernel's 107-byte limit for a socket path.
+RAY_SOCKET_SUFFIX = 64
+UNIX_PATH_MAX = 107
+
+
+def _ray_temp_dir(raw: Any, state_dir: Path) -> Path:
+    """The private Ray's folder, absolute and short enough for the sockets Ray makes inside it."""
+    folder = (Path(str(raw)) if raw else state_dir / "ray").expanduser().absolute()
+    if len(str(folder)) + RAY_SOCKET_SUFFIX > UNIX_PATH_MAX:
+        raise SystemExit(
+            f"--ray-temp-dir {folder} is too long for the unix sockets Ray makes in it: pick a folder of at most "
+            f"{UNIX_PATH_MAX - RAY_SOCKET_SUFFIX} characters (--ray-temp-dir /var/lib/distillery/ray)"
+        )
+    return folder
 
 
 def _serve_models(flags: list[str] | None, table: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:

@@ -22,13 +22,17 @@ Faults:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import gc
 import logging
+import os
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from daemon import logs
@@ -137,22 +141,63 @@ class RefBlobs:
         return ref
 
 
+# A private Ray's start-up (its GCS, raylet and agents) is tried this often before the daemon gives up: on a
+# machine whose cores are busy, Ray's fixed 30 s waits for its own processes can pass once and then hold.
+LOCAL_START_TRIES = 3
+# Ray runs its worker processes at nice 15 by default. A worker here is the process that feeds its GPU (or,
+# with --ray-workers, does the job itself), so it must not starve behind whatever else the machine runs.
+WORKER_NICENESS = 0
+
+
 def connect(settings: Settings) -> None:
     """Join the cluster as a driver, or start a private one-machine Ray (``--ray-address local``)."""
     import ray
 
-    if settings.ray_address == "local":
-        resources = {CPU_WORKER_RESOURCE: float(settings.ray_workers)} if settings.ray_workers else None
-        ray.init(
-            address="local",
-            resources=resources,
-            include_dashboard=False,
-            object_store_memory=settings.ray_object_store_mb * 1024 * 1024,
-            configure_logging=False,
-        )
-    else:
+    if settings.ray_address != "local":
         ray.init(address=settings.ray_address, configure_logging=False)
+    else:
+        folder = settings.ray_temp_dir or settings.state_dir / "ray"
+        resources = {CPU_WORKER_RESOURCE: float(settings.ray_workers)} if settings.ray_workers else None
+        for attempt in range(1, LOCAL_START_TRIES + 1):
+            try:
+                ray.init(
+                    address="local",
+                    resources=resources,
+                    include_dashboard=False,
+                    object_store_memory=settings.ray_object_store_mb * 1024 * 1024,
+                    configure_logging=False,
+                    _temp_dir=str(folder),
+                    _system_config={"worker_niceness": WORKER_NICENESS, "enable_worker_prestart": False},
+                )
+                break
+            except Exception as error:
+                # Ray raises plain Exception for its start-up time-outs; whatever it started goes first.
+                ray.shutdown()
+                if attempt == LOCAL_START_TRIES:
+                    raise
+                log.warning("the private Ray did not start (try %d of %d): %s", attempt, LOCAL_START_TRIES, error)
     log.info("joined Ray at %s: %s", settings.ray_address, ray.cluster_resources())  # type: ignore[no-untyped-call]
+
+
+def _private_ray_folder(settings: Settings) -> Path:
+    """Prepare the private Ray's folder: its session logs and sockets, and its own token (Ray's token
+    authentication, on for every private Ray), instead of /tmp/ray and ~/.ray.
+
+    Ray reads these from the environment of the daemon and of every process it starts, once, when it is
+    first imported: call this before that.
+    """
+    folder = settings.ray_temp_dir or settings.state_dir / "ray"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = folder / "auth_token"
+    if not token.exists():
+        descriptor = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+    # A self-hosted daemon reports nothing about itself to Ray's usage statistics service.
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    return folder
 
 
 class RayExecutor:
@@ -183,6 +228,8 @@ class RayExecutor:
 
     async def open(self) -> WorkerFacts:
         """Connect to Ray, start the actors, and return the first ready one's facts (all run the same models)."""
+        if self._settings.ray_address == "local":
+            _private_ray_folder(self._settings)
         try:
             import ray
         except ImportError:
@@ -255,7 +302,9 @@ class RayExecutor:
         self._spawn(self._reconcile_forever())
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
+        # A task of its own context: one spawned while a job's task runs (a revive after that job's worker
+        # died) must not log with that job's id.
+        task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -376,6 +425,11 @@ class RayExecutor:
         run = JobRun(self._journal, job_id, lambda: False, lambda: job_id in self._cancelled)
         slot.run = run
         try:
+            if not await self._ready(slot) and job_id not in self._cancelled:
+                # Dead or restarting before the job began: it goes back first in line, no attempt spent,
+                # and waits for a worker that answers.
+                self._not_started(slot, job_id)
+                return
             ctx = await asyncio.to_thread(run.begin)
             try:
                 inputs = await asyncio.to_thread(self._inputs, ctx.job)
@@ -389,9 +443,11 @@ class RayExecutor:
             if cancel_now:
                 ray.cancel(stream)
             last: tuple[str, Any] | None = None
+            received = 0
             try:
                 async for ref in stream:
                     kind, payload = await ref
+                    received += 1
                     if kind in ("outcome", "ending"):
                         last = (kind, payload)
                     else:
@@ -399,6 +455,12 @@ class RayExecutor:
             except TaskCancelledError:
                 last = ("ending", Ending(stopped=True))
             except RayError as error:
+                if received == 0 and job_id not in self._cancelled:
+                    # The actor was gone before the job's first step: this run never happened.
+                    log.info("worker %s was not ready for job %s: %s", slot.id, job_id, type(error).__name__)
+                    await asyncio.to_thread(run.not_started)
+                    self._not_started(slot, job_id)
+                    return
                 # The actor died (killed, its machine gone) or its stream broke: the job did not end here.
                 await self._lost(slot, run, error)
                 return
@@ -410,6 +472,27 @@ class RayExecutor:
                 self._cancelled.discard(job_id)
             if slot.state == WorkerState.BUSY:
                 self._set_idle(slot)
+
+    async def _ready(self, slot: Slot) -> bool:
+        """Whether the slot's actor answers: a restarting or dead one raises before any job reaches it."""
+        from ray.exceptions import RayError
+
+        try:
+            await slot.actor.describe.options(concurrency_group="control").remote()
+        except RayError as error:
+            log.info("worker %s is not ready for the job: %s", slot.id, type(error).__name__)
+            return False
+        return True
+
+    def _not_started(self, slot: Slot, job_id: str) -> None:
+        """The job goes back to the front of the queue untouched; the slot waits for Ray to restart its actor."""
+        self._queue.push_front(job_id)
+        with self._lock:
+            slot.state = WorkerState.LOST
+            slot.job_id = ""
+            slot.run = None
+            slot.stream = None
+        self._spawn(self._revive(slot))
 
     def _inputs(self, job: Job) -> JobInputs[Any]:
         assert self._reg_key is not None  # set by open()

@@ -277,6 +277,16 @@ class JobRun:
         log.warning("job %s (%s): its worker died, back at the front of the queue", self.job_id, job.label)
         return True
 
+    def not_started(self) -> None:
+        """Its worker was gone before the job's first step: back to the queue (the caller puts it first),
+        and this run does not count towards its attempts."""
+        self._journal.change(
+            self.job_id,
+            self._with_stages(_interrupted),
+            "Its worker was not ready; your job is first in the queue again.",
+        )
+        log.info("job %s: its worker was not ready, back at the front of the queue", self.job_id)
+
     def _fail(self, reason: str) -> None:
         def fail(record: Job) -> None:
             record.state = JobState.FAILED

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import select
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -38,8 +41,11 @@ class ClusterDaemon:
 
     def __init__(self, state_dir: Path, models: tuple[Path, Path]) -> None:
         self.state_dir, self.models = state_dir, models
+        # Ray's sockets must fit the kernel's path limit: a short folder of its own, not under pytest's tmp.
+        self.ray_dir = Path(tempfile.mkdtemp(prefix="dray-"))
         self.running: RunningDaemon = start_daemon(
-            state_dir, models, *RAY_ARGS, "--user-active-limit", "20", timeout=300.0
+            state_dir, models, *RAY_ARGS, "--ray-temp-dir", str(self.ray_dir), "--user-active-limit", "20",
+            timeout=300.0,
         )
         self.killed = False
 
@@ -47,15 +53,15 @@ class ClusterDaemon:
 @pytest.fixture(scope="module")
 def cluster(demo_models: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterDaemon]:
     with pytest.MonkeyPatch.context() as env:
-        # A private Ray without token authentication and without idle workers started ahead of need.
-        env.setenv("RAY_AUTH_MODE", "disabled")
-        env.setenv("RAY_enable_worker_prestart", "0")
-        env.delenv("RAY_ADDRESS", raising=False)
+        # The daemon starts its private Ray as a user's would: token authentication on, with its own token.
+        for name in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR"):
+            env.delenv(name, raising=False)
         daemon = ClusterDaemon(tmp_path_factory.mktemp("ray") / "state", demo_models)
         yield daemon
         if not daemon.killed:
             status = daemon.running.stop(timeout=120)
             assert status == 0, daemon.running.log_text()
+        shutil.rmtree(daemon.ray_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -181,6 +187,56 @@ async def test_cancel_stops_the_running_job_and_the_actor_takes_the_next(
     replies = [await client.submit(spec(client), portrait_png) for _ in range(2)]
     runs = await asyncio.gather(*(collect(client.watch(r.job.id, OPERATOR)) for r in replies))
     assert [events[-1].state for events in runs] == [pb.JOB_STATE_SUCCEEDED] * 2
+
+
+async def test_a_job_sent_while_both_actors_restart_runs_once_they_are_back_on_attempt_one(
+    client: DaemonClient, portrait_png: bytes
+) -> None:
+    workers = await until_idle(client, 2)
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGKILL)
+    reply = await client.submit(spec(client), portrait_png)
+    events = await collect(client.watch(reply.job.id, OPERATOR))
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED, events[-1].text
+    assert_contiguous(events)
+    assert (await client.get_job(reply.job.id, OPERATOR)).attempts == 1
+    restarted = {worker.id: worker for worker in await until_idle(client, 2)}
+    assert all(restarted[worker.id].pid != worker.pid for worker in workers)
+
+
+async def test_a_job_sent_while_one_actor_restarts_runs_on_attempt_one(
+    client: DaemonClient, portrait_png: bytes
+) -> None:
+    killed, _ = await until_idle(client, 2)
+    os.kill(killed.pid, signal.SIGKILL)
+    reply = await client.submit(spec(client), portrait_png)
+    events = await collect(client.watch(reply.job.id, OPERATOR))
+    assert events[-1].state == pb.JOB_STATE_SUCCEEDED, events[-1].text
+    assert_contiguous(events)
+    assert (await client.get_job(reply.job.id, OPERATOR)).attempts == 1
+    await until_idle(client, 2)
+
+
+def test_every_log_line_naming_a_job_is_about_that_job(cluster: ClusterDaemon) -> None:
+    lines = cluster.running.log_text().splitlines()
+    revival = re.compile(r"worker ray-\d+ (is not back yet|ready on)")
+    revivals = [line for line in lines if revival.search(line)]
+    # The kills above made the daemon revive workers; those lines concern a worker, never a job.
+    assert revivals, "no worker was revived"
+    assert not [line for line in revivals if " job=" in line], revivals
+    for line in lines:
+        tagged = re.search(r" job=([\w-]+):", line)
+        if tagged is None:
+            continue
+        message = line.split(": ", 1)[-1]
+        named = [name for name in re.findall(r"\bjob ([\w-]+)", message) if len(name) == len(tagged[1])]
+        assert set(named) <= {tagged[1]}, line
+
+
+def test_the_private_rays_files_stay_in_its_folder(cluster: ClusterDaemon) -> None:
+    token = cluster.ray_dir / "auth_token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert any(cluster.ray_dir.glob("session_*/logs/raylet.out"))
 
 
 async def test_a_telegram_user_distills_through_the_ray_daemon(
