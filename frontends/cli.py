@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+import grpc
 from distillery.v1 import distillery_pb2 as pb
 from google.protobuf import json_format
 from google.protobuf.message import Message
@@ -146,9 +147,19 @@ class ProgressPrinter:
 
 
 async def follow(events: AsyncIterator[pb.JobEvent], printer: ProgressPrinter) -> int:
-    """Print events until the job ends; exit status 0 only when it succeeded."""
-    async for event in events:
-        printer(event)
+    """Print events until the job ends; exit status 0 only when it succeeded.
+
+    If the daemon goes away mid-job, say the command that resumes exactly where this one stopped.
+    """
+    last: pb.JobEvent | None = None
+    try:
+        async for event in events:
+            printer(event)
+            last = event
+    except DaemonError as error:
+        if last is not None and error.code == grpc.StatusCode.UNAVAILABLE:
+            print(f"Resume when it is back: distillery watch {last.job_id} --after {last.seq}", file=sys.stderr)
+        raise
     return 0 if printer.view.state == pb.JOB_STATE_SUCCEEDED else 1
 
 
